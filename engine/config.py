@@ -1,0 +1,206 @@
+"""Load and validate task specs (YAML or TOML); unknown keys are errors, never ignored."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import ConfigError
+from engine.types import LabelSpec, OutputSpec, RetrievalParams, SamplingParams, TaskSpec
+
+__all__ = ["load_task", "parse_task", "validate_name", "task_to_dict"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+_TOP_KEYS = {
+    "name", "description", "labels", "output", "examples_per_label", "strategy",
+    "template", "system_template", "sampling", "retrieval", "seed",
+}
+_LABEL_KEYS = {"name", "verbalization", "seeds"}
+
+
+def validate_name(name: str, what: str = "index name") -> str:
+    """Check a name used as a folder: letters, digits, '.', '_', '-' only; no path separators.
+
+    Raises:
+        ConfigError: the name is empty, too long or contains other characters.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
+        raise ConfigError(
+            f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (no '/', '\\' or spaces), e.g. 'reuters-sample'"
+        )
+    return name
+
+
+def load_task(path: str | Path) -> TaskSpec:
+    """Read a task spec from a .yaml/.yml/.toml file.
+
+    Raises:
+        ConfigError: missing file, unknown extension, syntax error, or an invalid field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"task spec {path} does not exist; pass a .yaml or .toml file, e.g. benchmarks/tasks/ag_news.yaml")
+    text = _read_text(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".yaml", ".yml"}:
+            raw = yaml.safe_load(text)
+        elif suffix == ".toml":
+            raw = tomllib.loads(text)
+        else:
+            raise ConfigError(f"task spec {path}: unknown extension {suffix!r}; use .yaml, .yml or .toml")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"task spec {path} is not valid {suffix[1:].upper()}: {exc}") from None
+    return parse_task(raw, source=str(path))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"task spec {path} is not UTF-8 (byte {exc.start}); save it as UTF-8") from None
+
+
+def parse_task(raw: Any, source: str = "<task>") -> TaskSpec:
+    """Build a TaskSpec from a parsed mapping, checking every key and value.
+
+    Raises:
+        ConfigError: naming the source, the field path, the value and what is allowed.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a task spec must be a mapping of keys, got {type(raw).__name__}")
+    _check_keys(raw, _TOP_KEYS, source, "")
+    for required in ("name", "labels", "output"):
+        if required not in raw:
+            raise ConfigError(f"{source}: missing required key '{required}'")
+    labels = _parse_labels(raw["labels"], source)
+    sampling = _parse_section(raw.get("sampling", {}), SamplingParams, source, "sampling")
+    retrieval = _parse_section(raw.get("retrieval", {}), RetrievalParams, source, "retrieval")
+    _check_retrieval(retrieval, source)
+    output = _parse_output(raw["output"], source)
+    task = TaskSpec(
+        name=validate_name(str(raw["name"]), "task name"),
+        labels=labels,
+        output=output,
+        examples_per_label=_positive_int(raw.get("examples_per_label", 10), source, "examples_per_label"),
+        strategy=str(raw.get("strategy", "synthesizrr")),
+        template=str(raw.get("template", "synthesizrr/refine")),
+        system_template=str(raw.get("system_template", "system")),
+        sampling=sampling,
+        retrieval=retrieval,
+        seed=_int(raw.get("seed", 0), source, "seed"),
+        description=str(raw.get("description", "")),
+    )
+    return task
+
+
+def _check_keys(mapping: dict, allowed: set[str], source: str, where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"{source}: unknown key '{where}{key}'{hint}; allowed keys: {', '.join(sorted(allowed))}"
+            )
+
+
+def _parse_labels(raw: Any, source: str) -> tuple[LabelSpec, ...]:
+    if isinstance(raw, dict):  # `labels: {World: "verbalization", ...}` or name -> mapping
+        raw = [{"name": k, **(v if isinstance(v, dict) else {"verbalization": v})} for k, v in raw.items()]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{source}: 'labels' must be a non-empty list of {{name, verbalization, seeds}}")
+    labels, seen = [], set()
+    for i, item in enumerate(raw):
+        where = f"labels[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"{source}: labels[{i}] must be a mapping with name and verbalization, got {item!r}")
+        _check_keys(item, _LABEL_KEYS, source, where)
+        name = str(item.get("name", "")).strip()
+        verbal = str(item.get("verbalization", "")).strip()
+        if not name or not verbal:
+            raise ConfigError(f"{source}: labels[{i}] needs a non-empty 'name' and 'verbalization', got {item!r}")
+        if name in seen:
+            raise ConfigError(f"{source}: label {name!r} appears twice in 'labels'; label names must be unique")
+        seen.add(name)
+        seeds = item.get("seeds", []) or []
+        if not isinstance(seeds, list) or not all(isinstance(s, str) and s.strip() for s in seeds):
+            raise ConfigError(f"{source}: {where}seeds must be a list of non-empty strings")
+        labels.append(LabelSpec(name=name, verbalization=verbal, seeds=tuple(s.strip() for s in seeds)))
+    return tuple(labels)
+
+
+def _parse_output(raw: Any, source: str) -> OutputSpec:
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: 'output' must be a mapping like {{kind: news headline, max_words: 20}}")
+    out = _parse_section(raw, OutputSpec, source, "output")
+    if not out.kind.strip():
+        raise ConfigError(f"{source}: output.kind must say what to write, e.g. 'news headline'")
+    if not 1 <= out.min_words <= out.max_words:
+        raise ConfigError(
+            f"{source}: output.min_words={out.min_words} and max_words={out.max_words} must satisfy 1 <= min <= max"
+        )
+    return out
+
+
+def _parse_section(raw: Any, cls: type, source: str, where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{where}' must be a mapping, got {raw!r}")
+    kinds = {f.name: (type(f.default) if f.default is not MISSING else str) for f in fields(cls)}
+    _check_keys(raw, set(kinds), source, f"{where}.")
+    values = {key: _coerce(value, kinds[key], source, f"{where}.{key}") for key, value in raw.items()}
+    if cls is OutputSpec:
+        values.setdefault("kind", "")
+    return cls(**values)
+
+
+def _coerce(value: Any, typ: type, source: str, where: str):
+    if typ is bool or isinstance(value, bool):
+        raise ConfigError(f"{source}: {where} must be a {typ.__name__}, got {value!r}")
+    try:
+        if typ is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return typ(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {where} must be a {typ.__name__}, got {value!r}") from None
+
+
+def _int(value: Any, source: str, where: str) -> int:
+    return _coerce(value, int, source, where)
+
+
+def _positive_int(value: Any, source: str, where: str) -> int:
+    number = _int(value, source, where)
+    if number < 1:
+        raise ConfigError(f"{source}: {where} must be at least 1, got {value!r}")
+    return number
+
+
+def _check_retrieval(r: RetrievalParams, source: str) -> None:
+    if not -1.0 <= r.min_similarity < r.max_similarity <= 1.0:
+        raise ConfigError(
+            f"{source}: retrieval.min_similarity={r.min_similarity} and max_similarity={r.max_similarity} "
+            "must satisfy -1 <= min < max <= 1 (paper defaults: 0.4 and 0.9)"
+        )
+    if r.mode not in {"dense", "bm25", "hybrid"}:
+        raise ConfigError(f"{source}: retrieval.mode={r.mode!r}; use dense, bm25 or hybrid")
+    if not 0.0 <= r.mmr_lambda <= 1.0:
+        raise ConfigError(f"{source}: retrieval.mmr_lambda={r.mmr_lambda} must be between 0 and 1")
+    if r.max_reuse < 1 or r.candidates < 1:
+        raise ConfigError(f"{source}: retrieval.max_reuse and retrieval.candidates must be at least 1")
+
+
+def task_to_dict(task: TaskSpec) -> dict[str, Any]:
+    """A JSON-ready dict of a task spec (for manifests and fingerprints)."""
+    from dataclasses import asdict
+
+    return asdict(task)

@@ -1,0 +1,150 @@
+"""Checks on one model answer. Each returns a short, stable reason code, or None when the answer passes.
+
+Reason codes (counted and reported per run): empty, refusal, too_short, too_long, truncated,
+copy_of_passage, duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from engine.types import OutputSpec
+
+__all__ = [
+    "Deduper",
+    "copy_of_passage",
+    "copy_rate",
+    "empty",
+    "normalize",
+    "refusal",
+    "tokens",
+    "too_long",
+    "too_short",
+    "truncated",
+    "word_count",
+]
+
+_REFUSAL_WINDOW = 240
+_REFUSALS = tuple(
+    re.compile(pattern)
+    for pattern in (
+        r"\bas an ai\b",
+        r"\bas an? (?:large )?language model\b",
+        r"\bi(?: am|'m) (?:an ai|not able to|unable to)\b",
+        r"\bi (?:cannot|can ?not|can't|won't|will not|am not able to)\s+(?:help|assist|fulfil|fulfill|comply|"
+        r"provide|create|write|generate|produce|do that|complete|continue|engage)",
+        r"^\W*(?:i'm |i am )?sorry,? but (?:i|that|this|your|the request)\b",
+        r"^\W*(?:i'm|i am) sorry,? (?:i|we) (?:can't|cannot|am unable|won't)\b",
+        r"^\W*i apologi[sz]e\b",
+        r"\bi must (?:decline|refuse)\b",
+        r"\bagainst (?:my|the|our) (?:guidelines|polic(?:y|ies)|programming)\b",
+    )
+)
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased word tokens, punctuation dropped (the unit of copy and dedup checks)."""
+    return re.findall(r"\w+", text.lower())
+
+
+def word_count(text: str) -> int:
+    """Whitespace-separated words, as a reader counts them (the unit of OutputSpec bounds)."""
+    return len(text.split())
+
+
+def empty(text: str) -> str | None:
+    """'empty' when the answer has no letter or digit at all."""
+    return None if any(ch.isalnum() for ch in text) else "empty"
+
+
+def refusal(text: str) -> str | None:
+    """'refusal' when the start of the answer reads like a model declining the task."""
+    head = text[:_REFUSAL_WINDOW].lower().replace("\u2019", "'").strip()
+    return "refusal" if any(pattern.search(head) for pattern in _REFUSALS) else None
+
+
+def too_short(text: str, spec: OutputSpec) -> str | None:
+    """'too_short' below `spec.min_words` words."""
+    return "too_short" if word_count(text) < spec.min_words else None
+
+
+def too_long(text: str, spec: OutputSpec) -> str | None:
+    """'too_long' above `spec.max_words` words."""
+    return "too_long" if word_count(text) > spec.max_words else None
+
+
+def truncated(finish_reason: str) -> str | None:
+    """'truncated' when the server stopped at max_tokens (finish_reason 'length'): the text is cut off."""
+    return "truncated" if finish_reason == "length" else None
+
+
+def copy_rate(example_text: str, passage_text: str, n: int = 8) -> float:
+    """Share of the example's tokens covered by n-grams that also occur in the passage.
+
+    For an example shorter than `n` tokens, n shrinks to its length (the whole example must
+    occur in the passage to count). 0.0 for an empty example; 1.0 means fully copied.
+    """
+    example = tokens(example_text)
+    if not example:
+        return 0.0
+    size = min(n, len(example))
+    passage = tokens(passage_text)
+    grams = {tuple(passage[i : i + size]) for i in range(len(passage) - size + 1)}
+    covered = [False] * len(example)
+    for i in range(len(example) - size + 1):
+        if tuple(example[i : i + size]) in grams:
+            covered[i : i + size] = [True] * size
+    return sum(covered) / len(example)
+
+
+def copy_of_passage(
+    text: str, passage: str, threshold: float = 0.8, n: int = 8, min_tokens: int = 4
+) -> str | None:
+    """'copy_of_passage' when at least `threshold` of the example is copied verbatim in n-grams.
+
+    Examples under `min_tokens` tokens are never flagged: a 3-word phrase in a passage is not a copy.
+    """
+    if len(tokens(text)) < min_tokens:
+        return None
+    return "copy_of_passage" if copy_rate(text, passage, n) >= threshold else None
+
+
+def normalize(text: str) -> str:
+    """Case-, accent-, punctuation- and whitespace-insensitive form used for exact dedup."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return " ".join(tokens(folded))
+
+
+class Deduper:
+    """Remembers the normalised examples seen so far; `check` flags exact duplicates.
+
+    Stores a 16-byte digest per example, so memory grows with the dataset and nothing else.
+
+    Args:
+        existing: examples already kept (e.g. from a resumed run), counted as seen.
+        per_label: when True, the same text under two labels is not a duplicate.
+    """
+
+    def __init__(self, existing: Iterable[tuple[str, str]] = (), *, per_label: bool = False):
+        self.per_label = per_label
+        self._seen: set[bytes] = set()
+        for text, label in existing:
+            self.check(text, label)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _key(self, text: str, label: str) -> bytes:
+        scope = label if self.per_label else ""
+        return hashlib.blake2b(f"{scope}\x00{normalize(text)}".encode(), digest_size=16).digest()
+
+    def check(self, text: str, label: str = "") -> str | None:
+        """'duplicate' if this text (normalised) was seen before; otherwise remember it and return None."""
+        key = self._key(text, label)
+        if key in self._seen:
+            return "duplicate"
+        self._seen.add(key)
+        return None

@@ -1,0 +1,226 @@
+"""Build or extend an index from a corpus, atomically: a crash never leaves a half-written index."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from engine import __version__
+from engine.corpus import CorpusOptions, CorpusStats, iter_passages, list_files
+from engine.errors import ConfigError, CorpusError, IndexNotFound
+from engine.index import dense, lexical, store
+from engine.index.manifest import Manifest, manifest_dict, read_manifest, write_json_atomic
+from engine.index.reader import index_path
+from engine.types import Passage
+
+__all__ = ["BuildResult", "build_index"]
+
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build did: the manifest written and the counts of this run."""
+
+    manifest: Manifest
+    added: int
+    stats: CorpusStats
+    seconds: float
+
+
+def build_index(
+    corpus: str | Path,
+    name: str,
+    embedder,
+    root: Path = Path("indexes"),
+    options: CorpusOptions = CorpusOptions(),
+    add: bool = False,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> BuildResult:
+    """Index `corpus` as `root/name`, or append it to that index with `add=True`.
+
+    Work happens in a hidden temp folder renamed into place at the end, so readers see the old
+    index or the new one, never a mix.
+
+    Args:
+        corpus: a corpus file or folder.
+        name: index name (a folder name, validated).
+        embedder: the Embedder to use (must match the index's when adding).
+        root: folder holding indexes.
+        options: text fields and chunking.
+        add: append new passages to an existing index (only new ones are embedded).
+        force: replace an existing index of that name.
+        progress: called with (passages_done, documents_done) after each batch.
+
+    Raises:
+        ConfigError: bad name, or an existing index without --add/--force.
+        IndexNotFound: `add=True` on a missing index. IndexMismatch: another embedder.
+        CorpusError: unreadable or empty corpus.
+    """
+    started = time.monotonic()
+    target = index_path(name, root)
+    list_files(corpus)  # fail fast on a bad path before any work
+    _check_target(target, name, add, force)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    work = Path(root) / f".{name}.tmp-{os.getpid()}-{int(time.time())}"
+    try:
+        result = _build_in(work, target, corpus, name, embedder, options, add, progress, started)
+        _swap_into_place(work, target)
+        return result
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _check_target(target: Path, name: str, add: bool, force: bool) -> None:
+    _recover(target)
+    exists = (target / "manifest.json").is_file()
+    if add and not exists:
+        raise IndexNotFound(f"cannot --add to index {name!r}: it does not exist under {target.parent}; build it first without --add")
+    if exists and not (add or force):
+        raise ConfigError(
+            f"index {name!r} already exists at {target}; use --add to append documents or --force to rebuild it"
+        )
+    if add and force:
+        raise ConfigError("--add and --force contradict each other; choose one")
+
+
+def _build_in(work, target, corpus, name, embedder, options, add, progress, started) -> BuildResult:
+    stats = CorpusStats()
+    previous = None
+    if add:
+        previous = read_manifest(target)
+        previous.check_embedder(embedder.id, embedder.dim)
+        shutil.copytree(target, work)
+        table = store.open_table(work)
+        index = dense.load(work / "dense.faiss")
+        stats.seen_hashes.update(store.load_passages(table)["id"].to_list())
+        start_row = table.count_rows()
+    else:
+        work.mkdir(parents=True)
+        table = store.create_table(work, embedder.dim)
+        index = dense.new_index(embedder.dim, "flat")
+        start_row = 0
+    digest = hashlib.sha256((previous.corpus_fingerprint if previous else "").encode())
+    added = 0
+    for batch in _batches(iter_passages(corpus, options, stats), BATCH):
+        vectors = embedder.encode([p.text for p in batch])
+        store.append_rows(table, start_row + added, batch, vectors)
+        index.add(vectors)
+        for passage in batch:
+            digest.update(passage.id.encode())
+        added += len(batch)
+        if progress:
+            progress(added, stats.documents)
+    total = start_row + added
+    if total == 0:
+        raise CorpusError(
+            f"corpus {corpus} yielded no passages ({stats.documents} documents, {stats.empty_documents} empty, "
+            f"{stats.too_short} shorter than {options.min_words} words); check --text-field and the files"
+        )
+    index = _final_dense(index, table, embedder.dim, total)
+    dense.save(index, work / "dense.faiss")
+    _write_bm25(table, work / "bm25")
+    manifest = _manifest(name, embedder, total, digest.hexdigest(), dense_kind_of(index), options, corpus, stats, added, previous)
+    write_json_atomic(work / "manifest.json", manifest_dict(manifest))
+    return BuildResult(manifest, added, stats, time.monotonic() - started)
+
+
+def _batches(items: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
+    batch: list[Passage] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def dense_kind_of(index) -> str:
+    return "hnsw" if hasattr(index, "hnsw") else "flat"
+
+
+def _final_dense(index, table, dim: int, total: int):
+    """Switch to HNSW once the index outgrows exact search, from stored vectors (no re-embedding)."""
+    if dense.kind_for(total) == dense_kind_of(index):
+        return index
+    rebuilt = dense.new_index(dim, dense.kind_for(total))
+    for _, vectors in store.iter_vectors(table):
+        rebuilt.add(vectors)
+    return rebuilt
+
+
+def _write_bm25(table, folder: Path) -> None:
+    # BM25's IDF depends on the whole corpus, so it is rebuilt from the stored texts (seconds per 100k).
+    texts = store.load_passages(table)["text"].to_list()
+    lexical.save(lexical.build(texts, **lexical.BM25_PARAMS), folder)
+
+
+def _manifest(name, embedder, total, fingerprint, kind, options, corpus, stats, added, previous) -> Manifest:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    source = {
+        "path": str(corpus), "added": added, "documents": stats.documents, "at": now,
+        "duplicates": stats.duplicates, "empty_documents": stats.empty_documents, "too_short": stats.too_short,
+    }
+    return Manifest(
+        name=name,
+        engine_version=__version__,
+        embedder=embedder.id,
+        dim=embedder.dim,
+        passages=total,
+        corpus_fingerprint=fingerprint,
+        dense_kind=kind,
+        parameters={
+            "text_fields": list(options.text_fields), "chunk_words": options.chunk_words,
+            "min_words": options.min_words, "bm25": lexical.BM25_PARAMS, "flat_max": dense.FLAT_MAX,
+            "hnsw_m": dense.HNSW_M,
+        },
+        sources=(previous.sources if previous else ()) + (source,),
+        created_at=previous.created_at if previous else now,
+        updated_at=now,
+    )
+
+
+def _swap_into_place(work: Path, target: Path) -> None:
+    """Rename the finished build over the target; a crash between the renames is undone by _recover."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.rename(target, old)
+    os.rename(work, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(target: Path) -> None:
+    """Put back an index left aside by a crash mid-swap, and remove dead builds' temp folders."""
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    for leftover in parent.glob(f".{target.name}.old-*"):
+        if not target.exists():
+            os.rename(leftover, target)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+    for temp in parent.glob(f".{target.name}.tmp-*"):
+        pid = int(temp.name.split("-")[-2]) if temp.name.split("-")[-2].isdigit() else -1
+        if not _alive(pid):
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

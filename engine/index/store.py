@@ -1,0 +1,92 @@
+"""The LanceDB table of record: one row per passage (row, id, text, source, metadata, vector)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from engine.errors import IndexStoreError
+from engine.types import Passage
+
+__all__ = ["TABLE", "schema", "open_table", "create_table", "append_rows", "load_passages", "iter_vectors"]
+
+TABLE = "passages"
+
+
+def _lancedb():
+    os.environ.setdefault("LANCE_LOG", "error")  # lance logs a warning on every new table otherwise
+    import lancedb
+
+    return lancedb
+
+
+def schema(dim: int) -> pa.Schema:
+    """Arrow schema of the passages table for `dim`-dimensional vectors."""
+    return pa.schema([
+        pa.field("row", pa.int64()),
+        pa.field("id", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("metadata", pa.string()),  # JSON: corpus fields vary per file
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+def create_table(folder: Path, dim: int):
+    """Create an empty passages table under `folder/store`."""
+    return _lancedb().connect(str(folder / "store")).create_table(TABLE, schema=schema(dim), mode="overwrite")
+
+
+def open_table(folder: Path):
+    """Open the passages table of an index folder.
+
+    Raises:
+        IndexStoreError: the table is missing or unreadable.
+    """
+    try:
+        return _lancedb().connect(str(folder / "store")).open_table(TABLE)
+    except Exception as exc:  # lancedb raises ValueError/FileNotFoundError/RuntimeError variously
+        raise IndexStoreError(f"{folder / 'store'}: cannot open the passages table ({exc}); rebuild the index with --force") from None
+
+
+def append_rows(table, start_row: int, passages: Sequence[Passage], vectors: np.ndarray) -> None:
+    """Append passages with their vectors, numbering rows from `start_row`."""
+    dim = vectors.shape[1]
+    batch = pa.table(
+        {
+            "row": pa.array(range(start_row, start_row + len(passages)), pa.int64()),
+            "id": [p.id for p in passages],
+            "text": [p.text for p in passages],
+            "source": [p.source for p in passages],
+            "metadata": [json.dumps(p.metadata, ensure_ascii=False, default=str) for p in passages],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
+        },
+        schema=schema(dim),
+    )
+    table.add(batch)
+
+
+def load_passages(table) -> pl.DataFrame:
+    """All passages without vectors, ordered by row (row i is FAISS vector i)."""
+    frame = pl.from_arrow(table.to_arrow().select(["row", "id", "text", "source", "metadata"]))
+    return frame.sort("row")
+
+
+def iter_vectors(table, batch_rows: int = 8192):
+    """Yield (rows, vectors) in row order, a batch at a time, to rebuild FAISS without re-embedding."""
+    vectors = table.to_arrow().select(["row", "vector"]).sort_by("row")
+    for offset in range(0, vectors.num_rows, batch_rows):
+        chunk = vectors.slice(offset, batch_rows)
+        flat = chunk.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        yield chunk.column("row").to_numpy(), flat.reshape(chunk.num_rows, -1).astype(np.float32)
+
+
+def row_to_passage(row: dict[str, Any]) -> Passage:
+    """A Passage from one row of `load_passages`."""
+    return Passage(id=row["id"], text=row["text"], source=row["source"], metadata=json.loads(row["metadata"] or "{}"))

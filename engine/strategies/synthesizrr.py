@@ -1,0 +1,153 @@
+"""SynthesizRR's refine step: rewrite each retrieved passage into one example of its label.
+
+One request per (label, hit), in the order given. All requests for a label share every token
+before the passage, so the llama.cpp server's prefix cache serves that part once per label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from engine.errors import ConfigError
+from engine.prompts import Template, combined_identity
+from engine.strategies.base import (
+    Strategy,
+    build_provenance,
+    clean_text,
+    derive_seed,
+    extract_text,
+    first_failure,
+    request_id,
+)
+from engine.types import Completion, Example, Hit, LabelSpec, Rejection, Request, TaskSpec
+
+__all__ = ["SynthesizRR", "ANSWER_SCHEMA"]
+
+# Sent as the OpenAI `json_schema` response format when structured output is on.
+ANSWER_SCHEMA: dict[str, Any] = {
+    "title": "example",
+    "type": "object",
+    "properties": {"text": {"type": "string"}},
+    "required": ["text"],
+    "additionalProperties": False,
+}
+
+
+class SynthesizRR(Strategy):
+    """Retrieve-then-refine.
+
+    Args:
+        structured_output: ask for `{"text": ...}` through the endpoint's JSON-schema response
+            format (llama-server, vLLM, OpenAI support it; llama-cpp-python's server does not).
+    """
+
+    name = "synthesizrr"
+
+    def __init__(self, structured_output: bool = False):
+        self.structured_output = structured_output
+
+    def plan(
+        self,
+        task: TaskSpec,
+        hits_by_label: Mapping[str, list[Hit]],
+        templates: Mapping[str, Template],
+    ) -> list[Request]:
+        """One Request per (label, hit), labels in the order given, hits in retrieval order.
+
+        Raises:
+            ConfigError: a label unknown to the task, a template missing from `templates`, or a
+                template needing a variable this strategy does not provide.
+        """
+        chosen = self._templates(task, templates)
+        template_id, template_sha = combined_identity(chosen)
+        requests: list[Request] = []
+        for label_name, hits in hits_by_label.items():
+            label = _label(task, label_name)
+            uses: Counter[str] = Counter()
+            for hit in hits:
+                sample_index = uses[hit.passage.id]
+                uses[hit.passage.id] += 1
+                requests.append(self._request(task, label, hit, sample_index, chosen, template_id, template_sha))
+        return requests
+
+    def _templates(self, task: TaskSpec, templates: Mapping[str, Template]) -> tuple[Template, ...]:
+        missing = [name for name in self.template_names(task) if name not in templates]
+        if missing:
+            raise ConfigError(
+                f"templates {missing} were not loaded (got {sorted(templates)}); "
+                "load them with strategy.load_templates(task)"
+            )
+        chosen = tuple(templates[name] for name in self.template_names(task))
+        with_system = [t.path for t in chosen if any(role == "system" for role, _ in t.messages)]
+        if len(with_system) > 1:
+            raise ConfigError(
+                f"both {with_system[0]} and {with_system[1]} have a '### system' message; "
+                "set the task's system_template to '' or remove one of them"
+            )
+        return chosen
+
+    def _request(
+        self,
+        task: TaskSpec,
+        label: LabelSpec,
+        hit: Hit,
+        sample_index: int,
+        templates: tuple[Template, ...],
+        template_id: str,
+        template_sha: str,
+    ) -> Request:
+        context = self._context(task, label, hit)
+        messages = tuple(message for template in templates for message in template.render_from(context))
+        seed = derive_seed(task.seed, self.name, label.name, hit.passage.id, sample_index)
+        sampling = dataclasses.replace(task.sampling, seed=seed)
+        schema = ANSWER_SCHEMA if self.structured_output else None
+        return Request(
+            id=request_id(self.name, template_sha, messages, sampling, sample_index, schema),
+            label=label.name,
+            messages=messages,
+            template_id=template_id,
+            template_sha256=template_sha,
+            sampling=sampling,
+            hit=hit,
+            sample_index=sample_index,
+            json_schema=schema,
+        )
+
+    def _context(self, task: TaskSpec, label: LabelSpec, hit: Hit) -> dict[str, Any]:
+        # Every variable a refine template may use; a template declares the subset it needs.
+        return {
+            "task_name": task.name,
+            "task_description": task.description,
+            "label": label.name,
+            "verbalization": label.verbalization,
+            "seed_examples": "\n".join(f"- {seed}" for seed in label.seeds),
+            "output_kind": task.output.kind,
+            "min_words": task.output.min_words,
+            "max_words": task.output.max_words,
+            "answer_format": "json" if self.structured_output else "text",
+            "passage": hit.passage.text.strip(),
+        }
+
+    def parse(self, request: Request, completion: Completion, task: TaskSpec) -> Example | Rejection:
+        """Clean the answer and run the filters; an Example, or a Rejection with reason and detail."""
+        provenance = build_provenance(request, completion)
+        text, note = extract_text(completion.text)
+        text, dropped_tail = clean_text(text, task.output)
+        finish_reason = "stop" if dropped_tail else completion.finish_reason
+        passage = request.hit.passage.text if request.hit else None
+        failure = first_failure(text, task.output, finish_reason, passage)
+        if failure:
+            reason, detail = failure
+            return Rejection(request.label, reason, completion.text, "; ".join(filter(None, [detail, note])), provenance)
+        return Example(text=text, label=request.label, provenance=provenance)
+
+
+def _label(task: TaskSpec, name: str) -> LabelSpec:
+    try:
+        return task.label(name)
+    except KeyError:
+        known = [spec.name for spec in task.labels]
+        raise ConfigError(f"hits were given for label {name!r}, which task {task.name!r} does not have; labels: {known}") from None

@@ -1,0 +1,189 @@
+"""Frozen value types shared by every stage of Seedbed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Passage",
+    "Hit",
+    "LabelSpec",
+    "OutputSpec",
+    "SamplingParams",
+    "RetrievalParams",
+    "TaskSpec",
+    "Completion",
+    "Provenance",
+    "Example",
+    "Rejection",
+    "Request",
+]
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One chunk of a corpus document, as stored in an index."""
+
+    id: str
+    text: str
+    source: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage returned by a search, with its score and 1-based rank.
+
+    `cosine` is the dense cosine similarity to the query when known (hybrid and dense modes),
+    used by the similarity band in retrieval.
+    """
+
+    passage: Passage
+    score: float
+    rank: int
+    query: str = ""
+    cosine: float | None = None
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """A label, what it means in words, and optional human seed examples."""
+
+    name: str
+    verbalization: str
+    seeds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What each synthetic example is: its kind (e.g. 'news headline') and its length bounds."""
+
+    kind: str
+    min_words: int = 3
+    max_words: int = 60
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """LLM sampling parameters; `seed` makes a request reproducible where the server honours it."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 128
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class RetrievalParams:
+    """How passages are picked per label (defaults from the SynthesizRR paper)."""
+
+    min_similarity: float = 0.4
+    max_similarity: float = 0.9
+    candidates: int = 200
+    mode: str = "hybrid"
+    mmr_lambda: float = 0.5
+    max_reuse: int = 1
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A synthesis task: labels, output kind, how many examples, and how to sample."""
+
+    name: str
+    labels: tuple[LabelSpec, ...]
+    output: OutputSpec
+    examples_per_label: int = 10
+    strategy: str = "synthesizrr"
+    template: str = "synthesizrr/refine"
+    system_template: str = "system"
+    sampling: SamplingParams = SamplingParams()
+    retrieval: RetrievalParams = RetrievalParams()
+    seed: int = 0
+    description: str = ""
+
+    def label(self, name: str) -> LabelSpec:
+        for spec in self.labels:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer from an LLM endpoint."""
+
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a synthetic example came from: enough to reproduce or audit it."""
+
+    passage_id: str | None
+    retrieval_score: float | None
+    retrieval_rank: int | None
+    cosine: float | None
+    query: str | None
+    template_id: str
+    template_sha256: str
+    model: str
+    sampling: dict[str, Any]
+    seed: int
+    prompt_tokens: int
+    completion_tokens: int
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A kept synthetic example."""
+
+    text: str
+    label: str
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A model answer that was not kept, with the reason (a short stable code) and the raw text."""
+
+    label: str
+    reason: str
+    raw: str
+    detail: str = ""
+    provenance: Provenance | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One planned LLM call: rendered messages plus what is needed to build provenance.
+
+    `id` is a content hash of everything that determines the answer (messages, model-free
+    sampling parameters, sample index), so the same request is never paid for twice.
+    """
+
+    id: str
+    label: str
+    messages: tuple[tuple[str, str], ...]
+    template_id: str
+    template_sha256: str
+    sampling: SamplingParams
+    hit: Hit | None = None
+    sample_index: int = 0
+    json_schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]

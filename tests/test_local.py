@@ -361,11 +361,14 @@ def _small(tmp_path, runtime) -> LocalServer:
 
 
 def _gone(pid: int, within: float = 10.0) -> bool:
+    """True once `pid` has exited; a zombie (dead, not yet reaped by its parent) counts as gone."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
             return True
         time.sleep(0.1)
     return False

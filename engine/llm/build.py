@@ -41,8 +41,10 @@ __all__ = [
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 _BINARY = "llama-server"
 _VENDOR = "vendor/llama.cpp"
-# Exactly the flags measured in STACK.md. The standalone llama.cpp project already defaults
+# The flags measured in STACK.md. The standalone llama.cpp project already defaults
 # LLAMA_BUILD_TOOLS / LLAMA_BUILD_SERVER to ON, so the server target exists without extra flags.
+# LLAMA_USE_PREBUILT_UI=OFF stops the build from trying to download the web UI from Hugging Face
+# (no code path may need the internet); the OpenAI API does not need the UI.
 _CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DGGML_NATIVE=ON",
@@ -51,6 +53,7 @@ _CMAKE_FLAGS = (
     "-DLLAMA_BUILD_TESTS=OFF",
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
 )
 
 

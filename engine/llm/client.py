@@ -65,7 +65,9 @@ class OpenAIChat:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
         if not re.match(r"^https?://", base_url or ""):
-            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}; e.g. http://127.0.0.1:8080/v1")
+            raise ConfigError(
+                f"base_url must start with http:// or https://, got {base_url!r}; e.g. http://127.0.0.1:8080/v1"
+            )
         if not model:
             raise ConfigError("model must be a non-empty name, got ''; pass the name the server serves")
         if max_retries < 0 or timeout <= 0:
@@ -182,7 +184,7 @@ class OpenAIChat:
                 if tries >= self.max_retries:
                     raise self._give_up(error, exc, tries + 1) from exc
                 delay = self._delay(tries, error.retry_after)
-                log.warning("LLM request to %s failed (%s); retry %d/%d in %.1fs", self.base_url, error, tries + 1, self.max_retries, delay)
+                log.warning("LLM call failed (%s); retry %d/%d in %.1fs", error, tries + 1, self.max_retries, delay)
                 await self._sleep(delay)
                 tries += 1
 
@@ -220,7 +222,9 @@ class OpenAIChat:
                 f"{where} answered 404 (no such route or model {self.model!r}): {detail}; check --base-url "
                 "(usually ends in /v1) and --model"
             )
-        return LLMFatalError(f"{where} rejected the request ({status}): {detail}; check the model name and sampling options")
+        return LLMFatalError(
+            f"{where} rejected the request ({status}): {detail}; check the model name and sampling options"
+        )
 
     def _give_up(self, error: LLMRetryableError, exc: Exception, attempts: int) -> Exception:
         if _is_refused(exc):
@@ -241,11 +245,13 @@ def _to_completion(response: Any, messages: list[dict[str, str]], model: str) ->
     text = getattr(choice.message, "content", None) or ""
     usage = getattr(response, "usage", None)
     prompt_tokens = getattr(usage, "prompt_tokens", None)
+    if prompt_tokens is None:
+        prompt_tokens = estimate_tokens("".join(m["content"] for m in messages))
     completion_tokens = getattr(usage, "completion_tokens", None)
     return Completion(
         text=text,
         model=getattr(response, "model", None) or model,
-        prompt_tokens=prompt_tokens if prompt_tokens is not None else estimate_tokens("".join(m["content"] for m in messages)),
+        prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens if completion_tokens is not None else estimate_tokens(text),
         finish_reason=getattr(choice, "finish_reason", None) or "stop",
     )
@@ -262,22 +268,15 @@ def _server_message(exc: Any) -> str:
 
 
 def _retry_after(response: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
     headers = getattr(response, "headers", None) or {}
-    millis = headers.get("retry-after-ms")
-    if millis:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         try:
-            return float(millis) / 1000
-        except ValueError:
+            return float(headers[name]) * scale
+        except (KeyError, ValueError):
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(headers.get("retry-after", ""))
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())

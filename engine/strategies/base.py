@@ -223,7 +223,8 @@ def _label_prefix(kind: str) -> re.Pattern[str]:
     words = [word for word in kind.lower().split() if len(word) >= 3]
     names = sorted({*_GENERIC_PREFIXES, kind.lower(), *words}, key=len, reverse=True)
     alternatives = "|".join(re.escape(name) for name in names if name)
-    return re.compile(rf"^(?:\*\*|__)?(?:{alternatives})(?:\s*\d+)?\s*(?:\*\*|__)?\s*:\s*(?:\*\*|__)?\s*", re.IGNORECASE)
+    bold = r"(?:\*\*|__)?"
+    return re.compile(rf"^{bold}(?:{alternatives})(?:\s*\d+)?\s*{bold}\s*:\s*{bold}\s*", re.IGNORECASE)
 
 
 def _clean_line(line: str, prefixes: re.Pattern[str]) -> str:

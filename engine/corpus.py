@@ -226,7 +226,7 @@ def _read_jsonl(file: Path, options: CorpusOptions) -> Iterator[tuple[int, dict]
                     raise CorpusError(f"{file}:{line_no}: expected a JSON object, got {type(record).__name__}")
                 yield line_no, record
     except UnicodeDecodeError as exc:
-        raise _decode_error(file, line_no + 1, exc) from None
+        raise _decode_error(file, _line_of(file, exc), exc) from None
     except (OSError, EOFError) as exc:
         raise CorpusError(f"{file}: cannot read ({exc})") from None
 

@@ -60,6 +60,14 @@ def empty(text: str) -> str | None:
     return None if any(ch.isalnum() for ch in text) else "empty"
 
 
+_PLACEHOLDER = re.compile(r"^\s*[<\[{]\s*(?:the|your|an?|insert)\b[^<>\[\]{}]*[>\]}]\s*$", re.IGNORECASE)
+
+
+def placeholder(text: str) -> str | None:
+    """'placeholder' when the model echoed a template slot (e.g. '<the news headline>') instead of writing."""
+    return "placeholder" if _PLACEHOLDER.match(text) else None
+
+
 def refusal(text: str) -> str | None:
     """'refusal' when the start of the answer reads like a model declining the task."""
     head = text[:_REFUSAL_WINDOW].lower().replace("\u2019", "'").strip()

@@ -266,7 +266,7 @@ def test_find_llama_server_rejects_bad_env(home, tmp_path, monkeypatch):
 def test_find_llama_server_cache_then_path(home, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
     assert find_llama_server() is None
-    with pytest.raises(RuntimeSetupError, match="seedbed runtime build"):
+    with pytest.raises(RuntimeSetupError, match="seedbed setup"):
         local.ensure_llama_server(build=False)
     on_path = _executable(tmp_path / "pathbin" / "llama-server")
     monkeypatch.setenv("PATH", str(on_path.parent))
@@ -333,6 +333,15 @@ def test_server_that_never_gets_healthy_times_out_and_is_killed(tmp_path, home):
     assert server.pid is None and not server.alive()
 
 
+def test_server_with_unrunnable_binary_says_how(tmp_path, home):
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x")
+    server = LocalServer(model, "fake", binary=tmp_path / "no-such-binary", log_path=tmp_path / "s.log")
+    with pytest.raises(RuntimeSetupError, match="no-such-binary.*seedbed setup"):
+        server.start()
+    assert server.pid is None
+
+
 def test_server_without_model_file_says_how(tmp_path, home):
     server = LocalServer(tmp_path / "absent.gguf", "smollm2-135m", binary=Path("/bin/true"))
     with pytest.raises(RuntimeSetupError, match="seedbed models install smollm2-135m"):
@@ -346,7 +355,7 @@ def test_server_without_model_file_says_how(tmp_path, home):
 def runtime() -> tuple[Path, Path]:
     binary = find_llama_server()
     if binary is None:
-        pytest.skip("no llama-server binary: build it with `seedbed runtime build`")
+        pytest.skip("no llama-server binary: build it with `seedbed setup`")
     try:
         model = ensure_model(TEST_MODEL, install=False, progress=False)
     except RuntimeSetupError as exc:
@@ -388,7 +397,7 @@ def _port_closed(port: int, within: float = 10.0) -> bool:
 def _chat(server: LocalServer, max_tokens: int = 24, **extra) -> str:
     import openai
 
-    client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key, max_retries=0, timeout=60)
     resp = client.chat.completions.create(
         model=server.model, max_tokens=max_tokens, temperature=0,
         messages=[{"role": "user", "content": "Say hello in one short sentence."}], **extra)
@@ -403,6 +412,16 @@ def test_real_server_answers_and_cleans_up(tmp_path, runtime):
         pid, port = server.pid, server.port
     assert _gone(pid) and _port_closed(port)
     assert not server.alive()
+
+
+@pytest.mark.integration
+def test_real_server_rejects_requests_without_its_key(tmp_path, runtime):
+    import openai
+
+    with _small(tmp_path, runtime) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            client.models.list()
 
 
 @pytest.mark.integration
@@ -428,6 +447,22 @@ def test_real_server_json_schema_response_format(tmp_path, runtime):
 
 
 @pytest.mark.integration
+def test_real_server_started_from_a_finished_thread_stays_up(tmp_path, runtime):
+    # PDEATHSIG follows the forking thread; a worker thread that ends must not take the server.
+    import threading
+
+    server = _small(tmp_path, runtime)
+    try:
+        worker = threading.Thread(target=server.start)
+        worker.start()
+        worker.join()
+        time.sleep(0.5)
+        assert server.alive()
+    finally:
+        server.stop()
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_real_server_dies_with_its_parent(tmp_path, runtime, sig):
     binary, model = runtime
@@ -441,7 +476,8 @@ def test_real_server_dies_with_its_parent(tmp_path, runtime, sig):
         print(server.pid, server.port, flush=True)
         time.sleep(120)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    repo = Path(__file__).resolve().parents[1]  # so `engine` imports even if not installed
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=repo)
     try:
         pid, port = map(int, parent.stdout.readline().split())
         os.kill(parent.pid, sig)

@@ -126,7 +126,7 @@ def find_llama_server() -> Path | None:
             raise RuntimeSetupError(
                 f"SEEDBED_LLAMA_SERVER={env!r} is not an executable file. Point it at a "
                 "llama-server binary, or unset it to use the cached build "
-                "(`seedbed runtime build` builds one)."
+                "(`seedbed setup` builds one)."
             )
         return path
     cached = _cached_binary()
@@ -154,7 +154,7 @@ def ensure_llama_server(build: bool = True) -> Path:
     if not build:
         raise RuntimeSetupError(
             f"No llama-server binary found (looked at $SEEDBED_LLAMA_SERVER, {_cached_binary()}, "
-            "and PATH). Build one with `seedbed runtime build` (about 6 min on 2 cores), or set "
+            "and PATH). Build one with `seedbed setup` (about 6 min on 2 cores), or set "
             "SEEDBED_LLAMA_SERVER to an existing binary."
         )
     return build_llama_server()

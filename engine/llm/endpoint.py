@@ -67,7 +67,7 @@ def open_llm(settings: EndpointSettings) -> Iterator[object]:
     from engine.llm.local import LocalServer, ServerConfig
 
     with LocalServer.from_catalog(settings.model or DEFAULT_MODEL, ServerConfig(parallel=settings.parallel)) as server:
-        llm = OpenAIChat(server.base_url, server.model, timeout=settings.timeout)
+        llm = OpenAIChat(server.base_url, server.model, api_key=server.api_key, timeout=settings.timeout)
         _check(llm)
         yield llm
 

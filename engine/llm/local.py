@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -26,9 +28,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from engine.errors import ConfigError, RuntimeSetupError
 from engine.llm.build import (
@@ -365,7 +368,11 @@ class ServerConfig:
         threads: CPU threads (`-t`); None means the CPUs this process may run on.
         port: a fixed port, or None to pick a free one.
         startup_timeout: seconds to wait for `/health` to answer 200 (model load).
-        stop_timeout: seconds between SIGTERM and SIGKILL on stop.
+        stop_timeout: seconds between SIGTERM and SIGKILL on stop. On SIGTERM llama-server
+            finishes the requests in flight first, which can take minutes; it keeps nothing
+            worth flushing, so a short grace is enough.
+        cache_ram_mib: host-RAM prompt cache (`-cram`); llama-server's own default is 8 GiB,
+            too much next to the embedder on a small machine.
         extra_args: more llama-server flags, passed through as given.
     """
 
@@ -374,11 +381,12 @@ class ServerConfig:
     threads: int | None = None
     port: int | None = None
     startup_timeout: float = 180.0
-    stop_timeout: float = 5.0
+    stop_timeout: float = 2.0
+    cache_ram_mib: int = 2048
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("parallel", "ctx_per_slot", "threads", "port"):
+        for name in ("parallel", "ctx_per_slot", "threads", "port", "cache_ram_mib"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"ServerConfig.{name} must be a positive integer, got {value!r}.")
@@ -419,7 +427,24 @@ def _die_with_parent_hook():
 _PR_SET_PDEATHSIG = 1
 _LIVE: set["LocalServer"] = set()  # servers to stop at exit or on SIGTERM
 _HOOKS_INSTALLED = False
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never via a proxy
+_SPAWNER: ThreadPoolExecutor | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawn_in_long_lived_thread(popen: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Run `popen` in a thread that lives as long as the interpreter.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: a
+    server started from a short-lived worker thread (asyncio.to_thread, a thread pool) would be
+    killed with that thread. The main thread, or one dedicated spawner thread, lives to the end.
+    """
+    global _SPAWNER
+    if threading.current_thread() is threading.main_thread():
+        return popen()
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seedbed-spawner")
+    return _SPAWNER.submit(popen).result()
 
 
 def _prune_logs(folder: Path, keep: int = 20) -> None:
@@ -463,7 +488,7 @@ class LocalServer:
     and (Linux) by the kernel if this process dies, so no server outlives us.
 
         with LocalServer.from_catalog("smollm2-135m") as server:
-            client = openai.OpenAI(base_url=server.base_url, api_key="none")
+            client = openai.OpenAI(base_url=server.base_url, api_key=server.api_key)
             client.chat.completions.create(model=server.model, messages=[...])
     """
 
@@ -485,6 +510,9 @@ class LocalServer:
         self._log_path = log_path
         self._port = config.port
         self._proc: subprocess.Popen[bytes] | None = None
+        # Loopback is reachable by every local user and, through CORS, by any web page in a
+        # browser; a per-server random key keeps them out. It is stable across restarts.
+        self.api_key = secrets.token_urlsafe(24)
 
     @classmethod
     def from_catalog(cls, name: str = DEFAULT_MODEL, config: ServerConfig = ServerConfig(), *,
@@ -546,7 +574,7 @@ class LocalServer:
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "-t", str(cfg.threads or _cpu_count()),
                 "-c", str(cfg.ctx_per_slot * cfg.parallel), "-np", str(cfg.parallel),
-                *cfg.extra_args]
+                "-cram", str(cfg.cache_ram_mib), *cfg.extra_args]
 
     def start(self) -> "LocalServer":
         """Start the process and wait until `/health` answers 200.
@@ -574,7 +602,7 @@ class LocalServer:
                 return self
             except RuntimeSetupError:
                 # Another process may grab the free port before llama-server binds it; retry then.
-                if not (auto_port and attempt < 2 and "bind" in self._log_tail().lower()):
+                if not (auto_port and attempt < 2 and "couldn't bind" in self._log_tail()):
                     raise
         raise AssertionError("unreachable")
 
@@ -584,10 +612,18 @@ class LocalServer:
         # Append, so a restart keeps the log of the crash that caused it; the child keeps its
         # own copy of the fd, so ours can close at once.
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                self._command(binary), stdin=subprocess.DEVNULL, stdout=log,
+            popen = functools.partial(
+                subprocess.Popen, self._command(binary), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=_die_with_parent_hook(),
+                # The key goes by environment, not argv, which any local user can read in `ps`.
+                env={**os.environ, "LLAMA_API_KEY": self.api_key},
             )
+            try:
+                self._proc = _spawn_in_long_lived_thread(popen)
+            except OSError as exc:
+                raise RuntimeSetupError(
+                    f"Cannot run llama-server {binary}: {exc}. Point SEEDBED_LLAMA_SERVER at a "
+                    "working binary, or unset it and run `seedbed setup`.") from exc
         _install_exit_hooks()
         _LIVE.add(self)
 
@@ -611,8 +647,9 @@ class LocalServer:
 
     def _health(self) -> int | None:
         """HTTP status of GET /health: 503 while loading, 200 when ready, None if unreachable."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
         try:
-            with _NO_PROXY.open(f"http://127.0.0.1:{self.port}/health", timeout=2) as resp:
+            with opener.open(f"http://127.0.0.1:{self.port}/health", timeout=2) as resp:
                 return resp.status
         except urllib.error.HTTPError as exc:
             return exc.code

@@ -147,6 +147,7 @@ def first_failure(
     checks = (
         (filters.empty(text), "no letters or digits left after cleanup"),
         (filters.refusal(text), "the answer reads like a refusal"),
+        (filters.placeholder(text), "the answer echoes a template slot instead of a text"),
         (filters.truncated(finish_reason), "the server stopped at max_tokens; raise max_tokens or lower max_words"),
         (filters.too_short(text, spec), f"{words} words, need at least {spec.min_words}"),
         (filters.too_long(text, spec), f"{words} words, allowed at most {spec.max_words}"),

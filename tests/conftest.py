@@ -1,0 +1,48 @@
+"""Shared fixtures: slices of the bundled Reuters sample and one read-only hash-embedder index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REUTERS = REPO / "corpora" / "reuters-sample" / "reuters_sample.jsonl"
+
+
+def write_reuters_slice(path: Path, stop: int, start: int = 0) -> Path:
+    """Write Reuters sample documents [start, stop) as a JSONL corpus at `path`."""
+    lines = REUTERS.read_text(encoding="utf-8").splitlines(keepends=True)[start:stop]
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def reuters_slice(tmp_path):
+    """Factory: reuters_slice(stop, start=0, name='corpus.jsonl') -> path of a real JSONL corpus."""
+
+    def make(stop: int, start: int = 0, name: str = "corpus.jsonl") -> Path:
+        return write_reuters_slice(tmp_path / name, stop, start)
+
+    return make
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    root: Path
+    name: str
+    index: object  # engine.index.reader.Index, opened with a HashEmbedder
+
+
+@pytest.fixture(scope="session")
+def hash_index(tmp_path_factory) -> BuiltIndex:
+    """One index of the first 150 Reuters documents (hash-64 embedder), shared read-only."""
+    from engine.embed import HashEmbedder
+    from engine.index.builder import build_index
+    from engine.index.reader import Index
+
+    folder = tmp_path_factory.mktemp("hash-index")
+    corpus = write_reuters_slice(folder / "reuters.jsonl", 150)
+    build_index(corpus, "reuters", HashEmbedder(64), root=folder / "indexes")
+    return BuiltIndex(folder / "indexes", "reuters", Index.open("reuters", folder / "indexes", embedder=HashEmbedder(64)))

@@ -1,0 +1,378 @@
+"""Index build/open/search on real Reuters text: the three search modes, the manifest, `--add`,
+atomic builds under crashes, recovery, the HNSW switch, and BM25 against rank-bm25 as an oracle."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+from engine.corpus import CorpusOptions, iter_passages
+from engine.embed import HashEmbedder, get_embedder
+from engine.errors import ConfigError, IndexMismatch, IndexNotFound, IndexStoreError
+from engine.index import builder, dense, lexical
+from engine.index.builder import build_index
+from engine.index.manifest import FORMAT_VERSION, read_manifest
+from engine.index.reader import Index, list_indexes
+
+from conftest import REUTERS
+
+MODES = ("dense", "bm25", "hybrid")
+
+
+class CountingEmbedder:
+    """Wraps an embedder and records every text it is asked to encode."""
+
+    def __init__(self, inner, fail_after_batches: int | None = None, error: BaseException | None = None):
+        self.inner = inner
+        self.id, self.dim = inner.id, inner.dim
+        self.texts: list[str] = []
+        self.batches = 0
+        self.fail_after_batches = fail_after_batches
+        self.error = error
+
+    def encode(self, texts, batch_size: int = 64):
+        if self.fail_after_batches is not None and self.batches >= self.fail_after_batches:
+            raise self.error or RuntimeError("embedder crashed")
+        self.batches += 1
+        self.texts.extend(texts)
+        return self.inner.encode(texts, batch_size)
+
+
+def entries(root):
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+@pytest.fixture
+def corpus(reuters_slice):
+    return reuters_slice(60)
+
+
+@pytest.fixture
+def built(tmp_path, corpus):
+    root = tmp_path / "indexes"
+    result = build_index(corpus, "news", HashEmbedder(64), root=root)
+    return root, result
+
+
+# --- build, open, search ---------------------------------------------------------------------------
+
+
+def test_query_copied_from_a_passage_finds_it_first_in_every_mode(hash_index):
+    index = hash_index.index
+    for row in (0, 57, len(index) - 1):
+        passage = index.passage(row)
+        for mode in MODES:
+            hits = index.search(passage.text, k=5, mode=mode)
+            assert hits[0].passage.id == passage.id, mode
+            assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
+            assert hits[0].cosine == pytest.approx(1.0, abs=1e-5)
+            assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+
+
+def test_bm25_ranks_passages_with_the_query_words(hash_index):
+    hits = hash_index.index.search("OPEC crude oil output", k=10, mode="bm25")
+    assert len(hits) >= 3
+    assert all(any(w in h.passage.text.lower() for w in ("opec", "crude", "oil", "output")) for h in hits)
+    top = hits[0].passage.text.lower()
+    assert "opec" in top or "crude" in top
+
+
+def test_bm25_returns_nothing_for_unknown_words_and_search_checks_arguments(hash_index):
+    index = hash_index.index
+    assert index.search("zzzqqq xxyyzz", k=5, mode="bm25") == []
+    with pytest.raises(ConfigError, match="unknown search mode 'fuzzy'"):
+        index.search("oil", mode="fuzzy")
+    with pytest.raises(ConfigError, match="k must be at least 1"):
+        index.search("oil", k=0)
+    assert len(index.search("oil", k=10_000, mode="dense")) == len(index)
+
+
+def test_manifest_records_what_the_index_was_built_from(built, corpus):
+    root, result = built
+    manifest = read_manifest(root / "news")
+    assert manifest == result.manifest
+    assert manifest.name == "news" and manifest.embedder == "hash-64" and manifest.dim == 64
+    assert manifest.format_version == FORMAT_VERSION and manifest.dense_kind == "flat"
+    assert manifest.passages == result.added == result.stats.passages
+    assert len(manifest.corpus_fingerprint) == 64
+    assert manifest.parameters == {
+        "text_fields": ["text"], "chunk_words": 160, "min_words": 8,
+        "bm25": {"method": "lucene", "k1": 1.5, "b": 0.75}, "flat_max": dense.FLAT_MAX, "hnsw_m": dense.HNSW_M,
+    }
+    (source,) = manifest.sources
+    assert source["path"] == str(corpus) and source["documents"] == 60 and source["added"] == manifest.passages
+    index = Index.open("news", root)  # embedder rebuilt from the manifest
+    assert len(index) == manifest.passages and index.embedder.id == "hash-64"
+    assert [m.name for m in list_indexes(root)] == ["news"]
+
+
+def test_same_corpus_gives_the_same_ids_and_fingerprint(tmp_path, corpus, built):
+    root, first = built
+    again = build_index(corpus, "again", HashEmbedder(64), root=root)
+    assert again.manifest.corpus_fingerprint == first.manifest.corpus_fingerprint
+    assert Index.open("again", root).passages["id"].to_list() == Index.open("news", root).passages["id"].to_list()
+
+
+# --- --add -----------------------------------------------------------------------------------------
+
+
+def test_add_embeds_only_new_passages_and_keeps_old_rows(tmp_path, reuters_slice):
+    root = tmp_path / "indexes"
+    build_index(reuters_slice(60, name="a.jsonl"), "news", HashEmbedder(64), root=root)
+    before = Index.open("news", root, embedder=HashEmbedder(64))
+    old_ids = before.passages["id"].to_list()
+
+    counting = CountingEmbedder(HashEmbedder(64))
+    result = build_index(reuters_slice(100, start=40, name="b.jsonl"), "news", counting, root=root, add=True)
+
+    after = Index.open("news", root, embedder=HashEmbedder(64))
+    ids = after.passages["id"].to_list()
+    assert ids[: len(old_ids)] == old_ids
+    assert result.added > 0 and len(ids) == len(old_ids) + result.added == result.manifest.passages
+    assert len(set(ids)) == len(ids)
+    assert len(counting.texts) == result.added  # nothing re-embedded
+    assert not set(counting.texts) & set(before.passages["text"].to_list())
+    assert result.stats.duplicates >= 20  # documents 40..59 were indexed already
+    assert result.manifest.corpus_fingerprint != before.manifest.corpus_fingerprint
+    assert result.manifest.created_at == before.manifest.created_at
+    assert [s["added"] for s in result.manifest.sources] == [len(old_ids), result.added]
+    assert after.dense_index.ntotal == len(ids) == int(after.bm25.scores["num_docs"])
+    new = after.passage(len(ids) - 1)
+    for mode in MODES:
+        assert after.search(new.text, k=3, mode=mode)[0].passage.id == new.id, mode
+    assert entries(root) == ["news"]
+
+
+def test_adding_the_same_corpus_again_embeds_nothing(built, corpus):
+    root, first = built
+    counting = CountingEmbedder(HashEmbedder(64))
+    result = build_index(corpus, "news", counting, root=root, add=True)
+    assert result.added == 0 and counting.texts == []
+    assert result.manifest.passages == first.manifest.passages
+    assert result.stats.duplicates == first.manifest.passages
+
+
+def test_add_to_a_missing_index_and_add_with_force(tmp_path, corpus, built):
+    root, _ = built
+    with pytest.raises(IndexNotFound, match="cannot --add to index 'other'"):
+        build_index(corpus, "other", HashEmbedder(64), root=root, add=True)
+    with pytest.raises(ConfigError, match="--add and --force contradict"):
+        build_index(corpus, "news", HashEmbedder(64), root=root, add=True, force=True)
+
+
+# --- mismatches and names --------------------------------------------------------------------------
+
+
+def test_opening_or_adding_with_another_embedder_is_a_mismatch(built, corpus):
+    root, _ = built
+    with pytest.raises(IndexMismatch) as info:
+        Index.open("news", root, embedder=HashEmbedder(32))
+    message = str(info.value)
+    assert "'hash-64' (64-d)" in message and "'hash-32' (32-d)" in message and "--embedder hash-64" in message
+    with pytest.raises(IndexMismatch):
+        build_index(corpus, "news", HashEmbedder(32), root=root, add=True)
+    assert entries(root) == ["news"]
+    assert len(Index.open("news", root)) > 0
+
+
+def test_building_over_an_existing_name_needs_add_or_force(built, reuters_slice):
+    root, first = built
+    with pytest.raises(ConfigError, match="index 'news' already exists .* use --add to append documents or --force"):
+        build_index(reuters_slice(10, name="small.jsonl"), "news", HashEmbedder(64), root=root)
+    assert read_manifest(root / "news") == first.manifest
+    forced = build_index(reuters_slice(10, name="small.jsonl"), "news", HashEmbedder(64), root=root, force=True)
+    assert forced.manifest.passages < first.manifest.passages
+    assert len(Index.open("news", root)) == forced.manifest.passages
+    assert entries(root) == ["news"]
+
+
+def test_index_not_found_lists_existing_names(built):
+    root, _ = built
+    with pytest.raises(IndexNotFound, match=r"no index named 'missing' under .*; existing: news\. Build it with"):
+        Index.open("missing", root)
+    with pytest.raises(IndexNotFound, match=r"existing: \(none\)"):
+        Index.open("missing", root / "nowhere")
+
+
+def test_bad_index_names_are_rejected_before_any_work(tmp_path, corpus):
+    for name in ("../escape", "a/b", ""):
+        with pytest.raises(ConfigError, match="invalid index name"):
+            build_index(corpus, name, HashEmbedder(64), root=tmp_path / "indexes")
+    assert not (tmp_path / "indexes").exists() and not (tmp_path / "escape").exists()
+
+
+def test_a_damaged_index_says_so(built):
+    root, _ = built
+    (root / "news" / "dense.faiss").unlink()
+    with pytest.raises(IndexStoreError, match="is damaged"):
+        Index.open("news", root)
+
+
+# --- crashes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [RuntimeError("embedder crashed"), KeyboardInterrupt()])
+def test_a_crash_mid_build_leaves_no_index_and_no_temp_folder(tmp_path, corpus, monkeypatch, error):
+    monkeypatch.setattr(builder, "BATCH", 16)
+    root = tmp_path / "indexes"
+    crashing = CountingEmbedder(HashEmbedder(64), fail_after_batches=2, error=error)
+    with pytest.raises(type(error)):
+        build_index(corpus, "news", crashing, root=root)
+    assert crashing.batches == 2
+    assert entries(root) == []
+
+
+@pytest.mark.parametrize("mode", ["force", "add"])
+@pytest.mark.parametrize("error", [RuntimeError("embedder crashed"), KeyboardInterrupt()])
+def test_a_crash_while_replacing_or_extending_keeps_the_old_index(built, reuters_slice, monkeypatch, mode, error):
+    root, first = built
+    monkeypatch.setattr(builder, "BATCH", 16)
+    crashing = CountingEmbedder(HashEmbedder(64), fail_after_batches=1, error=error)
+    with pytest.raises(type(error)):
+        build_index(reuters_slice(120, start=60, name="more.jsonl"), "news", crashing, root=root, **{mode: True})
+    assert entries(root) == ["news"]
+    assert read_manifest(root / "news") == first.manifest
+    index = Index.open("news", root)
+    assert len(index) == first.manifest.passages
+    assert index.search(index.passage(3).text, k=1, mode="hybrid")[0].passage.id == index.passage(3).id
+
+
+def test_an_index_left_aside_mid_swap_is_put_back(built, corpus):
+    root, first = built
+    os.rename(root / "news", root / ".news.old-424242")  # crash between the two renames
+    with pytest.raises(IndexNotFound):
+        Index.open("news", root)
+    with pytest.raises(ConfigError, match="already exists"):  # the next build recovers it first
+        build_index(corpus, "news", HashEmbedder(64), root=root)
+    assert entries(root) == ["news"]
+    assert len(Index.open("news", root)) == first.manifest.passages
+
+
+def test_stale_leftovers_are_cleaned_but_live_builds_are_not(built, corpus):
+    root, _ = built
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (root / ".news.old-1").mkdir()  # the target exists, so this copy is stale
+    (root / f".news.tmp-{dead.pid}-1").mkdir()
+    (root / f".news.tmp-{os.getpid()}-1").mkdir()  # a build of a live process
+    build_index(corpus, "news", HashEmbedder(64), root=root, add=True)
+    assert entries(root) == [f".news.tmp-{os.getpid()}-1", "news"]
+
+
+# --- dense kinds -----------------------------------------------------------------------------------
+
+
+def test_hnsw_above_the_flat_threshold(tmp_path, corpus, monkeypatch):
+    monkeypatch.setattr(dense, "FLAT_MAX", 20)
+    result = build_index(corpus, "big", HashEmbedder(64), root=tmp_path / "indexes")
+    assert result.manifest.dense_kind == "hnsw" and result.manifest.parameters["flat_max"] == 20
+    index = Index.open("big", tmp_path / "indexes")
+    assert hasattr(index.dense_index, "hnsw") and index.dense_index.ntotal == len(index)
+    for row in (0, 10, len(index) - 1):
+        passage = index.passage(row)
+        assert index.search(passage.text, k=3, mode="dense")[0].passage.id == passage.id
+    assert np.allclose(index.vectors([5]), HashEmbedder(64).encode([index.passage(5).text]), atol=1e-6)
+
+
+def test_add_switches_a_flat_index_to_hnsw_without_re_embedding(tmp_path, reuters_slice, monkeypatch):
+    root = tmp_path / "indexes"
+    build_index(reuters_slice(15, name="a.jsonl"), "news", HashEmbedder(64), root=root)
+    assert read_manifest(root / "news").dense_kind == "flat"
+    monkeypatch.setattr(dense, "FLAT_MAX", 30)
+    counting = CountingEmbedder(HashEmbedder(64))
+    result = build_index(reuters_slice(40, start=15, name="b.jsonl"), "news", counting, root=root, add=True)
+    assert result.manifest.dense_kind == "hnsw" and len(counting.texts) == result.added
+    index = Index.open("news", root)
+    first = index.passage(0)
+    assert index.search(first.text, k=1, mode="dense")[0].passage.id == first.id
+
+
+# --- BM25 oracle -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bm25_corpus():
+    texts = [p.text for p in iter_passages(REUTERS, CorpusOptions())][:200]
+    tokens = lexical.tokenized(texts)
+    assert all(tokens)  # no empty documents: bm25s would get a placeholder token rank-bm25 does not
+    reference = BM25Okapi(tokens, k1=1.5, b=0.75)
+    return texts, tokens, reference
+
+
+QUERIES = ["oil prices opec", "wheat export", "bank merger shares", "dividend quarterly", "japan yen trade surplus"]
+
+
+def _document_frequency(reference, word):
+    return sum(1 for freqs in reference.doc_freqs if word in freqs)
+
+
+def test_robertson_bm25_matches_rank_bm25(bm25_corpus):
+    texts, _, reference = bm25_corpus
+    model = lexical.build(texts, method="robertson", k1=1.5, b=0.75)
+    n_docs = len(texts)
+    for query in QUERIES:
+        terms = lexical.tokenize(query)
+        assert all(0 < _document_frequency(reference, w) < n_docs / 2 for w in terms), query  # positive IDF
+        ours = lexical.scores(model, query)
+        # bm25s drops the constant (k1 + 1) factor of the term-frequency part (as Lucene does); ranks are unchanged.
+        theirs = reference.get_scores(terms) / (1.5 + 1)
+        assert ours.max() > 0
+        np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_default_lucene_bm25_matches_the_formula_on_rank_bm25_statistics(bm25_corpus):
+    texts, _, reference = bm25_corpus
+    model = lexical.build(texts, **lexical.BM25_PARAMS)
+    k1, b, n_docs = 1.5, 0.75, len(texts)
+    for query in QUERIES:
+        expected = np.zeros(n_docs)
+        for word in lexical.tokenize(query):
+            n = _document_frequency(reference, word)
+            idf = math.log(1 + (n_docs - n + 0.5) / (n + 0.5))
+            for row, freqs in enumerate(reference.doc_freqs):
+                tf = freqs.get(word, 0)
+                expected[row] += idf * tf / (tf + k1 * (1 - b + b * reference.doc_len[row] / reference.avgdl))
+        np.testing.assert_allclose(lexical.scores(model, query), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_saved_bm25_scores_like_the_fresh_one(tmp_path, bm25_corpus):
+    texts, _, _ = bm25_corpus
+    model = lexical.build(texts)
+    lexical.save(model, tmp_path / "bm25")
+    assert not list(tmp_path.rglob("*.pkl"))
+    loaded = lexical.load(tmp_path / "bm25")
+    for query in QUERIES:
+        np.testing.assert_allclose(lexical.scores(loaded, query), lexical.scores(model, query), atol=1e-6)
+    rows, values = lexical.top_k(lexical.scores(model, "wheat export"), 5)
+    assert len(rows) == 5 and list(values) == sorted(values, reverse=True)
+
+
+# --- the real embedder -----------------------------------------------------------------------------
+
+
+def test_real_minilm_embedder_end_to_end(tmp_path, reuters_slice):
+    embedder = get_embedder()
+    assert embedder.id == "all-MiniLM-L6-v2" and embedder.dim == 384
+    root = tmp_path / "indexes"
+    result = build_index(reuters_slice(30), "minilm", embedder, root=root, options=CorpusOptions(chunk_words=40))
+    assert 50 <= result.manifest.passages <= 200
+    assert result.manifest.embedder == "all-MiniLM-L6-v2" and result.manifest.dim == 384
+    index = Index.open("minilm", root, embedder=embedder)
+    vectors = index.vectors(range(len(index)))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    target = index.passage(7)
+    for mode in MODES:
+        hits = index.search(target.text, k=3, mode=mode)
+        assert hits[0].passage.id == target.id and hits[0].cosine > 0.99, mode
+    # Meaning, not words: these paraphrases share no content word with the passage they should find
+    # (BM25 ranks other documents first for both).
+    for query, source in [("residential property market slump", "corpus.jsonl:4"),
+                          ("perfume company goes public", "corpus.jsonl:14")]:
+        assert index.search(query, k=1, mode="dense")[0].passage.source == source, query
+        assert index.search(query, k=1, mode="bm25")[0].passage.source != source, query

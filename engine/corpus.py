@@ -25,7 +25,7 @@ from engine.types import Passage
 
 __all__ = ["CorpusOptions", "CorpusStats", "count_documents", "iter_documents", "iter_passages", "list_files", "normalise", "chunk", "passage_id"]
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".txt": "txt", ".md": "txt"}
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".txt": "txt"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'A-Z0-9(])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)

@@ -1,7 +1,8 @@
 """Per-label retrieval for SynthesizRR: queries -> hybrid candidates -> similarity band -> diverse sample.
 
-For each label the queries are its seed examples (the paper's setting) or, with no seeds, its
-verbalization. Candidates whose cosine to their query lies outside [min, max] are dropped: above
+For each label the queries are its verbalization plus its seed examples (the paper retrieves
+with the seeds; the verbalization adds passages that match the label's meaning rather than the
+seeds' particular stories). Candidates whose cosine to their query lies outside [min, max] are dropped: above
 max they are near-copies of the query, below min they are off-topic. The rest are ordered by
 maximal marginal relevance (MMR), and labels pick in turns so that no passage is used by more
 than `max_reuse` labels.
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def label_queries(label: LabelSpec) -> list[str]:
-    """Queries for a label: its seed examples, else its verbalization."""
-    return list(label.seeds) if label.seeds else [label.verbalization]
+    """Queries for a label: its verbalization, then its seed examples (duplicates dropped)."""
+    return list(dict.fromkeys([label.verbalization, *label.seeds]))
 
 
 @dataclass

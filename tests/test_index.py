@@ -112,7 +112,7 @@ def test_manifest_records_what_the_index_was_built_from(built, corpus):
     assert [m.name for m in list_indexes(root)] == ["news"]
 
 
-def test_same_corpus_gives_the_same_ids_and_fingerprint(tmp_path, corpus, built):
+def test_same_corpus_gives_the_same_ids_and_fingerprint(corpus, built):
     root, first = built
     again = build_index(corpus, "again", HashEmbedder(64), root=root)
     assert again.manifest.corpus_fingerprint == first.manifest.corpus_fingerprint

@@ -25,18 +25,20 @@ def picked_ids(picks, label):
     return [h.passage.id for h in picks[label]]
 
 
-def test_label_queries_use_seeds_else_the_verbalization():
-    assert label_queries(LabelSpec("A", "about a", ("seed one", "seed two"))) == ["seed one", "seed two"]
+def test_label_queries_are_the_verbalization_then_the_seeds():
+    assert label_queries(LabelSpec("A", "about a", ("seed one", "seed two"))) == ["about a", "seed one", "seed two"]
     assert label_queries(LabelSpec("B", "about b")) == ["about b"]
+    assert label_queries(LabelSpec("C", "same", ("same", "other"))) == ["same", "other"]  # no query twice
 
 
 def test_a_passage_above_max_similarity_is_never_retrieved(hash_index):
     index = hash_index.index
     passage = index.passage(40)
-    spec = LabelSpec("Copy", "anything", seeds=(passage.text,))
-    picks, report = retrieve_for_task(index, task(spec, max_similarity=0.9), per_label=5)
+    spec = LabelSpec("Copy", passage.text, seeds=(passage.text,))  # one query: the passage's own text
+    assert label_queries(spec) == [passage.text]
+    picks, report = retrieve_for_task(index, task(spec, max_similarity=0.9), per_label=len(index))  # take the whole pool
     assert passage.id not in picked_ids(picks, "Copy")
-    assert len(picks["Copy"]) == 5
+    assert len(picks["Copy"]) > 100
     assert all(h.cosine <= 0.9 for h in picks["Copy"])
     assert report.per_label["Copy"]["above_band"] >= 1
     # With the ceiling at 1.0 the passage itself is the most relevant pick.
@@ -90,6 +92,22 @@ def test_reuse_cap_keeps_labels_apart(hash_index):
     # The cap is what keeps them apart: allowing reuse lets identical queries share passages.
     shared, _ = retrieve_for_task(index, task(*labels, max_reuse=2), per_label=6)
     assert set(picked_ids(shared, "A")) & set(picked_ids(shared, "B"))
+
+
+@pytest.mark.xfail(strict=True, reason="retrieve bug: a passage that is a near-copy of a seed (cosine above "
+                   "max_similarity for that seed's query) is still picked when another query of the label (the "
+                   "verbalization) finds it inside the band, so a seed example leaks into the prompts")
+def test_a_near_copy_of_a_seed_is_excluded_even_when_another_query_finds_it(hash_index):
+    index = hash_index.index
+    passage = index.passage(40)
+    words = passage.text.split()
+    spec = LabelSpec("Copy", " ".join(words[:12]), seeds=(passage.text,))  # the verbalization is close, not a copy
+    band = task(spec, min_similarity=0.1, max_similarity=0.9)
+    by_verbalization = [h for h in index.search(spec.verbalization, k=len(index)) if h.passage.id == passage.id]
+    assert by_verbalization and 0.1 <= by_verbalization[0].cosine <= 0.9  # the premise of the test
+    picks, _ = retrieve_for_task(index, band, per_label=len(index))  # take the whole pool
+    assert len(picks["Copy"]) > 100
+    assert passage.id not in picked_ids(picks, "Copy")
 
 
 # --- MMR -------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,6 +31,7 @@ def build(texts: Iterable[str], method: str = "lucene", k1: float = 1.5, b: floa
     """Index texts (in row order) with bm25s."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every build step at DEBUG
     stop = _stopwords()
     corpus = [tokenize(t, stop) or ["\u2205"] for t in texts]  # bm25s rejects empty docs
     model = bm25s.BM25(method=method, k1=k1, b=b)

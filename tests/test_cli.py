@@ -1,0 +1,369 @@
+"""The `seedbed` command line: every bad input is one `error: ...` line on stderr with exit code 1,
+no traceback and nothing half-written; and the happy path index -> search -> synth --fake."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.llm import client
+
+from conftest import REPO, write_reuters_slice
+
+TASK_YAML = """\
+name: cli-topics
+output:
+  kind: news headline
+  min_words: 4
+  max_words: 14
+examples_per_label: 2
+labels:
+  - name: Oil
+    verbalization: crude oil prices, OPEC and oil production
+  - name: Earnings
+    verbalization: company quarterly earnings, profits and dividends
+retrieval:
+  min_similarity: 0.1
+seed: 3
+"""
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def entries(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def assert_clean_error(result, *fragments: str) -> str:
+    """Exit 1 through our error handler, one `error:` line (the last one), no traceback."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # not an unhandled exception
+    assert "Traceback" not in result.output
+    lines = result.stderr.rstrip("\n").splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    assert result.stdout == ""
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A small hash-64 index built through the CLI, and a task spec for it."""
+    folder = tmp_path_factory.mktemp("cli")
+    corpus = write_reuters_slice(folder / "reuters.jsonl", 60)
+    root = folder / "indexes"
+    result = invoke("index", corpus, "--name", "news", "--embedder", "hash-64", "--root", root)
+    assert result.exit_code == 0, result.output
+    task = folder / "task.yaml"
+    task.write_text(TASK_YAML, encoding="utf-8")
+    return root, task, result
+
+
+# --- happy path ------------------------------------------------------------------------------------
+
+
+def test_index_prints_a_summary(built):
+    root, _, result = built
+    assert result.stdout.startswith("index 'news': ")
+    assert "passages (" in result.stdout and "dense=flat" in result.stdout and str(root / "news") in result.stdout
+    assert (root / "news" / "manifest.json").is_file()
+    listed = invoke("indexes", "--root", root)
+    assert listed.exit_code == 0 and listed.stdout.startswith("news ") and "hash-64 (64-d)" in listed.stdout
+
+
+def test_search_json(built):
+    root, _, _ = built
+    result = invoke("search", "news", "crude oil prices OPEC", "--json", "-k", "4", "--root", root)
+    assert result.exit_code == 0, result.output
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert set(hits[0]) == {"rank", "score", "cosine", "id", "source", "text"}
+    assert hits[0]["source"].startswith("reuters.jsonl:")
+    assert any("oil" in h["text"].lower() for h in hits)
+    table = invoke("search", "news", "crude oil prices OPEC", "-k", "2", "--mode", "bm25", "--root", root)
+    assert table.exit_code == 0 and table.stdout.lstrip().startswith("1 ")
+
+
+def test_synth_fake_writes_the_dataset_and_prints_the_summary(built, tmp_path):
+    root, task, _ = built
+    out = tmp_path / "out"
+    result = invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root)
+    assert result.exit_code == 0, result.output
+    assert "kept 4 examples (Oil 2, Earnings 2)" in result.stdout
+    assert "LLM calls 4 (+0 reused from the journal)" in result.stdout
+    assert "task 'cli-topics': 2 labels x 2 examples" in result.stderr and "fake:scripted" in result.stderr
+    assert {"dataset.parquet", "dataset.jsonl", "rejected.jsonl", "manifest.json"} <= set(entries(out))
+    rows = [json.loads(line) for line in (out / "dataset.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["label"] for r in rows) == ["Earnings", "Earnings", "Oil", "Oil"]
+    again = invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root)
+    assert again.exit_code == 0 and "LLM calls 0 (+4 reused from the journal)" in again.stdout
+    override = invoke("synth", task, "--index", "news", "--out", tmp_path / "n1", "--fake", "-n", "1", "--root", root)
+    assert override.exit_code == 0 and "kept 2 examples" in override.stdout
+
+
+# --- index errors ----------------------------------------------------------------------------------
+
+
+def test_missing_corpus(tmp_path):
+    root = tmp_path / "indexes"
+    result = invoke("index", tmp_path / "nope.jsonl", "--name", "n", "--embedder", "hash-64", "--root", root)
+    assert_clean_error(result, f"corpus path {tmp_path / 'nope.jsonl'} does not exist")
+    assert entries(root) == []
+
+
+def test_unknown_format(tmp_path):
+    corpus = tmp_path / "notes.docx"
+    corpus.write_bytes(b"PK\x03\x04")
+    root = tmp_path / "indexes"
+    assert_clean_error(invoke("index", corpus, "--name", "n", "--embedder", "hash-64", "--root", root),
+                       "unknown corpus format '.docx'")
+    assert entries(root) == []
+
+
+def test_csv_without_the_text_column(tmp_path):
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("title,body\nOil rises,Crude prices rose two dollars on Monday in heavy trading\n", encoding="utf-8")
+    root = tmp_path / "indexes"
+    assert_clean_error(invoke("index", corpus, "--name", "n", "--embedder", "hash-64", "--root", root),
+                       "no column 'text'; columns: title, body", "--text-field")
+    assert entries(root) == []
+    ok = invoke("index", corpus, "--name", "n", "--embedder", "hash-64", "--root", root, "--text-field", "title,body")
+    assert ok.exit_code == 0, ok.output
+
+
+def test_undecodable_bytes(tmp_path):
+    corpus = tmp_path / "latin.jsonl"
+    rows = [json.dumps({"text": f"Row {i} talks about the coffee markets in Brazil and Colombia"}) for i in range(3)]
+    rows.append(json.dumps({"text": "Caf\u00e9 owners complained about coffee prices again this year"}, ensure_ascii=False))
+    corpus.write_bytes(("\n".join(rows) + "\n").encode("latin-1"))
+    root = tmp_path / "indexes"
+    assert_clean_error(invoke("index", corpus, "--name", "n", "--embedder", "hash-64", "--root", root),
+                       f"{corpus}:4: bytes that are not UTF-8")
+    assert entries(root) == []
+
+
+def test_empty_corpus(tmp_path):
+    corpus = tmp_path / "empty.jsonl"
+    corpus.write_text('{"text": ""}\n', encoding="utf-8")
+    root = tmp_path / "indexes"
+    assert_clean_error(invoke("index", corpus, "--name", "n", "--embedder", "hash-64", "--root", root), "yielded no passages")
+    assert entries(root) == []
+
+
+@pytest.mark.parametrize("name", ["a/b", "../up", ".."])
+def test_index_name_with_a_path_separator(tmp_path, name):
+    corpus = write_reuters_slice(tmp_path / "c.jsonl", 3)
+    root = tmp_path / "indexes"
+    assert_clean_error(invoke("index", corpus, "--name", name, "--embedder", "hash-64", "--root", root),
+                       f"invalid index name {name!r}")
+    assert entries(root) == [] and entries(tmp_path) == ["c.jsonl"]
+
+
+def test_existing_index_without_add_or_force(built, tmp_path):
+    root, _, _ = built
+    corpus = write_reuters_slice(tmp_path / "c.jsonl", 3)
+    before = (root / "news" / "manifest.json").read_bytes()
+    assert_clean_error(invoke("index", corpus, "--name", "news", "--embedder", "hash-64", "--root", root),
+                       "already exists", "--add", "--force")
+    assert (root / "news" / "manifest.json").read_bytes() == before
+
+
+def test_unknown_embedder(tmp_path):
+    corpus = write_reuters_slice(tmp_path / "c.jsonl", 3)
+    root = tmp_path / "indexes"
+    assert_clean_error(invoke("index", corpus, "--name", "n", "--embedder", "no-such-model", "--root", root),
+                       "unknown embedder 'no-such-model'")
+    assert entries(root) == []
+
+
+# --- search errors ---------------------------------------------------------------------------------
+
+
+def test_searching_a_missing_index(built):
+    root, _, _ = built
+    assert_clean_error(invoke("search", "nope", "oil", "--root", root), "no index named 'nope'", "existing: news")
+
+
+def test_searching_with_a_bad_index_name(built):
+    root, _, _ = built
+    assert_clean_error(invoke("search", "../news", "oil", "--root", root), "invalid index name '../news'")
+
+
+# --- synth errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "fragments"),
+    [
+        ("examples_per_label", "exmaples_per_label", ("unknown key 'exmaples_per_label'", "did you mean 'examples_per_label'?")),
+        ("    verbalization: crude", "    verbalisation: crude", ("unknown key 'labels[0].verbalisation'",)),
+        ("min_words: 4", "min_words: four", ("output.min_words must be a int, got 'four'",)),
+    ],
+)
+def test_task_spec_mistakes(built, tmp_path, replace, by, fragments):
+    root, _, _ = built
+    task = tmp_path / "task.yaml"
+    task.write_text(TASK_YAML.replace(replace, by), encoding="utf-8")
+    out = tmp_path / "out"
+    line = assert_clean_error(invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root), *fragments)
+    assert str(task) in line
+    assert not out.exists()
+
+
+def test_task_spec_with_invalid_yaml(built, tmp_path):
+    root, _, _ = built
+    task = tmp_path / "task.yaml"
+    task.write_text("name: [unclosed\nlabels: x\n", encoding="utf-8")
+    result = invoke("synth", task, "--index", "news", "--out", tmp_path / "out", "--fake", "--root", root)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    # PyYAML's message spans several lines (with a caret under the bad spot); it starts with our line.
+    assert result.stderr.startswith(f"error: task spec {task} is not valid YAML")
+    assert "line 2, column 7" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_synth_from_a_missing_index(built, tmp_path):
+    root, task, _ = built
+    out = tmp_path / "out"
+    assert_clean_error(invoke("synth", task, "--index", "nope", "--out", out, "--fake", "--root", root), "no index named 'nope'")
+    assert not out.exists()
+
+
+def test_base_url_without_model(built, tmp_path):
+    root, task, _ = built
+    result = invoke("synth", task, "--index", "news", "--out", tmp_path / "out", "--root", root,
+                    "--base-url", "http://127.0.0.1:9/v1")
+    assert_clean_error(result, "--base-url http://127.0.0.1:9/v1 needs --model")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The real client and its retry count, with millisecond backoff (the default waits ~5 s in all)."""
+
+    class QuickChat(client.OpenAIChat):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("backoff", 0.001)
+            kwargs.setdefault("max_backoff", 0.005)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(client, "OpenAIChat", QuickChat)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_endpoint_names_the_url(built, tmp_path, quick_retries):
+    root, task, _ = built
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    out = tmp_path / "out"
+    result = invoke("synth", task, "--index", "news", "--out", out, "--root", root, "--base-url", url, "--model", "x")
+    assert_clean_error(result, f"cannot reach the LLM endpoint at {url}", "is the server running?")
+    assert not out.exists()
+
+
+class _Garbage(BaseHTTPRequestHandler):
+    """An endpoint that answers 200 with junk; `server.mode` says which junk."""
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, body: str, content_type: str) -> None:
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.server.mode == "models-not-json":
+            return self._send("<html>welcome to my web site</html>", "text/html")
+        self._send(json.dumps({"object": "list", "data": [{"id": "x", "object": "model", "created": 0, "owned_by": "t"}]}),
+                   "application/json")
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.posts += 1
+        if self.server.mode == "no-choices":
+            return self._send(json.dumps({"id": "1", "object": "chat.completion"}), "application/json")
+        self._send("<html>not a chat completion</html>", "text/html")
+
+
+@pytest.fixture
+def garbage_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+    server.mode, server.posts = "not-json", 0
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("mode", ["not-json", "no-choices"])
+def test_an_endpoint_answering_garbage_counts_every_request_as_failed(built, tmp_path, quick_retries, garbage_server, mode):
+    root, task, _ = built
+    garbage_server.mode = mode
+    url = f"http://127.0.0.1:{garbage_server.server_port}/v1"
+    out = tmp_path / "out"
+    result = invoke("synth", task, "--index", "news", "--out", out, "--root", root, "--base-url", url, "--model", "x",
+                    "--concurrency", "2")
+    # Garbage answers are transient failures: the run finishes, keeps nothing and says so; no traceback.
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert result.exit_code == 0
+    assert "kept 0 examples (Oil 0, Earnings 0)" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    counts = manifest["counts"]
+    assert counts["kept"] == 0 and counts["failed"] == counts["requests"] == counts["llm_calls"] > 0
+    assert f"failed {counts['failed']} requests after retries; re-run the same command to retry them" in result.stdout
+    assert "labels short of the target: Oil, Earnings" in result.stdout
+    assert garbage_server.posts == counts["llm_calls"] * 5  # the first try and 4 retries each
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {e["status"] for e in journal} == {"failed"}
+    assert "not an OpenAI chat response" in journal[0]["error"]
+
+
+@pytest.mark.xfail(strict=True, reason="client bug: a 200 non-JSON answer to GET /models (e.g. --base-url pointing at "
+                   "a web page) escapes OpenAIChat.check as AttributeError from the SDK's page parser, so the CLI "
+                   "prints a traceback instead of `error: ...`")
+def test_an_endpoint_whose_models_route_answers_html_is_a_clean_error(built, tmp_path, quick_retries, garbage_server):
+    root, task, _ = built
+    garbage_server.mode = "models-not-json"
+    url = f"http://127.0.0.1:{garbage_server.server_port}/v1"
+    out = tmp_path / "out"
+    result = invoke("synth", task, "--index", "news", "--out", out, "--root", root, "--base-url", url, "--model", "x")
+    assert_clean_error(result, url)
+    assert not out.exists()
+
+
+# --- a real process --------------------------------------------------------------------------------
+
+
+def test_a_real_process_prints_one_line_and_exits_1(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "index", str(tmp_path / "missing.csv"), "--name", "x",
+         "--embedder", "hash-64", "--root", str(tmp_path / "indexes")],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: corpus path {tmp_path / 'missing.csv'} does not exist; pass a .jsonl, "
+                                        ".csv, .parquet, .txt file or a folder"]
+    assert not (tmp_path / "indexes").exists()

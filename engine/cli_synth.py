@@ -30,6 +30,13 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
     with open_llm(settings) as llm, _ProgressBar() as bar:
         result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe())
     print_summary(result)
+    if result.failed:
+        from engine.errors import LLMError
+
+        raise LLMError(
+            f"{result.failed} requests failed after retries (see the journal in {out}); the dataset holds what "
+            "succeeded; re-run the same command to retry only those"
+        )
     return result
 
 

@@ -57,8 +57,13 @@ def load_task(path: str | Path) -> TaskSpec:
             raw = tomllib.loads(text)
         else:
             raise ConfigError(f"task spec {path}: unknown extension {suffix!r}; use .yaml, .yml or .toml")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"task spec {path} is not valid {suffix[1:].upper()}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"task spec {path}{where} is not valid YAML: {problem}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"task spec {path} is not valid TOML: {exc}") from None
     return parse_task(raw, source=str(path))
 
 
@@ -123,6 +128,9 @@ def _parse_labels(raw: Any, source: str) -> tuple[LabelSpec, ...]:
         if not isinstance(item, dict):
             raise ConfigError(f"{source}: labels[{i}] must be a mapping with name and verbalization, got {item!r}")
         _check_keys(item, _LABEL_KEYS, source, where)
+        for key in ("name", "verbalization"):
+            if key in item and not isinstance(item[key], (str, int, float)) or isinstance(item.get(key), bool):
+                raise ConfigError(f"{source}: {where}{key} must be a string, got {item[key]!r}")
         name = str(item.get("name", "")).strip()
         verbal = str(item.get("verbalization", "")).strip()
         if not name or not verbal:
@@ -140,6 +148,8 @@ def _parse_labels(raw: Any, source: str) -> tuple[LabelSpec, ...]:
 def _parse_output(raw: Any, source: str) -> OutputSpec:
     if isinstance(raw, str):
         raw = {"kind": raw}
+    if isinstance(raw, dict) and "kind" in raw and not isinstance(raw["kind"], str):
+        raise ConfigError(f"{source}: output.kind must be a string, got {raw['kind']!r}")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: 'output' must be a mapping like {{kind: news headline, max_words: 20}}")
     out = _parse_section(raw, OutputSpec, source, "output")
@@ -163,15 +173,19 @@ def _parse_section(raw: Any, cls: type, source: str, where: str):
     return cls(**values)
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
 def _coerce(value: Any, typ: type, source: str, where: str):
-    if typ is bool or isinstance(value, bool):
-        raise ConfigError(f"{source}: {where} must be a {typ.__name__}, got {value!r}")
+    wanted = _TYPE_NAMES.get(typ, typ.__name__)
+    if typ is bool or isinstance(value, bool) or (typ is str and not isinstance(value, str)):
+        raise ConfigError(f"{source}: {where} must be {wanted}, got {value!r}")
     try:
         if typ is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
         return typ(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {where} must be a {typ.__name__}, got {value!r}") from None
+        raise ConfigError(f"{source}: {where} must be {wanted}, got {value!r}") from None
 
 
 def _int(value: Any, source: str, where: str) -> int:

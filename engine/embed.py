@@ -30,6 +30,7 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model loaded from a local folder (never from a hub)."""
 
     def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "cpu"):
+        folder = _model_dir(name)  # fail on an unknown name before importing torch (seconds)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -39,7 +40,7 @@ class SentenceTransformerEmbedder:
         hf_logging.disable_progress_bar()
 
         self.id = name
-        self._model = SentenceTransformer(str(_model_dir(name)), device=device)
+        self._model = SentenceTransformer(str(folder), device=device)
         self.dim = int(_dimension(self._model))
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 from engine import __version__
 from engine.config import task_to_dict
 from engine.dataset import example_row, rejection_row, write_dataset
-from engine.errors import ConfigError
+from engine.errors import ConfigError, LLMFatalError
 from engine.filters import Deduper, copy_rate
 from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index
@@ -33,6 +33,7 @@ from engine.types import Completion, Example, Hit, Rejection, Request, TaskSpec
 __all__ = ["index", "search", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
 
 RUN_FILE = "run.json"
+FAIL_FAST_AFTER = 8  # this many failures in a row with no success stops the run
 
 
 def index(corpus, name, embedder, root=Path("indexes"), options=None, add=False, force=False, progress=None) -> BuildResult:
@@ -193,8 +194,9 @@ def _rounds(task, strategy, templates, picks, llm, journal, options, progress, o
                 want[request.label] -= 1
             elif isinstance(result, Rejection):
                 outcomes.rejections.append(result)
-            else:
+            else:  # failed after retries: retried by the next run, so no top-up passage for it
                 outcomes.failed.append(request)
+                want[request.label] -= 1
     return outcomes
 
 
@@ -220,6 +222,11 @@ def _call_all(requests, llm, journal, options, progress, on_progress) -> dict[st
         else:
             journal.record_failed(request.id, llm.model, str(result))
             progress.failed += 1
+            if progress.failed >= FAIL_FAST_AFTER and progress.failed == progress.done + 1:
+                raise LLMFatalError(
+                    f"the first {progress.failed} requests all failed after retries, so the endpoint looks broken; "
+                    f"last error: {result}"
+                )
         progress.done += 1
         if on_progress:
             on_progress(progress)

@@ -79,15 +79,18 @@ def _pool(index, spec: LabelSpec, params: RetrievalParams, needed: int) -> Label
     queries = label_queries(spec)
     vectors = index.embed_queries(queries)
     best: dict[str, Hit] = {}
+    too_close: set[str] = set()  # near-copies of any query (e.g. of a seed) never reach a prompt
     pool = LabelPool(spec.name, min_similarity=params.min_similarity)
     for query, qvec in zip(queries, vectors):
         for hit in index.search(query, k=params.candidates, mode=params.mode, query_vector=qvec):
             cos = hit.cosine if hit.cosine is not None else 0.0
             if cos > params.max_similarity:
                 pool.above_band += 1
+                too_close.add(hit.passage.id)
             elif hit.passage.id not in best or cos > (best[hit.passage.id].cosine or 0.0):
                 best[hit.passage.id] = hit
-    ranked = sorted(best.values(), key=lambda h: (-(h.cosine or 0.0), h.passage.id))
+    ranked = sorted((h for h in best.values() if h.passage.id not in too_close),
+                    key=lambda h: (-(h.cosine or 0.0), h.passage.id))
     floor = params.min_similarity
     while floor > 0.0 and sum((h.cosine or 0.0) >= floor for h in ranked) < needed:
         floor = round(floor - 0.05, 2)

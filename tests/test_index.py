@@ -245,20 +245,28 @@ def test_a_crash_while_replacing_or_extending_keeps_the_old_index(built, reuters
 
 def test_an_index_left_aside_mid_swap_is_put_back(built, corpus):
     root, first = built
-    os.rename(root / "news", root / ".news.old-424242")  # crash between the two renames
-    with pytest.raises(IndexNotFound):
-        Index.open("news", root)
-    with pytest.raises(ConfigError, match="already exists"):  # the next build recovers it first
+    os.rename(root / "news", root / ".news.old-424242")  # crash between the two renames (pid 424242 is gone)
+    assert len(Index.open("news", root)) == first.manifest.passages  # opening puts it back
+    assert entries(root) == ["news"]
+    os.rename(root / "news", root / ".news.old-424242")
+    with pytest.raises(ConfigError, match="already exists"):  # so does the next build
         build_index(corpus, "news", HashEmbedder(64), root=root)
     assert entries(root) == ["news"]
-    assert len(Index.open("news", root)) == first.manifest.passages
+
+
+def test_a_swap_in_progress_is_left_alone(built):
+    root, _ = built
+    os.rename(root / "news", root / f".news.old-{os.getpid()}")  # a live build between its two renames
+    with pytest.raises(IndexNotFound):
+        Index.open("news", root)
+    assert entries(root) == [f".news.old-{os.getpid()}"]
 
 
 def test_stale_leftovers_are_cleaned_but_live_builds_are_not(built, corpus):
     root, _ = built
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (root / ".news.old-1").mkdir()  # the target exists, so this copy is stale
+    (root / f".news.old-{dead.pid}").mkdir()  # the target exists and its builder is dead: stale
     (root / f".news.tmp-{dead.pid}-1").mkdir()
     (root / f".news.tmp-{os.getpid()}-1").mkdir()  # a build of a live process
     build_index(corpus, "news", HashEmbedder(64), root=root, add=True)

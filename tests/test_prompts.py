@@ -70,7 +70,7 @@ def test_refine_puts_the_passage_last_after_the_instructions():
 
 def test_refine_json_answer_format_asks_for_a_json_object():
     content = load_template("synthesizrr/refine").render(**{**REFINE_VALUES, "answer_format": "json"})[-1][1]
-    assert '{"text": "<the news headline>"}' in content
+    assert 'JSON object with one key, "text", whose value is the news headline' in content
 
 
 def test_refine_prefix_is_identical_for_different_passages_of_one_label():

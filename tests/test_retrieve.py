@@ -94,9 +94,6 @@ def test_reuse_cap_keeps_labels_apart(hash_index):
     assert set(picked_ids(shared, "A")) & set(picked_ids(shared, "B"))
 
 
-@pytest.mark.xfail(strict=True, reason="retrieve bug: a passage that is a near-copy of a seed (cosine above "
-                   "max_similarity for that seed's query) is still picked when another query of the label (the "
-                   "verbalization) finds it inside the band, so a seed example leaks into the prompts")
 def test_a_near_copy_of_a_seed_is_excluded_even_when_another_query_finds_it(hash_index):
     index = hash_index.index
     passage = index.passage(40)

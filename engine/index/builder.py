@@ -16,7 +16,7 @@ from engine.corpus import CorpusOptions, CorpusStats, iter_passages, list_files
 from engine.errors import ConfigError, CorpusError, IndexNotFound
 from engine.index import dense, lexical, store
 from engine.index.manifest import Manifest, manifest_dict, read_manifest, write_json_atomic
-from engine.index.reader import index_path
+from engine.index.reader import index_path, recover as _recover
 from engine.types import Passage
 
 __all__ = ["BuildResult", "build_index"]
@@ -196,31 +196,3 @@ def _swap_into_place(work: Path, target: Path) -> None:
         os.rename(target, old)
     os.rename(work, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover(target: Path) -> None:
-    """Put back an index left aside by a crash mid-swap, and remove dead builds' temp folders."""
-    parent = target.parent
-    if not parent.is_dir():
-        return
-    for leftover in parent.glob(f".{target.name}.old-*"):
-        if not target.exists():
-            os.rename(leftover, target)
-        else:
-            shutil.rmtree(leftover, ignore_errors=True)
-    for temp in parent.glob(f".{target.name}.tmp-*"):
-        pid = int(temp.name.split("-")[-2]) if temp.name.split("-")[-2].isdigit() else -1
-        if not _alive(pid):
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from engine.index import dense, lexical, store
 from engine.index.manifest import Manifest, read_manifest
 from engine.types import Hit, Passage
 
-__all__ = ["Index", "MODES", "RRF_K", "index_path", "list_indexes"]
+__all__ = ["Index", "MODES", "RRF_K", "index_path", "list_indexes", "recover"]
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al. (2009)
@@ -55,6 +57,7 @@ class Index:
             IndexMismatch: `embedder` differs from the one the index was built with.
         """
         folder = index_path(name, root)
+        recover(folder)
         if not (folder / "manifest.json").is_file():
             names = [m.name for m in list_indexes(root)] if Path(root).is_dir() else []
             raise IndexNotFound(
@@ -146,3 +149,34 @@ class Index:
                 fused[int(row)] = fused.get(int(row), 0.0) + 1.0 / (RRF_K + rank)
         ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
         return np.array([r for r, _ in ordered], dtype=np.int64), np.array([s for _, s in ordered])
+
+
+def recover(target: Path) -> None:
+    """Put back an index left aside by a crash mid-swap, and remove dead builds' temp folders."""
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    for leftover in parent.glob(f".{target.name}.old-*"):
+        owner = leftover.name.rsplit("-", 1)[-1]
+        if owner.isdigit() and _alive(int(owner)):
+            continue  # a build is between its two renames right now
+        if not target.exists():
+            os.rename(leftover, target)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+    for temp in parent.glob(f".{target.name}.tmp-*"):
+        pid = int(temp.name.split("-")[-2]) if temp.name.split("-")[-2].isdigit() else -1
+        if not _alive(pid):
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -167,6 +167,11 @@ class OpenAIChat:
             page = await self._client().models.list()
         except openai.NotFoundError:
             return ()  # the server answers but does not list models: nothing to verify
+        except (AttributeError, TypeError, ValueError) as exc:  # the SDK choking on a non-API body (e.g. HTML)
+            raise LLMFatalError(
+                f"the endpoint at {self.base_url} is not an OpenAI-compatible API (GET /models answered "
+                f"something unreadable: {type(exc).__name__}); check --base-url, which usually ends in /v1"
+            ) from None
         data = getattr(page, "data", None)
         if not isinstance(data, list):
             raise _MalformedResponse(f"GET /models did not return a model list: {str(page)[:200]!r}")

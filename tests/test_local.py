@@ -25,15 +25,13 @@ from engine.errors import ConfigError, RuntimeSetupError
 from engine.llm import build, local
 from engine.llm.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL, ModelEntry, get_model
 from engine.llm.local import (
-    LocalServer,
-    ServerConfig,
     assemble_parts,
     ensure_model,
     find_llama_server,
-    free_port,
     install_model,
     model_status,
 )
+from engine.llm.server import LocalServer, ServerConfig, free_port
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -469,7 +467,7 @@ def test_real_server_dies_with_its_parent(tmp_path, runtime, sig):
     code = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from engine.llm.local import LocalServer, ServerConfig
+        from engine.llm.server import LocalServer, ServerConfig
         server = LocalServer(Path({str(model)!r}), "t", ServerConfig(parallel=1, ctx_per_slot=512),
                              binary=Path({str(binary)!r}), log_path=Path({str(tmp_path / 's.log')!r}))
         server.start()

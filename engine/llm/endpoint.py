@@ -64,7 +64,7 @@ def open_llm(settings: EndpointSettings) -> Iterator[object]:
         _check(llm)
         yield llm
         return
-    from engine.llm.local import LocalServer, ServerConfig
+    from engine.llm.server import LocalServer, ServerConfig
 
     with LocalServer.from_catalog(settings.model or DEFAULT_MODEL, ServerConfig(parallel=settings.parallel)) as server:
         llm = OpenAIChat(server.base_url, server.model, api_key=server.api_key, timeout=settings.timeout)

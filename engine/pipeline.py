@@ -67,7 +67,7 @@ class SynthOptions:
     fresh: bool = False
     structured_output: bool = False
     overgenerate: float = 2.0
-    max_rounds: int = 3
+    max_rounds: int = 5
     prompts_dir: Path | None = None
 
 

@@ -191,7 +191,7 @@ def build_llama_server(jobs: int | None = None) -> Path:
         _run_logged(
             ["cmake", "--build", str(build_dir), "--target", _BINARY,
              "-j", str(jobs or os.cpu_count() or 2)],
-            log,
+            log, show_percent="building llama-server",
         )
         built = build_dir / "bin" / _BINARY
         if not built.is_file():
@@ -241,20 +241,43 @@ def _extract_llama_cpp(sdist: Path, dest: Path) -> Path:
     return dest / top / _VENDOR
 
 
-def _run_logged(cmd: list[str], log: Path) -> None:
-    """Run `cmd`, appending its output to `log`; raise naming the log if it fails."""
-    with log.open("a") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n")
+_PERCENT = re.compile(rb"^\[\s*(\d+)%\]")
+
+
+def _run_logged(cmd: list[str], log: Path, show_percent: str = "") -> None:
+    """Run `cmd`, appending its output to `log`; raise naming the log if it fails.
+
+    With `show_percent`, cmake's `[ NN%]` lines drive a progress bar (a build takes minutes).
+    """
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
         out.flush()
         try:
-            rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as exc:
             raise RuntimeSetupError(f"Cannot run {cmd[0]!r}: {exc}. Log: {log}") from exc
+        bar = _percent_bar(show_percent)
+        for line in proc.stdout:
+            out.write(line)
+            match = _PERCENT.match(line)
+            if bar is not None and match:
+                bar.update(int(match.group(1)) - bar.n)
+        rc = proc.wait()
+        if bar is not None:
+            bar.close()
     if rc != 0:
         raise RuntimeSetupError(
             f"Building llama-server failed: `{' '.join(cmd[:4])} ...` exited with {rc}. "
             f"The full output is in {log}; fix the cause shown at its end and retry."
         )
+
+
+def _percent_bar(desc: str):
+    if not desc:
+        return None
+    from tqdm import tqdm  # imported late: importing engine must stay cheap
+
+    return tqdm(total=100, desc=desc, unit="%", file=sys.stderr, dynamic_ncols=True)
 
 
 def _install_binary(built: Path) -> Path:

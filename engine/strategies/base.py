@@ -37,13 +37,19 @@ __all__ = [
 # name -> "module:Class"; imported only when asked for, so importing engine stays cheap.
 _STRATEGIES: dict[str, str] = {
     "synthesizrr": "engine.strategies.synthesizrr:SynthesizRR",
+    "fewgen": "engine.strategies.fewgen:FewGen",
 }
 
 
 class Strategy(ABC):
-    """One data-synthesis method. Subclasses set `name` and implement `plan` and `parse`."""
+    """One data-synthesis method. Subclasses set `name` and implement `plan` and `parse`.
+
+    `uses_retrieval` is False for methods that ignore retrieved passages (FewGen): the pipeline
+    then skips retrieval and passes `plan` an empty mapping.
+    """
 
     name: ClassVar[str] = ""
+    uses_retrieval: ClassVar[bool] = True
 
     def template_names(self, task: TaskSpec) -> tuple[str, ...]:
         """The prompt templates `plan` needs: by default the task's system and main template."""

@@ -111,7 +111,7 @@ def search(name, query, k, mode, as_json, root):
 
 @main.command()
 @click.argument("task", type=click.Path(path_type=Path))
-@click.option("--index", "index_name", required=True, help="Index to retrieve passages from.")
+@click.option("--index", "index_name", help="Index to retrieve passages from (not needed by fewgen).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (re-run into it to resume).")
 @click.option("--base-url", envvar="SEEDBED_BASE_URL", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: the embedded llama.cpp server).")
 @click.option("--model", envvar="SEEDBED_MODEL", help="Model name at the endpoint, or a local catalog model (see `seedbed models`).")

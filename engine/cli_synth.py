@@ -22,10 +22,10 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
     task = load_task(task_path)
     if examples_per_label:
         task = dataclasses.replace(task, examples_per_label=examples_per_label)
-    index = Index.open(index_name, root)
+    index = Index.open(index_name, root) if index_name else None
     settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=max(1, min(concurrency, 8)))
     click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
-               f"strategy {task.strategy}, index {index_name!r} ({len(index)} passages), LLM {settings.describe()}", err=True)
+               f"strategy {task.strategy}, index {_describe(index)}, LLM {settings.describe()}", err=True)
     options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured)
     with open_llm(settings) as llm, _ProgressBar() as bar:
         result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe())
@@ -38,6 +38,10 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
             "succeeded; re-run the same command to retry only those"
         )
     return result
+
+
+def _describe(index) -> str:
+    return "none" if index is None else f"{index.manifest.name!r} ({len(index)} passages)"
 
 
 class _ProgressBar:

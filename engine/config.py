@@ -20,8 +20,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 _TOP_KEYS = {
     "name", "description", "labels", "output", "examples_per_label", "strategy",
-    "template", "system_template", "sampling", "retrieval", "seed",
+    "template", "system_template", "sampling", "retrieval", "seed", "strategy_options", "verify",
 }
+_VERIFY_POLICIES = ("drop", "relabel", "keep")
 _LABEL_KEYS = {"name", "verbalization", "seeds"}
 
 
@@ -103,8 +104,27 @@ def parse_task(raw: Any, source: str = "<task>") -> TaskSpec:
         retrieval=retrieval,
         seed=_int(raw.get("seed", 0), source, "seed"),
         description=str(raw.get("description", "")),
+        strategy_options=_strategy_options(raw.get("strategy_options", {}), source),
+        verify=_verify_policy(raw.get("verify", False), source),
     )
     return task
+
+
+def _strategy_options(raw: Any, source: str) -> dict[str, Any]:
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise ConfigError(f"{source}: strategy_options must be a mapping of option names to values, e.g. {{shots: 4}}")
+    return dict(raw)
+
+
+def _verify_policy(raw: Any, source: str) -> str:
+    """`verify: true` means the drop policy; a policy name picks it; false/absent turns it off."""
+    if raw is True:
+        return "drop"
+    if raw is False or raw is None:
+        return ""
+    if isinstance(raw, str) and raw in _VERIFY_POLICIES:
+        return raw
+    raise ConfigError(f"{source}: verify={raw!r}; use true (= drop), false, or one of {', '.join(_VERIFY_POLICIES)}")
 
 
 def _check_keys(mapping: dict, allowed: set[str], source: str, where: str) -> None:

@@ -20,20 +20,19 @@ from typing import Any, Callable, Iterator
 from engine import __version__
 from engine.config import task_to_dict
 from engine.dataset import example_row, rejection_row, write_dataset
-from engine.errors import ConfigError, LLMFatalError
-from engine.filters import Deduper, copy_rate
+from engine.errors import ConfigError
+from engine.filters import copy_rate
 from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index
 from engine.journal import JOURNAL_NAME, Journal
-from engine.llm.runner import run_requests_sync
+from engine.refine import Outcomes, Progress, run_rounds, verify_examples
 from engine.retrieve import retrieve_for_task
 from engine.strategies.base import get_strategy
-from engine.types import Completion, Example, Hit, Rejection, Request, TaskSpec
+from engine.types import Hit, TaskSpec
 
 __all__ = ["index", "search", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
 
 RUN_FILE = "run.json"
-FAIL_FAST_AFTER = 8  # this many failures in a row with no success stops the run
 
 
 def index(corpus, name, embedder, root=Path("indexes"), options=None, add=False, force=False, progress=None) -> BuildResult:
@@ -71,17 +70,7 @@ class SynthOptions:
     prompts_dir: Path | None = None
 
 
-@dataclass
-class SynthProgress:
-    """Live counters (mutable on purpose) handed to a progress callback after every answer."""
-
-    planned: int = 0
-    sent: int = 0
-    done: int = 0
-    reused: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+SynthProgress = Progress  # live counters handed to the progress callback
 
 
 @dataclass(frozen=True)
@@ -108,7 +97,7 @@ def task_fingerprint(task: TaskSpec) -> str:
 
 def synthesize(
     task: TaskSpec,
-    index: Index,
+    index: Index | None,
     llm,
     options: SynthOptions,
     on_progress: Callable[[SynthProgress], None] | None = None,
@@ -126,13 +115,20 @@ def synthesize(
     started = time.monotonic()
     with _locked(options.out):
         _check_run_identity(options.out, task, llm.model, options.fresh)
-        strategy = get_strategy(task.strategy, structured_output=options.structured_output)
+        strategy = get_strategy(task.strategy, structured_output=options.structured_output, **task.strategy_options)
         templates = strategy.load_templates(task, options.prompts_dir)
-        per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
-        picks, retrieval = retrieve_for_task(index, task, per_label)
-        progress = SynthProgress()
+        picks, retrieval = None, {}
+        if strategy.uses_retrieval:
+            if index is None:
+                raise ConfigError(f"strategy {task.strategy!r} retrieves passages: pass --index NAME")
+            per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
+            picks, report = retrieve_for_task(index, task, per_label)
+            retrieval = report.per_label
+        progress = Progress()
         with Journal(options.out / JOURNAL_NAME) as journal:
-            outcomes = _rounds(task, strategy, templates, picks, llm, journal, options, progress, on_progress)
+            outcomes = run_rounds(task, strategy, templates, picks, llm, journal, options, progress, on_progress)
+            if task.verify:
+                verify_examples(task, outcomes, task.verify, llm, journal, options, progress, on_progress)
         return _finish(task, index, llm, options, outcomes, retrieval, progress, started, endpoint)
 
 
@@ -163,93 +159,7 @@ def _check_run_identity(out: Path, task: TaskSpec, model: str, fresh: bool) -> N
     write_json_atomic(path, identity)
 
 
-@dataclass
-class _Outcomes:
-    examples: list[tuple[Example, Request]] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    failed: list[Request] = field(default_factory=list)
-    rounds: int = 0
-
-
-def _rounds(task, strategy, templates, picks, llm, journal, options, progress, on_progress) -> _Outcomes:
-    """Plan, call and parse; top up labels that lost examples to rejections, up to max_rounds."""
-    outcomes = _Outcomes()
-    deduper = Deduper()
-    cursor = dict.fromkeys(picks, 0)
-    want = {name: task.examples_per_label for name in picks}
-    for _ in range(options.max_rounds):
-        batch = {name: picks[name][cursor[name]:cursor[name] + want[name]] for name in picks if want[name] > 0}
-        batch = {name: hits for name, hits in batch.items() if hits}
-        if not batch:
-            break
-        for name, hits in batch.items():
-            cursor[name] += len(hits)
-        outcomes.rounds += 1
-        requests = strategy.plan(task, batch, templates)
-        answers = _call_all(requests, llm, journal, options, progress, on_progress)
-        for request in requests:
-            result = _judge(strategy, task, request, answers.get(request.id), deduper)
-            if isinstance(result, Example):
-                outcomes.examples.append((result, request))
-                want[request.label] -= 1
-            elif isinstance(result, Rejection):
-                outcomes.rejections.append(result)
-            else:  # failed after retries: retried by the next run, so no top-up passage for it
-                outcomes.failed.append(request)
-                want[request.label] -= 1
-    return outcomes
-
-
-def _call_all(requests, llm, journal, options, progress, on_progress) -> dict[str, Completion]:
-    answers: dict[str, Completion] = {}
-    to_send: list[Request] = []
-    for request in requests:
-        cached = journal.completed(request.id, llm.model)
-        if cached is not None:
-            answers[request.id] = cached
-            progress.reused += 1
-        else:
-            to_send.append(request)
-    progress.planned += len(requests)
-    progress.sent += len(to_send)
-
-    def on_result(request: Request, result) -> None:
-        if isinstance(result, Completion):
-            journal.record_ok(request.id, llm.model, result)
-            answers[request.id] = result
-            progress.prompt_tokens += result.prompt_tokens
-            progress.completion_tokens += result.completion_tokens
-        else:
-            journal.record_failed(request.id, llm.model, str(result))
-            progress.failed += 1
-            if progress.failed >= FAIL_FAST_AFTER and progress.failed == progress.done + 1:
-                raise LLMFatalError(
-                    f"the first {progress.failed} requests all failed after retries, so the endpoint looks broken; "
-                    f"last error: {result}"
-                )
-        progress.done += 1
-        if on_progress:
-            on_progress(progress)
-
-    if on_progress:
-        on_progress(progress)
-    if to_send:
-        run_requests_sync(llm, to_send, concurrency=options.concurrency, on_result=on_result)
-    return answers
-
-
-def _judge(strategy, task, request, completion, deduper) -> Example | Rejection | None:
-    if completion is None:
-        return None
-    result = strategy.parse(request, completion, task)
-    if isinstance(result, Example):
-        reason = deduper.check(result.text, result.label)
-        if reason:
-            return Rejection(result.label, reason, completion.text, "same text as an earlier example", result.provenance)
-    return result
-
-
-def _finish(task, index, llm, options, outcomes: _Outcomes, retrieval, progress, started, endpoint) -> SynthResult:
+def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, started, endpoint) -> SynthResult:
     rows = [
         example_row(example, request.hit.passage.text if request.hit else None,
                     copy_rate(example.text, request.hit.passage.text) if request.hit else None)
@@ -268,9 +178,7 @@ def _finish(task, index, llm, options, outcomes: _Outcomes, retrieval, progress,
         "task": task_to_dict(task),
         "task_fingerprint": task_fingerprint(task),
         "strategy": task.strategy,
-        "index": {"name": index.manifest.name, "passages": index.manifest.passages,
-                  "corpus_fingerprint": index.manifest.corpus_fingerprint, "updated_at": index.manifest.updated_at,
-                  "embedder": index.manifest.embedder},
+        "index": _index_facts(index),
         "model": llm.model,
         "endpoint": endpoint,
         "counts": {
@@ -282,7 +190,8 @@ def _finish(task, index, llm, options, outcomes: _Outcomes, retrieval, progress,
         "tokens": {"prompt_this_run": progress.prompt_tokens, "completion_this_run": progress.completion_tokens,
                    "prompt_kept_examples": tokens["prompt"], "completion_kept_examples": tokens["completion"]},
         "wall_seconds": round(seconds, 2),
-        "retrieval": retrieval.per_label,
+        "retrieval": retrieval,
+        "verification": outcomes.verification,
         "options": {"concurrency": options.concurrency, "structured_output": options.structured_output,
                     "overgenerate": options.overgenerate, "max_rounds": options.max_rounds},
     }
@@ -293,3 +202,11 @@ def _finish(task, index, llm, options, outcomes: _Outcomes, retrieval, progress,
         prompt_tokens=progress.prompt_tokens, completion_tokens=progress.completion_tokens, seconds=seconds,
         manifest=manifest,
     )
+
+
+def _index_facts(index) -> dict[str, Any] | None:
+    if index is None:
+        return None
+    m = index.manifest
+    return {"name": m.name, "passages": m.passages, "corpus_fingerprint": m.corpus_fingerprint,
+            "updated_at": m.updated_at, "embedder": m.embedder}

@@ -109,6 +109,8 @@ class TaskSpec:
     retrieval: RetrievalParams = RetrievalParams()
     seed: int = 0
     description: str = ""
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    verify: str = ""  # "" (off), "drop", "relabel" or "keep": the label-verification policy
 
     def label(self, name: str) -> LabelSpec:
         for spec in self.labels:

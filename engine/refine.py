@@ -1,0 +1,168 @@
+"""The request loop shared by every strategy: plan a round, answer from the journal or the LLM, parse.
+
+Labels that lose examples to rejections are topped up in later rounds: retrieval strategies take
+their next retrieved passages, generation-only strategies (fewgen) plan new sample indexes.
+Label verification, when asked for, judges the kept examples through the same journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from engine.errors import LLMFatalError
+from engine.filters import Deduper
+from engine.llm.runner import run_requests_sync
+from engine.types import Completion, Example, Hit, Rejection, Request, TaskSpec
+
+__all__ = ["Outcomes", "Progress", "run_rounds", "call_all", "verify_examples", "FAIL_FAST_AFTER"]
+
+FAIL_FAST_AFTER = 8  # this many failures in a row with no success stops the run
+
+
+@dataclass
+class Progress:
+    """Live counters (mutable on purpose) handed to a progress callback after every answer."""
+
+    planned: int = 0
+    sent: int = 0
+    done: int = 0
+    reused: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Outcomes:
+    """Everything the rounds produced, in plan order (so a resumed run writes the same dataset)."""
+
+    examples: list[tuple[Example, Request]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    failed: list[Request] = field(default_factory=list)
+    rounds: int = 0
+    verification: dict | None = None
+
+
+@dataclass
+class _Plan:
+    """Where each label stands: how many examples it still wants and what it has used up."""
+
+    want: dict[str, int]
+    cursor: dict[str, int]
+
+
+def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] | None, llm, journal,
+               options, progress: Progress, on_progress: Callable | None) -> Outcomes:
+    """Plan, call and parse in rounds until every label has its examples or max_rounds is reached."""
+    outcomes = Outcomes()
+    deduper = Deduper()
+    state = _Plan(want={s.name: task.examples_per_label for s in task.labels}, cursor={s.name: 0 for s in task.labels})
+    for _ in range(options.max_rounds):
+        requests = _plan_round(task, strategy, templates, picks, state)
+        if not requests:
+            break
+        outcomes.rounds += 1
+        answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress)
+        for request in requests:
+            result = _judge(strategy, task, request, answers.get(request.id), deduper)
+            if isinstance(result, Example):
+                outcomes.examples.append((result, request))
+                state.want[request.label] -= 1
+            elif isinstance(result, Rejection):
+                outcomes.rejections.append(result)
+            else:  # failed after retries: retried by the next run, so no top-up for it
+                outcomes.failed.append(request)
+                state.want[request.label] -= 1
+    return outcomes
+
+
+def _plan_round(task, strategy, templates, picks, state: _Plan) -> list[Request]:
+    if picks is None:  # generation only: new sample indexes per label
+        counts = {name: n for name, n in state.want.items() if n > 0}
+        requests = strategy.plan_counts(task, counts, templates, start=dict(state.cursor)) if counts else []
+        for name, n in counts.items():
+            state.cursor[name] += n
+        return requests
+    batch = {}
+    for name, n in state.want.items():
+        hits = picks.get(name, [])[state.cursor[name]:state.cursor[name] + n] if n > 0 else []
+        if hits:
+            batch[name] = hits
+            state.cursor[name] += len(hits)
+    return strategy.plan(task, batch, templates) if batch else []
+
+
+def call_all(requests: list[Request], llm, journal, concurrency: int, progress: Progress,
+             on_progress: Callable | None) -> dict[str, Completion]:
+    """Answers for `requests`: from the journal when recorded, else from the LLM (journalled on arrival)."""
+    answers: dict[str, Completion] = {}
+    to_send: list[Request] = []
+    for request in requests:
+        cached = journal.completed(request.id, llm.model)
+        if cached is not None:
+            answers[request.id] = cached
+            progress.reused += 1
+        else:
+            to_send.append(request)
+    progress.planned += len(requests)
+    progress.sent += len(to_send)
+
+    def on_result(request: Request, result) -> None:
+        if isinstance(result, Completion):
+            journal.record_ok(request.id, llm.model, result)
+            answers[request.id] = result
+            progress.prompt_tokens += result.prompt_tokens
+            progress.completion_tokens += result.completion_tokens
+        else:
+            journal.record_failed(request.id, llm.model, str(result))
+            progress.failed += 1
+            if progress.failed >= FAIL_FAST_AFTER and progress.failed == progress.done + 1:
+                raise LLMFatalError(
+                    f"the first {progress.failed} requests all failed after retries, so the endpoint looks broken; "
+                    f"last error: {result}"
+                )
+        progress.done += 1
+        if on_progress:
+            on_progress(progress)
+
+    if on_progress:
+        on_progress(progress)
+    if to_send:
+        run_requests_sync(llm, to_send, concurrency=concurrency, on_result=on_result)
+    return answers
+
+
+def _judge(strategy, task, request, completion, deduper) -> Example | Rejection | None:
+    if completion is None:
+        return None
+    result = strategy.parse(request, completion, task)
+    if isinstance(result, Example):
+        reason = deduper.check(result.text, result.label)
+        if reason:
+            return Rejection(result.label, reason, completion.text, "same text as an earlier example", result.provenance)
+    return result
+
+
+def verify_examples(task: TaskSpec, outcomes: Outcomes, policy: str, llm, journal, options, progress: Progress,
+                    on_progress: Callable | None) -> None:
+    """Ask an LLM judge which label fits each kept example; apply `policy` (drop, relabel, keep) in place.
+
+    A judge call that failed after retries counts as an unreadable verdict.
+    """
+    from engine.prompts import load_template
+    from engine.verify import JUDGE_TEMPLATE, apply_policy, parse_verdict, plan_verification
+
+    examples = [example for example, _ in outcomes.examples]
+    if not examples:
+        return
+    template = load_template(JUDGE_TEMPLATE, options.prompts_dir)
+    requests = plan_verification(task, examples, template, options.structured_output)
+    answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress)
+    verdicts = [parse_verdict(r, answers[r.id], task) if r.id in answers else None for r in requests]
+    result = apply_policy(examples, verdicts, policy)
+    kept = iter(result.kept)
+    outcomes.examples = [(next(kept), request) for (_, request), record in zip(outcomes.examples, result.records)
+                         if record.action != "dropped"]
+    outcomes.rejections.extend(result.rejections)
+    outcomes.verification = result.summary()

@@ -11,17 +11,28 @@ import click
 from engine.pipeline import SynthProgress, SynthResult
 
 
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    """Task-spec fields replaced from the command line (None: keep the spec's value)."""
+
+    examples_per_label: int | None = None
+    strategy: str | None = None
+    verify: str | None = None
+
+    def apply(self, task):
+        changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return dataclasses.replace(task, **changes) if changes else task
+
+
 def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_key, concurrency: int,
-              structured: bool, fresh: bool, fake: bool, examples_per_label, root: Path) -> SynthResult:
+              structured: bool, fresh: bool, fake: bool, overrides: Overrides, root: Path) -> SynthResult:
     """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
     from engine.config import load_task
     from engine.index.reader import Index
     from engine.llm.endpoint import EndpointSettings, open_llm
     from engine.pipeline import SynthOptions, synthesize
 
-    task = load_task(task_path)
-    if examples_per_label:
-        task = dataclasses.replace(task, examples_per_label=examples_per_label)
+    task = overrides.apply(load_task(task_path))
     index = Index.open(index_name, root) if index_name else None
     settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=max(1, min(concurrency, 8)))
     click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
@@ -73,6 +84,13 @@ def print_summary(result: SynthResult) -> None:
     if result.rejected:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(result.rejected.items(), key=lambda kv: -kv[1]))
         click.echo(f"rejected {counts['rejected']} ({reasons})")
+    verification = result.manifest.get("verification")
+    if verification:
+        shares = ", ".join(f"{label} {share:.2f}" for label, share in verification["agreement"].items())
+        unreadable = sum(c["unreadable"] for c in verification["counts"].values())
+        click.echo(f"label verification ({verification['policy']}): agreement {shares or 'n/a'}; "
+                   f"{verification['actions']['dropped']} dropped, {verification['actions']['relabelled']} relabelled, "
+                   f"{unreadable} unreadable verdicts")
     if result.failed:
         click.secho(f"failed {result.failed} requests after retries; re-run the same command to retry them", fg="yellow")
     click.echo(f"LLM calls {result.calls} (+{result.reused} reused from the journal), tokens "

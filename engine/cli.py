@@ -28,8 +28,13 @@ def friendly(func):
         except SeedbedError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(1)
+        except OSError as exc:  # a path that is a file, a full disk, no permission: say which path
+            where = f" {exc.filename}" if exc.filename else ""
+            click.secho(f"error:{where}: {exc.strerror or exc}", fg="red", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
-            click.secho("interrupted; finished work is saved, re-run the same command to resume", fg="yellow", err=True)
+            click.secho("interrupted; nothing half-written was kept (synth: re-run the same command to resume "
+                        "without paying again for finished requests)", fg="yellow", err=True)
             sys.exit(130)
 
     return wrapper
@@ -136,6 +141,7 @@ def synth(task, index_name, out, base_url, model, api_key, concurrency, structur
 
 @main.group(invoke_without_command=True)
 @click.pass_context
+@friendly
 def models(ctx):
     """List the local model catalog (installed? verified?)."""
     if ctx.invoked_subcommand is None:
@@ -165,8 +171,10 @@ def models_install(name):
 def setup(model):
     """Prepare the embedded LLM: build llama-server (once per CPU) and install + verify a model."""
     from engine.llm.build import ensure_llama_server
-    from engine.llm.catalog import DEFAULT_MODEL
+    from engine.llm.catalog import DEFAULT_MODEL, get_model
     from engine.llm.local import ensure_model
+
+    get_model(model or DEFAULT_MODEL)  # an unknown name fails before a 6-minute build
 
     click.echo("llama-server: checking (a first build takes about 6 minutes on 2 cores) ...", err=True)
     click.echo(f"llama-server: {ensure_llama_server(build=True)}")

@@ -30,7 +30,7 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
     from engine.config import load_task
     from engine.index.reader import Index
     from engine.llm.endpoint import EndpointSettings, open_llm
-    from engine.pipeline import SynthOptions, synthesize
+    from engine.pipeline import SynthOptions, prepare, synthesize
 
     task = overrides.apply(load_task(task_path))
     index = Index.open(index_name, root) if index_name else None
@@ -38,6 +38,7 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
     click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
                f"strategy {task.strategy}, index {_describe(index)}, LLM {settings.describe()}", err=True)
     options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured)
+    prepare(task, index, options)  # fail on spec problems before a model loads or a file is written
     with open_llm(settings) as llm, _ProgressBar() as bar:
         result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe())
     print_summary(result)

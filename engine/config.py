@@ -91,6 +91,7 @@ def parse_task(raw: Any, source: str = "<task>") -> TaskSpec:
     sampling = _parse_section(raw.get("sampling", {}), SamplingParams, source, "sampling")
     retrieval = _parse_section(raw.get("retrieval", {}), RetrievalParams, source, "retrieval")
     _check_retrieval(retrieval, source)
+    _check_sampling(sampling, source)
     output = _parse_output(raw["output"], source)
     task = TaskSpec(
         name=validate_name(str(raw["name"]), "task name"),
@@ -217,6 +218,15 @@ def _positive_int(value: Any, source: str, where: str) -> int:
     if number < 1:
         raise ConfigError(f"{source}: {where} must be at least 1, got {value!r}")
     return number
+
+
+def _check_sampling(s: SamplingParams, source: str) -> None:
+    if not 0.0 <= s.temperature <= 2.0:
+        raise ConfigError(f"{source}: sampling.temperature={s.temperature} must be between 0 and 2")
+    if not 0.0 < s.top_p <= 1.0:
+        raise ConfigError(f"{source}: sampling.top_p={s.top_p} must be above 0 and at most 1")
+    if s.max_tokens < 1:
+        raise ConfigError(f"{source}: sampling.max_tokens={s.max_tokens} must be at least 1 (e.g. 128)")
 
 
 def _check_retrieval(r: RetrievalParams, source: str) -> None:

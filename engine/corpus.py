@@ -298,16 +298,22 @@ def count_documents(path: str | Path) -> int:
     """Number of records in a corpus, read cheaply (for progress bars and ETAs, not for logic)."""
     total = 0
     for file in list_files(path):
-        fmt = _format_of(file)
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            total += pq.ParquetFile(file).metadata.num_rows
-        elif fmt == "txt":
-            total += 1
-        else:
-            opener = gzip.open if file.name.lower().endswith(".gz") else open
-            with opener(file, "rb") as handle:
-                lines = sum(1 for line in handle if line.strip())
-            total += lines - 1 if fmt == "csv" else lines  # csv: header; quoted newlines make this an estimate
+        try:
+            total += _count_file(file)
+        except Exception as exc:  # pyarrow/gzip/OS errors vary; the reader gives the precise error later
+            raise CorpusError(f"{file}: cannot read as {_format_of(file)} ({type(exc).__name__}: {exc})") from None
     return total
+
+
+def _count_file(file: Path) -> int:
+    fmt = _format_of(file)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(file).metadata.num_rows
+    if fmt == "txt":
+        return 1
+    opener = gzip.open if file.name.lower().endswith(".gz") else open
+    with opener(file, "rb") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    return lines - 1 if fmt == "csv" else lines  # csv: header; quoted newlines make this an estimate

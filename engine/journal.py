@@ -19,6 +19,7 @@ from engine.types import Completion
 __all__ = ["Journal", "JOURNAL_NAME"]
 
 JOURNAL_NAME = "journal.jsonl"
+_FIELDS = set(Completion.__dataclass_fields__)
 
 
 class Journal:
@@ -51,7 +52,7 @@ class Journal:
                     continue
                 key = (entry["request_id"], entry["model"])
                 if entry["status"] == "ok":
-                    self._done[key] = Completion(**entry["completion"])
+                    self._done[key] = Completion(**{k: v for k, v in entry["completion"].items() if k in _FIELDS})
                     self._failed.pop(key, None)
                 elif key not in self._done:
                     self._failed[key] = entry.get("error", "")

@@ -30,7 +30,7 @@ from engine.retrieve import retrieve_for_task
 from engine.strategies.base import get_strategy
 from engine.types import Hit, TaskSpec
 
-__all__ = ["index", "search", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
+__all__ = ["index", "search", "prepare", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
 
 RUN_FILE = "run.json"
 
@@ -113,14 +113,11 @@ def synthesize(
         LLMFatalError: the endpoint failed for good (what finished is kept in the journal).
     """
     started = time.monotonic()
+    strategy, templates = prepare(task, index, options)
     with _locked(options.out):
         _check_run_identity(options.out, task, llm.model, options.fresh)
-        strategy = get_strategy(task.strategy, structured_output=options.structured_output, **task.strategy_options)
-        templates = strategy.load_templates(task, options.prompts_dir)
         picks, retrieval = None, {}
         if strategy.uses_retrieval:
-            if index is None:
-                raise ConfigError(f"strategy {task.strategy!r} retrieves passages: pass --index NAME")
             per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
             picks, report = retrieve_for_task(index, task, per_label)
             retrieval = report.per_label
@@ -130,6 +127,32 @@ def synthesize(
             if task.verify:
                 verify_examples(task, outcomes, task.verify, llm, journal, options, progress, on_progress)
         return _finish(task, index, llm, options, outcomes, retrieval, progress, started, endpoint)
+
+
+def prepare(task: TaskSpec, index: Index | None, options: SynthOptions):
+    """Everything checkable before an LLM starts or a file is written: strategy, options, templates, index.
+
+    Returns:
+        (strategy, templates).
+
+    Raises:
+        ConfigError: unknown strategy or option, a bad template, or a missing index.
+    """
+    if "structured_output" in task.strategy_options:
+        raise ConfigError("strategy_options.structured_output is set with --structured/--no-structured; remove it from the spec")
+    strategy = get_strategy(task.strategy, structured_output=options.structured_output, **task.strategy_options)
+    templates = strategy.load_templates(task, options.prompts_dir)
+    if task.verify:
+        from engine.prompts import load_template
+        from engine.verify import JUDGE_TEMPLATE, check_labels
+
+        load_template(JUDGE_TEMPLATE, options.prompts_dir)
+        check_labels(task, ())  # label names the judge could confuse fail now, not after generation
+    if strategy.uses_retrieval and index is None:
+        raise ConfigError(f"strategy {task.strategy!r} retrieves passages: pass --index NAME")
+    if options.out.exists() and not options.out.is_dir():
+        raise ConfigError(f"--out {options.out} is a file; pass a folder for the dataset")
+    return strategy, templates
 
 
 @contextmanager
@@ -147,7 +170,10 @@ def _check_run_identity(out: Path, task: TaskSpec, model: str, fresh: bool) -> N
     path = out / RUN_FILE
     identity = {"task": task.name, "task_fingerprint": task_fingerprint(task), "model": model}
     if path.exists() and not fresh:
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ConfigError(f"{path} is damaged; pass --fresh to start the run record anew (the journal is kept)") from None
         if previous.get("task_fingerprint") != identity["task_fingerprint"] or previous.get("model") != model:
             raise ConfigError(
                 f"{out} holds a run of another task spec or model (task {previous.get('task')!r}, model "
@@ -209,4 +235,5 @@ def _index_facts(index) -> dict[str, Any] | None:
         return None
     m = index.manifest
     return {"name": m.name, "passages": m.passages, "corpus_fingerprint": m.corpus_fingerprint,
-            "updated_at": m.updated_at, "embedder": m.embedder}
+            "updated_at": m.updated_at, "embedder": m.embedder, "engine_version": m.engine_version,
+            "format_version": m.format_version}

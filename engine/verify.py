@@ -121,7 +121,7 @@ def plan_verification(
     Raises:
         ConfigError: an example's label is not one of the task's, or two label names read the same.
     """
-    _check_labels(task, examples)
+    check_labels(task, examples)
     sampling = sampling or dataclasses.replace(JUDGE_SAMPLING, seed=derive_seed(task.seed, _NAMESPACE))
     schema = verdict_schema(task) if structured_output else None
     base = {
@@ -147,7 +147,7 @@ def _label_list(task: TaskSpec) -> str:
     return "\n".join(lines)
 
 
-def _check_labels(task: TaskSpec, examples: Sequence[Example]) -> None:
+def check_labels(task: TaskSpec, examples: Sequence[Example]) -> None:
     names = [spec.name for spec in task.labels]
     seen: dict[str, str] = {}
     for name in names:

@@ -13,5 +13,5 @@ seedbed setup --model "$MODEL"
 if [ ! -f indexes/reuters-sample/manifest.json ]; then
   seedbed index corpora/reuters-sample --name reuters-sample
 fi
-seedbed synth benchmarks/tasks/ag_news.yaml --index reuters-sample --model "$MODEL" --out runs/ag_news-demo
-echo "==> done: runs/ag_news-demo/dataset.parquet (and dataset.jsonl, manifest.json, rejected.jsonl)"
+seedbed synth benchmarks/tasks/ag_news.yaml --index reuters-sample --model "$MODEL" --out "runs/ag_news-demo-$MODEL"
+echo "==> done: runs/ag_news-demo-$MODEL/dataset.parquet (and dataset.jsonl, manifest.json, rejected.jsonl)"

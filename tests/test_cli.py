@@ -375,3 +375,52 @@ def test_a_real_process_prints_one_line_and_exits_1(tmp_path):
     assert proc.stderr.splitlines() == [f"error: corpus path {tmp_path / 'missing.csv'} does not exist; pass a .jsonl, "
                                         ".csv, .parquet, .txt file or a folder"]
     assert not (tmp_path / "indexes").exists()
+
+
+# --- problems caught before any model loads or file is written ----------------------------------
+
+
+@pytest.mark.parametrize("name, content", [("bad.parquet", b"not parquet at all"), ("bad.jsonl.gz", b"not gzip")])
+def test_a_corrupt_corpus_file_is_a_clean_error(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    root = tmp_path / "indexes"
+    result = invoke("index", tmp_path / name, "--name", "x", "--embedder", "hash-64", "--root", root)
+    assert_clean_error(result, name)
+    assert entries(root) == []
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ("strategy: bogus\n", "unknown strategy 'bogus'"),
+    ("strategy_options: {structured_output: true}\n", "strategy_options.structured_output"),
+    ("template: no/such-template\n", "no/such-template"),
+])
+def test_spec_problems_leave_the_out_folder_untouched(built, tmp_path, extra, fragment):
+    root, task, _ = built
+    bad = tmp_path / "task.yaml"
+    bad.write_text(task.read_text(encoding="utf-8") + extra, encoding="utf-8")
+    out = tmp_path / "out"
+    assert_clean_error(invoke("synth", bad, "--index", "news", "--out", out, "--fake", "--root", root), fragment)
+    assert not out.exists()
+    # the corrected command then runs into the same folder without --fresh
+    assert invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root).exit_code == 0
+
+
+def test_out_that_is_a_file_is_a_clean_error(built, tmp_path):
+    root, task, _ = built
+    (tmp_path / "out").write_text("x")
+    assert_clean_error(invoke("synth", task, "--index", "news", "--out", tmp_path / "out", "--fake", "--root", root),
+                       "is a file")
+
+
+def test_a_folder_that_is_not_an_index_is_not_replaced(tmp_path):
+    corpus = write_reuters_slice(tmp_path / "reuters.jsonl", 10)
+    root = tmp_path / "indexes"
+    (root / "news").mkdir(parents=True)
+    (root / "news" / "mine.txt").write_text("user data")
+    result = invoke("index", corpus, "--name", "news", "--embedder", "hash-64", "--root", root)
+    assert_clean_error(result, "not a Seedbed index")
+    assert (root / "news" / "mine.txt").read_text() == "user data"
+
+
+def test_setup_with_an_unknown_model_fails_before_building():
+    assert_clean_error(invoke("setup", "--model", "no-such-model"), "no-such-model")

@@ -92,7 +92,8 @@ def test_synth_with_real_llama_server_then_resume_costs_nothing(workspace):
 
 
 def test_no_llama_server_outlives_the_cli(workspace):
-    seedbed("synth", "task.yaml", "--index", "itest", "--out", "run2", "--model", TEST_MODEL, "-n", "1", cwd=workspace)
+    done = seedbed("synth", "task.yaml", "--index", "itest", "--out", "run2", "--model", TEST_MODEL, "-n", "1", cwd=workspace)
+    assert done.returncode == 0 and "LLM calls" in done.stdout, done.stderr  # a server really ran
     leftover = subprocess.run(["pgrep", "-f", f"llama-server.*-a {TEST_MODEL}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", f"llama-server still running: {leftover.stdout}"
 

@@ -82,6 +82,10 @@ def build_index(
 def _check_target(target: Path, name: str, add: bool, force: bool) -> None:
     _recover(target)
     exists = (target / "manifest.json").is_file()
+    if target.exists() and not exists and not force:
+        raise ConfigError(
+            f"{target} exists but is not a Seedbed index (no manifest.json); move it away or pass --force to replace it"
+        )
     if add and not exists:
         raise IndexNotFound(f"cannot --add to index {name!r}: it does not exist under {target.parent}; build it first without --add")
     if exists and not (add or force):

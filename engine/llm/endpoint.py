@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from engine.llm.catalog import DEFAULT_MODEL
@@ -27,7 +27,7 @@ class EndpointSettings:
 
     base_url: str | None = None
     model: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     fake: bool = False
     parallel: int = 4
     timeout: float = 300.0

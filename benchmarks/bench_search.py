@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.index import lexical
+from engine.index import dense, lexical
 from engine.index.reader import Index
 
 AG_NEWS_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ag_news" / "test.csv"
@@ -66,15 +66,18 @@ def main() -> None:
 
     results = {
         "embed_query": summary(timed(lambda q: index.embed_queries([q]), qs)),
-        "dense_faiss": summary(timed(lambda p: index.search(p[0], 10, "dense", query_vector=p[1]), pairs)),
-        "dense_numpy_baseline": summary(timed(lambda v: np.argpartition(-(all_vectors @ v), 10)[:10], qvecs)),
-        "bm25_bm25s": summary(timed(lambda q: index.search(q, 10, "bm25", query_vector=qvecs[0]), qs)),
-        "bm25_rank_bm25_baseline": summary(timed(lambda q: okapi.get_scores(lexical.tokenize(q)), qs)),
-        "hybrid": summary(timed(lambda p: index.search(p[0], 10, "hybrid", query_vector=p[1]), pairs)),
+        "dense_top10_faiss": summary(timed(lambda v: dense.search(index.dense_index, v[None, :], 10), qvecs)),
+        "dense_top10_numpy_baseline": summary(timed(lambda v: _numpy_top10(all_vectors, v), qvecs)),
+        "bm25_top10_bm25s": summary(timed(lambda q: lexical.top_k(lexical.scores(index.bm25, q), 10), qs)),
+        "bm25_top10_rank_bm25_baseline": summary(timed(lambda q: _numpy_top10_scores(okapi.get_scores(lexical.tokenize(q))), qs)),
+        "search_dense_hits": summary(timed(lambda p: index.search(p[0], 10, "dense", query_vector=p[1]), pairs)),
+        "search_bm25_hits": summary(timed(lambda p: index.search(p[0], 10, "bm25", query_vector=p[1]), pairs)),
+        "search_hybrid_hits": summary(timed(lambda p: index.search(p[0], 10, "hybrid", query_vector=p[1]), pairs)),
     }
     ratios = {
-        "bm25s_speedup_vs_rank_bm25": results["bm25_rank_bm25_baseline"]["mean_ms"] / results["bm25_bm25s"]["mean_ms"],
-        "faiss_search_vs_numpy_matvec": results["dense_numpy_baseline"]["mean_ms"] / results["dense_faiss"]["mean_ms"],
+        "bm25s_speedup_vs_rank_bm25": results["bm25_top10_rank_bm25_baseline"]["mean_ms"] / results["bm25_top10_bm25s"]["mean_ms"],
+        "faiss_speedup_vs_numpy": results["dense_top10_numpy_baseline"]["mean_ms"] / results["dense_top10_faiss"]["mean_ms"],
+        "hybrid_hits_vs_embedding_one_query": results["search_hybrid_hits"]["mean_ms"] / results["embed_query"]["mean_ms"],
     }
     record = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {_cpus()} CPUs, {platform.python_version()}",
@@ -82,14 +85,23 @@ def main() -> None:
         "latency": results, "ratios": ratios,
     }
     print(f"index {args.index}: {len(index)} passages ({index.manifest.dense_kind}), {len(qs)} AG News test titles as queries")
-    print(f"{'operation':<26}{'mean ms':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'operation':<32}{'mean ms':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, row in results.items():
-        print(f"{name:<26}{row['mean_ms']:>10.3f}{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}")
+        print(f"{name:<32}{row['mean_ms']:>10.3f}{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}")
     for name, value in ratios.items():
-        print(f"{name}: {value:.1f}x")
+        print(f"{name}: {value:.2f}x")
     out = Path(__file__).parent / "results" / f"search-{args.index}-{record['date']}.json"
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
+
+
+def _numpy_top10(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    return _numpy_top10_scores(vectors @ query)
+
+
+def _numpy_top10_scores(scores: np.ndarray) -> np.ndarray:
+    top = np.argpartition(-scores, 10)[:10]
+    return top[np.argsort(-scores[top])]
 
 
 def _cpus() -> int:

@@ -69,9 +69,9 @@ class _ProgressBar:
         if self._bar.total != progress.sent:
             self._bar.total = progress.sent
             self._bar.refresh()
-        self._bar.update(progress.done - self._bar.n)
         self._bar.set_postfix(reused=progress.reused, failed=progress.failed,
                               tok_in=progress.prompt_tokens, tok_out=progress.completion_tokens, refresh=False)
+        self._bar.update(progress.done - self._bar.n)  # refreshes, with the postfix just set
 
     def __exit__(self, *exc: object) -> None:
         self._bar.close()

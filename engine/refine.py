@@ -15,7 +15,7 @@ from engine.filters import Deduper
 from engine.llm.runner import run_requests_sync
 from engine.types import Completion, Example, Hit, Rejection, Request, TaskSpec
 
-__all__ = ["Outcomes", "Progress", "run_rounds", "call_all", "verify_examples", "FAIL_FAST_AFTER"]
+__all__ = ["Outcomes", "Progress", "run_rounds", "call_all", "make_ask", "verify_examples", "FAIL_FAST_AFTER"]
 
 FAIL_FAST_AFTER = 8  # this many failures in a row with no success stops the run
 
@@ -42,6 +42,7 @@ class Outcomes:
     failed: list[Request] = field(default_factory=list)
     rounds: int = 0
     verification: dict | None = None
+    stages: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -59,28 +60,35 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
     deduper = Deduper()
     state = _Plan(want={s.name: task.examples_per_label for s in task.labels}, cursor={s.name: 0 for s in task.labels})
     for _ in range(options.max_rounds):
-        requests = _plan_round(task, strategy, templates, picks, state)
+        history = [example for example, _ in outcomes.examples]
+        requests = _plan_round(task, strategy, templates, picks, state, history)
         if not requests:
             break
         outcomes.rounds += 1
         answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress)
         for request in requests:
-            result = _judge(strategy, task, request, answers.get(request.id), deduper)
-            if isinstance(result, Example):
-                outcomes.examples.append((result, request))
-                state.want[request.label] -= 1
-            elif isinstance(result, Rejection):
-                outcomes.rejections.append(result)
-            else:  # failed after retries: retried by the next run, so no top-up for it
+            results = _judge(strategy, task, request, answers.get(request.id), deduper)
+            if results is None:  # failed after retries: retried by the next run, so no top-up for it
                 outcomes.failed.append(request)
                 state.want[request.label] -= 1
+                continue
+            for result in results:
+                if isinstance(result, Example) and len(results) > 1 and state.want.get(result.label, 0) <= 0:
+                    # a several-examples answer overshot the label's target: count it, do not keep it
+                    result = Rejection(result.label, "surplus", result.text, "the label already has its examples",
+                                       result.provenance)
+                if isinstance(result, Rejection):
+                    outcomes.rejections.append(result)
+                else:
+                    outcomes.examples.append((result, request))
+                    state.want[result.label] = state.want.get(result.label, 0) - 1
     return outcomes
 
 
-def _plan_round(task, strategy, templates, picks, state: _Plan) -> list[Request]:
+def _plan_round(task, strategy, templates, picks, state: _Plan, history) -> list[Request]:
     if picks is None:  # generation only: new sample indexes per label
         counts = {name: n for name, n in state.want.items() if n > 0}
-        requests = strategy.plan_counts(task, counts, templates, start=dict(state.cursor)) if counts else []
+        requests = strategy.plan_counts(task, counts, templates, start=dict(state.cursor), history=history) if counts else []
         for name, n in counts.items():
             state.cursor[name] += n
         return requests
@@ -133,15 +141,22 @@ def call_all(requests: list[Request], llm, journal, concurrency: int, progress: 
     return answers
 
 
-def _judge(strategy, task, request, completion, deduper) -> Example | Rejection | None:
+def _judge(strategy, task, request, completion, deduper) -> list[Example | Rejection] | None:
+    """Parse one answer (one or several examples) and drop duplicates; None when the request failed."""
     if completion is None:
         return None
-    result = strategy.parse(request, completion, task)
-    if isinstance(result, Example):
-        reason = deduper.check(result.text, result.label)
-        if reason:
-            return Rejection(result.label, reason, completion.text, "same text as an earlier example", result.provenance)
-    return result
+    parsed = strategy.parse(request, completion, task)
+    results = []
+    for result in parsed if isinstance(parsed, list) else [parsed]:
+        if isinstance(result, Example) and deduper.check(result.text, result.label):
+            result = Rejection(result.label, "duplicate", result.text, "same text as an earlier example", result.provenance)
+        results.append(result)
+    return results
+
+
+def make_ask(llm, journal, concurrency: int, progress: Progress, on_progress: Callable | None):
+    """The `ask` callable strategies use for their own stages: answers through the journal and runner."""
+    return lambda requests: call_all(list(requests), llm, journal, concurrency, progress, on_progress)
 
 
 def verify_examples(task: TaskSpec, outcomes: Outcomes, policy: str, llm, journal, options, progress: Progress,

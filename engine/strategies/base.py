@@ -12,7 +12,8 @@ import importlib
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +23,8 @@ from engine.prompts import Template, load_template
 from engine.types import Completion, Example, Hit, OutputSpec, Provenance, Rejection, Request, SamplingParams, TaskSpec
 
 __all__ = [
+    "Ask",
+    "Review",
     "Strategy",
     "available_strategies",
     "get_strategy",
@@ -39,6 +42,18 @@ _STRATEGIES: dict[str, str] = {
     "synthesizrr": "engine.strategies.synthesizrr:SynthesizRR",
     "fewgen": "engine.strategies.fewgen:FewGen",
 }
+
+
+Ask = Callable[[Sequence[Request]], dict[str, Completion]]
+
+
+@dataclass(frozen=True)
+class Review:
+    """What a review stage kept, what it rejected, and what it reports."""
+
+    kept: list[tuple[Example, Request]]
+    rejections: list[Rejection]
+    report: dict[str, Any]
 
 
 class Strategy(ABC):
@@ -69,8 +84,51 @@ class Strategy(ABC):
         """Turn a task and its retrieved passages into LLM requests (deterministic, no I/O)."""
 
     @abstractmethod
-    def parse(self, request: Request, completion: Completion, task: TaskSpec) -> Example | Rejection:
-        """Turn one answer into an Example, or a Rejection with a reason code; never raises on bad output."""
+    def parse(
+        self, request: Request, completion: Completion, task: TaskSpec
+    ) -> Example | Rejection | list[Example | Rejection]:
+        """Turn one answer into an Example, or a Rejection with a reason code; never raises on bad output.
+
+        A strategy whose requests ask for several examples at once returns a list.
+        """
+
+    # --- optional stages (multi-step methods) --------------------------------------------------
+
+    def setup(self, task: TaskSpec, templates: Mapping[str, Template], ask: Ask, workdir: Path) -> dict[str, Any]:
+        """Run LLM steps needed before planning (e.g. generate attribute values or contexts).
+
+        Args:
+            ask: answers a list of Requests through the run's journal, cache and runner, returning
+                {request id: Completion} (failed requests are absent). Deterministic requests give
+                a resumable, pay-once stage.
+            workdir: the run's output folder, for artefacts worth keeping (e.g. generated attribute
+                lists), written atomically.
+
+        Returns:
+            A JSON-ready report for the run manifest ({} when there is nothing to say).
+        """
+        return {}
+
+    def plan_counts(
+        self,
+        task: TaskSpec,
+        counts: Mapping[str, int],
+        templates: Mapping[str, Template],
+        start: Mapping[str, int] | None = None,
+        history: Sequence[Example] = (),
+    ) -> list[Request]:
+        """Generation-only strategies (`uses_retrieval = False`): `counts[label]` new requests per
+        label with sample indexes from `start[label]`; `history` holds the examples kept so far
+        (used by self-referencing methods)."""
+        raise NotImplementedError(f"strategy {self.name!r} plans from retrieved passages, not from counts")
+
+    def review(self, task: TaskSpec, examples: list[tuple[Example, Request]], ask: Ask) -> Review:
+        """Check or correct the kept examples after generation (e.g. TarGEN's self-correction).
+
+        Returns:
+            Review(kept pairs in order, rejections, a JSON-ready report); by default everything is kept.
+        """
+        return Review(list(examples), [], {})
 
 
 def available_strategies() -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine import filters
@@ -87,6 +87,7 @@ class FewGen(Strategy):
         counts: Mapping[str, int],
         templates: Mapping[str, Template],
         start: Mapping[str, int] | None = None,
+        history: Sequence[Example] = (),
     ) -> list[Request]:
         """`counts[label]` requests per label, sample indexes start[label], start[label]+1, ...
 

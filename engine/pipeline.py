@@ -26,7 +26,6 @@ from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index
 from engine.journal import JOURNAL_NAME, Journal
 from engine.refine import Outcomes, Progress, make_ask, run_rounds, verify_examples
-from engine.retrieve import retrieve_for_task
 from engine.strategies.base import get_strategy
 from engine.types import Hit, TaskSpec
 
@@ -119,7 +118,7 @@ def synthesize(
         picks, retrieval = None, {}
         if strategy.uses_retrieval:
             per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
-            picks, report = retrieve_for_task(index, task, per_label)
+            picks, report = strategy.retrieve(index, task, per_label)
             retrieval = report.per_label
         progress = Progress()
         with Journal(options.out / JOURNAL_NAME) as journal:

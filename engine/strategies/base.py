@@ -94,6 +94,12 @@ class Strategy(ABC):
 
     # --- optional stages (multi-step methods) --------------------------------------------------
 
+    def retrieve(self, index, task: TaskSpec, per_label: int):
+        """Passages per label for `plan` (retrieval strategies); returns (picks, RetrievalReport)."""
+        from engine.retrieve import retrieve_for_task
+
+        return retrieve_for_task(index, task, per_label)
+
     def setup(self, task: TaskSpec, templates: Mapping[str, Template], ask: Ask, workdir: Path) -> dict[str, Any]:
         """Run LLM steps needed before planning (e.g. generate attribute values or contexts).
 

@@ -36,18 +36,78 @@ ANSWER_SCHEMA: dict[str, Any] = {
 }
 
 
+VARIANTS = ("refine", "retricl")
+RETRICL_TEMPLATE = "synthesizrr/retricl"
+DEMO_TEMPLATE = "synthesizrr/retricl_demo"
+
+
 class SynthesizRR(Strategy):
     """Retrieve-then-refine.
 
     Args:
         structured_output: ask for `{"text": ...}` through the endpoint's JSON-schema response
             format (llama-server, vLLM, OpenAI support it; llama-cpp-python's server does not).
+        variant: 'refine' (zero-shot rewrite) or 'retricl' (the paper's RetrICL: each seed
+            example's top-ranked passages, paired with the seed, become in-context
+            demonstrations of "passage -> example of the label"; lower-ranked passages are the
+            ones rewritten). A label without seeds runs zero-shot.
+        demo_ranks: how many top-ranked passages per seed may become demonstrations (paper: 2).
+        demo_min_similarity, demo_max_similarity: the cosine band for demonstrations (paper: 0.5-0.9).
     """
 
     name = "synthesizrr"
 
-    def __init__(self, structured_output: bool = False):
+    def __init__(self, structured_output: bool = False, variant: str = "refine", demo_ranks: int = 2,
+                 demo_min_similarity: float = 0.5, demo_max_similarity: float = 0.9):
+        if variant not in VARIANTS:
+            raise ConfigError(f"strategy_options.variant={variant!r}; use one of {list(VARIANTS)}")
+        if not isinstance(demo_ranks, int) or demo_ranks < 1:
+            raise ConfigError(f"strategy_options.demo_ranks={demo_ranks!r} must be a positive integer (paper: 2)")
+        if not -1.0 <= demo_min_similarity < demo_max_similarity <= 1.0:
+            raise ConfigError("strategy_options.demo_min_similarity must be below demo_max_similarity (paper: 0.5, 0.9)")
         self.structured_output = structured_output
+        self.variant = variant
+        self.demo_ranks = demo_ranks
+        self.demo_band = (demo_min_similarity, demo_max_similarity)
+        self._demos: dict[str, list[tuple[str, str]]] = {}  # label -> [(passage, seed)], set by retrieve()
+
+    def template_names(self, task: TaskSpec) -> tuple[str, ...]:
+        if self.variant == "retricl" and task.template == "synthesizrr/refine":
+            return tuple(name for name in (task.system_template, RETRICL_TEMPLATE) if name)
+        return super().template_names(task)
+
+    def load_templates(self, task: TaskSpec, root=None) -> dict[str, Template]:
+        templates = super().load_templates(task, root)
+        if self.variant == "retricl":
+            from engine.prompts import load_template
+
+            templates[DEMO_TEMPLATE] = load_template(DEMO_TEMPLATE, root)
+        return templates
+
+    def retrieve(self, index, task: TaskSpec, per_label: int):
+        """Passages to rewrite per label; with RetrICL also the demonstration pairs, kept out of them."""
+        from engine.retrieve import retrieve_for_task
+
+        if self.variant != "retricl":
+            return retrieve_for_task(index, task, per_label)
+        self._demos = {spec.name: self._demonstrations(index, task, spec) for spec in task.labels}
+        used = {passage for pairs in self._demos.values() for passage, _ in pairs}
+        picks, report = retrieve_for_task(index, task, per_label + len(used))
+        for spec in task.labels:
+            kept = [hit for hit in picks[spec.name] if hit.passage.text.strip() not in used][:per_label]
+            picks[spec.name] = [dataclasses.replace(hit, rank=rank) for rank, hit in enumerate(kept, start=1)]
+            report.per_label[spec.name]["demonstrations"] = len(self._demos[spec.name])
+            report.per_label[spec.name]["picked"] = len(kept)
+        return picks, report
+
+    def _demonstrations(self, index, task: TaskSpec, spec: LabelSpec) -> list[tuple[str, str]]:
+        low, high = self.demo_band
+        pairs = []
+        for seed in spec.seeds:
+            for hit in index.search(seed, k=self.demo_ranks, mode=task.retrieval.mode):
+                if hit.rank <= self.demo_ranks and low <= (hit.cosine or 0.0) <= high:
+                    pairs.append((hit.passage.text.strip(), seed))
+        return pairs
 
     def plan(
         self,
@@ -66,12 +126,23 @@ class SynthesizRR(Strategy):
         requests: list[Request] = []
         for label_name, hits in hits_by_label.items():
             label = _label(task, label_name)
+            demos = self._demo_text(label.name, templates)
             uses: Counter[str] = Counter()
             for hit in hits:
                 sample_index = uses[hit.passage.id]
                 uses[hit.passage.id] += 1
-                requests.append(self._request(task, label, hit, sample_index, chosen, template_id, template_sha))
+                requests.append(self._request(task, label, hit, sample_index, chosen, template_id, template_sha, demos))
         return requests
+
+    def _demo_text(self, label: str, templates: Mapping[str, Template]) -> str:
+        """The label's demonstrations rendered with the demo template (empty without RetrICL or seeds)."""
+        pairs = self._demos.get(label, []) if self.variant == "retricl" else []
+        demo = templates.get(DEMO_TEMPLATE)
+        if not pairs or demo is None:
+            return ""
+        rendered = [demo.render(n=i, passage=passage, example=seed)[-1][1].strip()
+                    for i, (passage, seed) in enumerate(pairs, start=1)]
+        return "\n\n".join(rendered)
 
     def _templates(self, task: TaskSpec, templates: Mapping[str, Template]) -> tuple[Template, ...]:
         missing = [name for name in self.template_names(task) if name not in templates]
@@ -98,8 +169,9 @@ class SynthesizRR(Strategy):
         templates: tuple[Template, ...],
         template_id: str,
         template_sha: str,
+        demos: str = "",
     ) -> Request:
-        context = self._context(task, label, hit)
+        context = self._context(task, label, hit, demos)
         messages = tuple(message for template in templates for message in template.render_from(context))
         seed = derive_seed(task.seed, self.name, label.name, hit.passage.id, sample_index)
         sampling = dataclasses.replace(task.sampling, seed=seed)
@@ -116,7 +188,7 @@ class SynthesizRR(Strategy):
             json_schema=schema,
         )
 
-    def _context(self, task: TaskSpec, label: LabelSpec, hit: Hit) -> dict[str, Any]:
+    def _context(self, task: TaskSpec, label: LabelSpec, hit: Hit, demos: str = "") -> dict[str, Any]:
         # Every variable a refine template may use; a template declares the subset it needs.
         return {
             "task_name": task.name,
@@ -129,6 +201,8 @@ class SynthesizRR(Strategy):
             "max_words": task.output.max_words,
             "answer_format": "json" if self.structured_output else "text",
             "passage": hit.passage.text.strip(),
+            "demonstrations": "few" if demos else "zero",
+            "examples": demos,
         }
 
     def parse(self, request: Request, completion: Completion, task: TaskSpec) -> Example | Rejection:

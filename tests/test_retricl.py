@@ -1,0 +1,95 @@
+"""SynthesizRR's RetrICL variant: seed -> top-ranked passage pairs become demonstrations; the rest are rewritten."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from engine.errors import ConfigError
+from engine.llm.fake import ScriptedLLM
+from engine.pipeline import SynthOptions, synthesize
+from engine.strategies.base import get_strategy
+from engine.types import LabelSpec, OutputSpec, RetrievalParams, SamplingParams, TaskSpec
+
+from conftest import REUTERS
+
+
+def seeds_from_corpus(start: int, count: int) -> tuple[str, ...]:
+    """Texts of passages in the index, so each seed's rank-1 hit is a near-copy of it."""
+    import json
+
+    lines = REUTERS.read_text(encoding="utf-8").splitlines()[start:start + count]
+    return tuple(" ".join(json.loads(line)["text"].split()[:40]) for line in lines)
+
+
+TASK = TaskSpec(
+    name="retricl",
+    labels=(LabelSpec("Markets", "financial markets and company news", seeds=seeds_from_corpus(0, 2)),
+            LabelSpec("Other", "anything else")),
+    output=OutputSpec("news headline", min_words=4, max_words=14),
+    examples_per_label=3,
+    sampling=SamplingParams(max_tokens=40),
+    retrieval=RetrievalParams(min_similarity=0.05, max_similarity=0.99),
+    strategy_options={"variant": "retricl", "demo_min_similarity": 0.3, "demo_max_similarity": 1.0},
+    seed=1,
+)
+
+
+def strategy():
+    return get_strategy("synthesizrr", **TASK.strategy_options)
+
+
+def test_demonstrations_come_from_each_seeds_top_ranks_and_are_not_rewritten(hash_index):
+    chosen = strategy()
+    picks, report = chosen.retrieve(hash_index.index, TASK, per_label=3)
+    demos = chosen._demos["Markets"]
+    assert 1 <= len(demos) <= 2 * 2 and {seed for _, seed in demos} <= set(TASK.labels[0].seeds)
+    rewritten = {hit.passage.text.strip() for hits in picks.values() for hit in hits}
+    assert not rewritten & {passage for passage, _ in demos}
+    assert report.per_label["Markets"]["demonstrations"] == len(demos)
+    assert chosen._demos["Other"] == []  # no seeds: zero-shot
+    assert [hit.rank for hit in picks["Markets"]] == list(range(1, len(picks["Markets"]) + 1))
+
+
+def test_prompts_carry_the_demonstrations_before_the_passage(hash_index):
+    chosen = strategy()
+    templates = chosen.load_templates(TASK)
+    picks, _ = chosen.retrieve(hash_index.index, TASK, per_label=3)
+    requests = chosen.plan(TASK, picks, templates)
+    markets = [r for r in requests if r.label == "Markets"]
+    other = [r for r in requests if r.label == "Other"]
+    prompt = markets[0].messages[-1][1]
+    passage, seed = chosen._demos["Markets"][0]
+    assert "Example 1" in prompt and seed in prompt and passage in prompt
+    assert prompt.index(seed) < prompt.rindex(markets[0].hit.passage.text.strip())  # passage last
+    assert "Example 1" not in other[0].messages[-1][1]
+    assert markets[0].template_id.endswith("synthesizrr/retricl")
+    # all requests of a label share the prompt up to the passage (the server's prefix cache)
+    heads = {r.messages[-1][1].split("Now the passage to rewrite:")[0] for r in markets}
+    assert len(heads) == 1
+
+
+def test_bad_variant_options_are_config_errors():
+    with pytest.raises(ConfigError, match="variant"):
+        get_strategy("synthesizrr", variant="nope")
+    with pytest.raises(ConfigError, match="demo_ranks"):
+        get_strategy("synthesizrr", variant="retricl", demo_ranks=0)
+
+
+def test_retricl_end_to_end_and_resume(hash_index, tmp_path):
+    result = synthesize(TASK, hash_index.index, ScriptedLLM(), SynthOptions(out=tmp_path / "run", concurrency=1))
+    assert sum(result.kept.values()) == 6
+    assert result.manifest["retrieval"]["Markets"]["demonstrations"] >= 1
+    again = ScriptedLLM()
+    synthesize(TASK, hash_index.index, again, SynthOptions(out=tmp_path / "run", concurrency=1))
+    assert again.calls == []
+
+
+def test_refine_variant_is_unchanged_by_the_option_plumbing(hash_index):
+    plain = dataclasses.replace(TASK, strategy_options={})
+    chosen = get_strategy("synthesizrr")
+    picks, _ = chosen.retrieve(hash_index.index, plain, per_label=3)
+    requests = chosen.plan(plain, picks, chosen.load_templates(plain))
+    assert all(r.template_id == "system+synthesizrr/refine" for r in requests)
+    assert all("Example 1" not in r.messages[-1][1] for r in requests)

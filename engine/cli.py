@@ -126,17 +126,19 @@ def search(name, query, k, mode, as_json, root):
 @click.option("--fresh", is_flag=True, help="Accept a changed task spec in an existing --out folder.")
 @click.option("--fake", is_flag=True, help="Use the deterministic scripted LLM (offline plumbing checks; not real data).")
 @click.option("-n", "--examples-per-label", type=click.IntRange(1), help="Override the task's examples_per_label.")
+@click.option("--max-calls", type=click.IntRange(0), help="Budget of new LLM calls for generation; stops cleanly there (resumable).")
 @click.option("--strategy", help="Override the task's strategy (synthesizrr, fewgen).")
 @click.option("--verify", type=click.Choice(["drop", "relabel", "keep", "off"]), help="Override the task's label verification.")
 @INDEX_ROOT
 @friendly
 def synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, examples_per_label,
-          strategy, verify, root):
+          max_calls, strategy, verify, root):
     """Synthesize a labelled dataset for TASK (a YAML/TOML spec) from an index."""
     from engine.cli_synth import Overrides, run_synth
 
     overrides = Overrides(examples_per_label, strategy, "" if verify == "off" else verify)
-    run_synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, overrides, root)
+    run_synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, overrides, root,
+              max_calls)
 
 
 @main.group(invoke_without_command=True)

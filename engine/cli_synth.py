@@ -25,7 +25,8 @@ class Overrides:
 
 
 def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_key, concurrency: int,
-              structured: bool, fresh: bool, fake: bool, overrides: Overrides, root: Path) -> SynthResult:
+              structured: bool, fresh: bool, fake: bool, overrides: Overrides, root: Path,
+              max_calls: int | None = None) -> SynthResult:
     """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
     from engine.config import load_task
     from engine.index.reader import Index
@@ -37,7 +38,7 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
     settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=max(1, min(concurrency, 8)))
     click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
                f"strategy {task.strategy}, index {_describe(index)}, LLM {settings.describe()}", err=True)
-    options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured)
+    options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured, max_calls=max_calls)
     prepare(task, index, options)  # fail on spec problems before a model loads or a file is written
     with open_llm(settings) as llm, _ProgressBar() as bar:
         result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe())
@@ -92,6 +93,10 @@ def print_summary(result: SynthResult) -> None:
         click.echo(f"label verification ({verification['policy']}): agreement {shares or 'n/a'}; "
                    f"{verification['actions']['dropped']} dropped, {verification['actions']['relabelled']} relabelled, "
                    f"{unreadable} unreadable verdicts")
+    if counts.get("unsent_over_budget"):
+        click.secho(f"stopped at the budget of {result.manifest['options']['max_calls']} LLM calls "
+                    f"({counts['unsent_over_budget']} planned requests not sent); re-run with a larger --max-calls "
+                    "to continue", fg="yellow")
     if result.failed:
         click.secho(f"failed {result.failed} requests after retries; re-run the same command to retry them", fg="yellow")
     click.echo(f"LLM calls {result.calls} (+{result.reused} reused from the journal), tokens "

@@ -57,6 +57,8 @@ class SynthOptions:
         structured_output: ask the endpoint for JSON through a JSON schema.
         overgenerate: retrieve this many times the passages needed, to top up rejected examples.
         max_rounds: how many times labels short of examples are topped up.
+        max_calls: a budget of new LLM calls for generation (verification excluded); the run
+            stops cleanly there and a re-run with a larger budget continues.
         prompts_dir: an alternative prompts folder.
     """
 
@@ -67,6 +69,7 @@ class SynthOptions:
     overgenerate: float = 2.0
     max_rounds: int = 5
     prompts_dir: Path | None = None
+    max_calls: int | None = None
 
 
 SynthProgress = Progress  # live counters handed to the progress callback
@@ -120,7 +123,7 @@ def synthesize(
             per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
             picks, report = strategy.retrieve(index, task, per_label)
             retrieval = report.per_label
-        progress = Progress()
+        progress = Progress(budget=options.max_calls)
         with Journal(options.out / JOURNAL_NAME) as journal:
             ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
             setup_report = strategy.setup(task, templates, ask, options.out)
@@ -215,7 +218,7 @@ def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, 
         "counts": {
             "kept": sum(kept.values()), "kept_per_label": {spec.name: kept.get(spec.name, 0) for spec in task.labels},
             "rejected": sum(rejected.values()), "rejected_by_reason": dict(rejected.most_common()),
-            "failed": len(outcomes.failed), "requests": progress.planned, "llm_calls": progress.sent,
+            "failed": len(outcomes.failed), "unsent_over_budget": len(outcomes.unsent), "requests": progress.planned, "llm_calls": progress.sent,
             "reused_from_journal": progress.reused, "rounds": outcomes.rounds,
         },
         "tokens": {"prompt_this_run": progress.prompt_tokens, "completion_this_run": progress.completion_tokens,
@@ -225,7 +228,8 @@ def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, 
         "verification": outcomes.verification,
         "stages": outcomes.stages,
         "options": {"concurrency": options.concurrency, "structured_output": options.structured_output,
-                    "overgenerate": options.overgenerate, "max_rounds": options.max_rounds},
+                    "overgenerate": options.overgenerate, "max_rounds": options.max_rounds,
+                    "max_calls": options.max_calls},
     }
     files = write_dataset(options.out, rows, [rejection_row(r) for r in outcomes.rejections], manifest)
     return SynthResult(

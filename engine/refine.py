@@ -31,6 +31,8 @@ class Progress:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    budget: int | None = None  # most new LLM calls for generation (verification is not counted)
+    unsent: set[str] = field(default_factory=set)  # request ids held back by the budget
 
 
 @dataclass
@@ -40,6 +42,7 @@ class Outcomes:
     examples: list[tuple[Example, Request]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     failed: list[Request] = field(default_factory=list)
+    unsent: list[Request] = field(default_factory=list)
     rounds: int = 0
     verification: dict | None = None
     stages: dict = field(default_factory=dict)
@@ -60,6 +63,8 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
     deduper = Deduper()
     state = _Plan(want={s.name: task.examples_per_label for s in task.labels}, cursor={s.name: 0 for s in task.labels})
     for _ in range(options.max_rounds):
+        if progress.unsent:  # the call budget is spent: stop planning
+            break
         history = [example for example, _ in outcomes.examples]
         requests = _plan_round(task, strategy, templates, picks, state, history)
         if not requests:
@@ -67,6 +72,9 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
         outcomes.rounds += 1
         answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress)
         for request in requests:
+            if request.id in progress.unsent:
+                outcomes.unsent.append(request)
+                continue
             results = _judge(strategy, task, request, answers.get(request.id), deduper)
             if results is None:  # failed after retries: retried by the next run, so no top-up for it
                 outcomes.failed.append(request)
@@ -102,8 +110,12 @@ def _plan_round(task, strategy, templates, picks, state: _Plan, history) -> list
 
 
 def call_all(requests: list[Request], llm, journal, concurrency: int, progress: Progress,
-             on_progress: Callable | None) -> dict[str, Completion]:
-    """Answers for `requests`: from the journal when recorded, else from the LLM (journalled on arrival)."""
+             on_progress: Callable | None, budgeted: bool = True) -> dict[str, Completion]:
+    """Answers for `requests`: from the journal when recorded, else from the LLM (journalled on arrival).
+
+    With a budget, requests beyond it are not sent (their ids go to `progress.unsent`); a later
+    run with a larger budget sends them, reusing everything already answered.
+    """
     answers: dict[str, Completion] = {}
     to_send: list[Request] = []
     for request in requests:
@@ -113,6 +125,10 @@ def call_all(requests: list[Request], llm, journal, concurrency: int, progress: 
             progress.reused += 1
         else:
             to_send.append(request)
+    if budgeted and progress.budget is not None:
+        room = max(0, progress.budget - progress.sent)
+        progress.unsent.update(request.id for request in to_send[room:])
+        to_send = to_send[:room]
     progress.planned += len(requests)
     progress.sent += len(to_send)
 
@@ -173,7 +189,7 @@ def verify_examples(task: TaskSpec, outcomes: Outcomes, policy: str, llm, journa
         return
     template = load_template(JUDGE_TEMPLATE, options.prompts_dir)
     requests = plan_verification(task, examples, template, options.structured_output)
-    answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress)
+    answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress, budgeted=False)
     verdicts = [parse_verdict(r, answers[r.id], task) if r.id in answers else None for r in requests]
     result = apply_policy(examples, verdicts, policy)
     kept = iter(result.kept)

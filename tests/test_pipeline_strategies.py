@@ -89,3 +89,15 @@ def test_relabel_policy_moves_the_example(tmp_path):
     result = synthesize(task, None, ScriptedLLM(respond=respond), SynthOptions(out=tmp_path / "run", concurrency=1))
     frame = pl.read_parquet(tmp_path / "run" / "dataset.parquet")
     assert set(frame["label"]) == {"Grain"} and result.kept == {"Oil": 0, "Grain": len(frame)}
+
+
+def test_a_call_budget_stops_cleanly_and_a_larger_one_continues(tmp_path):
+    out = tmp_path / "run"
+    first = ScriptedLLM(respond=headline_writer())
+    result = synthesize(TASK, None, first, SynthOptions(out=out, concurrency=1, max_calls=4))
+    assert len(first.calls) == 4 and result.calls == 4
+    assert result.manifest["counts"]["unsent_over_budget"] == 2 and sum(result.kept.values()) == 4
+    second = ScriptedLLM(respond=headline_writer())
+    result = synthesize(TASK, None, second, SynthOptions(out=out, concurrency=1, max_calls=10))
+    assert len(second.calls) == 2 and result.reused == 4  # only the requests the budget held back
+    assert result.kept == {"Oil": 3, "Grain": 3} and result.manifest["counts"]["unsent_over_budget"] == 0

@@ -33,6 +33,7 @@ class Progress:
     completion_tokens: int = 0
     budget: int | None = None  # most new LLM calls for generation (verification is not counted)
     unsent: set[str] = field(default_factory=set)  # request ids held back by the budget
+    unbudgeted: int = 0  # calls outside the budget (label verification)
 
 
 @dataclass
@@ -126,11 +127,13 @@ def call_all(requests: list[Request], llm, journal, concurrency: int, progress: 
         else:
             to_send.append(request)
     if budgeted and progress.budget is not None:
-        room = max(0, progress.budget - progress.sent)
+        room = max(0, progress.budget - (progress.sent - progress.unbudgeted))
         progress.unsent.update(request.id for request in to_send[room:])
         to_send = to_send[:room]
     progress.planned += len(requests)
     progress.sent += len(to_send)
+    if not budgeted:
+        progress.unbudgeted += len(to_send)
 
     def on_result(request: Request, result) -> None:
         if isinstance(result, Completion):

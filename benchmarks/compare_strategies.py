@@ -1,0 +1,107 @@
+"""Run every strategy with the same model, task and budget of LLM calls; tabulate what each produced.
+
+For each strategy: examples kept (per label), rejection reasons, LLM calls, tokens, wall time, and
+the agreement of an LLM label judge (`verify: keep`, so it only measures; its calls are outside the
+budget). One embedded llama-server (or one endpoint) serves all runs. Results go to
+benchmarks/results/compare-<task>-<model>-<date>.json and .md.
+
+Usage:
+  python benchmarks/compare_strategies.py --task benchmarks/tasks/ag_news.yaml --index reuters-sample \
+      --per-label 25 [--strategies synthesizrr,synthesizrr-retricl,fewgen] [--model qwen2.5-coder-1.5b] [--fake]
+
+Per-strategy options (e.g. attrprompt's attributes) come from `--options FILE` (YAML mapping of
+run name -> {strategy, strategy_options}); `synthesizrr-retricl` is predefined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+from datetime import date
+from pathlib import Path
+
+import yaml
+
+from engine.config import load_task
+from engine.index.reader import Index
+from engine.llm.endpoint import EndpointSettings, open_llm
+from engine.pipeline import SynthOptions, synthesize
+
+PRESETS = {"synthesizrr-retricl": {"strategy": "synthesizrr", "strategy_options": {"variant": "retricl"}}}
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_one(name: str, preset: dict, task, index, llm, args) -> dict:
+    spec = dataclasses.replace(task, strategy=preset.get("strategy", name), examples_per_label=args.per_label,
+                               strategy_options=preset.get("strategy_options", {}), verify="keep")
+    budget = int(len(task.labels) * args.per_label * args.budget_factor)
+    options = SynthOptions(out=Path(args.out) / name, concurrency=args.concurrency, structured_output=True,
+                           max_calls=budget, fresh=True)
+    print(f"== {name}: {len(task.labels)} labels x {args.per_label}, budget {budget} calls", flush=True)
+    result = synthesize(spec, index, llm, options, endpoint=args.model)
+    m = result.manifest
+    verification = m.get("verification") or {}
+    return {
+        "run": name, "strategy": spec.strategy, "options": spec.strategy_options, "budget_calls": budget,
+        "kept": m["counts"]["kept"], "kept_per_label": m["counts"]["kept_per_label"],
+        "rejected_by_reason": m["counts"]["rejected_by_reason"], "failed": m["counts"]["failed"],
+        "llm_calls": m["counts"]["llm_calls"] - m["counts"]["judge_calls"], "judge_calls": m["counts"]["judge_calls"],
+        "judge_agreement": verification.get("agreement", {}),
+        "tokens": m["tokens"], "wall_seconds": m["wall_seconds"],
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | kept (per label) | rejected (reasons) | generation calls (budget) | tokens in + out (all calls) | wall s (all calls) | judge agreement |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        per_label = ", ".join(f"{k} {v}" for k, v in r["kept_per_label"].items())
+        reasons = ", ".join(f"{k} {v}" for k, v in r["rejected_by_reason"].items()) or "none"
+        agreement = ", ".join(f"{k} {v:.2f}" for k, v in r["judge_agreement"].items()) or "n/a"
+        tokens = f"{r['tokens']['prompt_this_run']} + {r['tokens']['completion_this_run']}"
+        lines.append(f"| {r['run']} | {r['kept']} ({per_label}) | {sum(r['rejected_by_reason'].values())} ({reasons}) | "
+                     f"{r['llm_calls']} ({r['budget_calls']}) | {tokens} | {r['wall_seconds']:.0f} | {agreement} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="benchmarks/tasks/ag_news.yaml")
+    parser.add_argument("--index", default="reuters-sample")
+    parser.add_argument("--root", default="indexes")
+    parser.add_argument("--strategies", default="synthesizrr,synthesizrr-retricl,fewgen")
+    parser.add_argument("--options", help="YAML: run name -> {strategy, strategy_options}")
+    parser.add_argument("--per-label", type=int, default=25)
+    parser.add_argument("--budget-factor", type=float, default=1.6, help="calls allowed per wanted example")
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--base-url", default=None)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--out", default=f"runs/compare-{date.today().isoformat()}")
+    parser.add_argument("--fake", action="store_true", help="scripted LLM: checks the plumbing, not the methods")
+    args = parser.parse_args()
+
+    task = load_task(args.task)
+    presets = dict(PRESETS)
+    if args.options:
+        presets.update(yaml.safe_load(Path(args.options).read_text(encoding="utf-8")) or {})
+    index = Index.open(args.index, Path(args.root))
+    settings = EndpointSettings(base_url=args.base_url, model=args.model, fake=args.fake, parallel=args.concurrency)
+    rows = []
+    with open_llm(settings) as llm:
+        for name in args.strategies.split(","):
+            rows.append(run_one(name, presets.get(name, {}), task, index, llm, args))
+    record = {"date": date.today().isoformat(), "task": task.name, "model": "fake" if args.fake else args.model,
+              "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, Python {platform.python_version()}",
+              "per_label": args.per_label, "runs": rows}
+    stem = RESULTS / f"compare-{task.name}-{record['model']}-{record['date']}"
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    stem.with_suffix(".md").write_text(table(rows) + "\n", encoding="utf-8")
+    print(table(rows))
+    print(f"wrote {stem}.json and .md")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,8 @@ __all__ = [
 _STRATEGIES: dict[str, str] = {
     "synthesizrr": "engine.strategies.synthesizrr:SynthesizRR",
     "fewgen": "engine.strategies.fewgen:FewGen",
+    "targen": "engine.strategies.targen:TarGEN",
+    "oneshot": "engine.strategies.oneshot:OneShot",
 }
 
 

@@ -25,7 +25,7 @@ from engine.filters import copy_rate
 from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index
 from engine.journal import JOURNAL_NAME, Journal
-from engine.refine import Outcomes, Progress, make_ask, run_rounds, verify_examples
+from engine.refine import Outcomes, Progress, make_ask, run_rounds
 from engine.strategies.base import get_strategy
 from engine.types import Hit, TaskSpec
 
@@ -128,12 +128,7 @@ def synthesize(
             ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
             setup_report = strategy.setup(task, templates, ask, options.out)
             outcomes = run_rounds(task, strategy, templates, picks, llm, journal, options, progress, on_progress)
-            review = strategy.review(task, outcomes.examples, ask)
-            outcomes.examples = review.kept
-            outcomes.rejections.extend(review.rejections)
-            outcomes.stages = {"setup": setup_report, "review": review.report}
-            if task.verify:
-                verify_examples(task, outcomes, task.verify, llm, journal, options, progress, on_progress)
+            outcomes.stages["setup"] = setup_report
         return _finish(task, index, llm, options, outcomes, retrieval, progress, started, endpoint)
 
 

@@ -15,7 +15,7 @@ from engine.filters import Deduper
 from engine.llm.runner import run_requests_sync
 from engine.types import Completion, Example, Hit, Rejection, Request, TaskSpec
 
-__all__ = ["Outcomes", "Progress", "run_rounds", "call_all", "make_ask", "verify_examples", "FAIL_FAST_AFTER"]
+__all__ = ["Outcomes", "Progress", "run_rounds", "call_all", "make_ask", "FAIL_FAST_AFTER"]
 
 FAIL_FAST_AFTER = 8  # this many failures in a row with no success stops the run
 
@@ -59,10 +59,17 @@ class _Plan:
 
 def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] | None, llm, journal,
                options, progress: Progress, on_progress: Callable | None) -> Outcomes:
-    """Plan, call and parse in rounds until every label has its examples or max_rounds is reached."""
+    """Plan, call, parse, review and verify in rounds until every label has its examples.
+
+    Review (e.g. TarGEN's self-correction) and label verification run on each round's new
+    examples, so what they drop or move is replaced in the next round, up to `max_rounds`.
+    """
     outcomes = Outcomes()
     deduper = Deduper()
+    ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
+    judge = _Judge(task, llm, journal, options, progress, on_progress) if task.verify else None
     state = _Plan(want={s.name: task.examples_per_label for s in task.labels}, cursor={s.name: 0 for s in task.labels})
+    reviews = []
     for _ in range(options.max_rounds):
         if progress.unsent:  # the call budget is spent: stop planning
             break
@@ -71,27 +78,53 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
         if not requests:
             break
         outcomes.rounds += 1
+        start = len(outcomes.examples)
         answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress)
-        for request in requests:
-            if request.id in progress.unsent:
-                outcomes.unsent.append(request)
-                continue
-            results = _judge(strategy, task, request, answers.get(request.id), deduper)
-            if results is None:  # failed after retries: retried by the next run, so no top-up for it
-                outcomes.failed.append(request)
-                state.want[request.label] -= 1
-                continue
-            for result in results:
-                if isinstance(result, Example) and len(results) > 1 and state.want.get(result.label, 0) <= 0:
-                    # a several-examples answer overshot the label's target: count it, do not keep it
-                    result = Rejection(result.label, "surplus", result.text, "the label already has its examples",
-                                       result.provenance)
-                if isinstance(result, Rejection):
-                    outcomes.rejections.append(result)
-                else:
-                    outcomes.examples.append((result, request))
-                    state.want[result.label] = state.want.get(result.label, 0) - 1
+        _collect(task, strategy, requests, answers, deduper, outcomes, progress, state)
+        new = outcomes.examples[start:]
+        review = strategy.review(task, new, ask)
+        reviews.append(review.report)
+        outcomes.rejections.extend(review.rejections)
+        new = judge.check(review.kept, outcomes) if judge else review.kept
+        outcomes.examples[start:] = new
+        state.want = _still_wanted(task, outcomes)
+    outcomes.stages["review"] = reviews[0] if len(reviews) == 1 else reviews
+    if judge:
+        outcomes.verification = judge.summary()
     return outcomes
+
+
+def _collect(task, strategy, requests, answers, deduper, outcomes: Outcomes, progress: Progress, state: _Plan) -> None:
+    """Parse one round's answers into examples, rejections, failures and held-back requests."""
+    for request in requests:
+        if request.id in progress.unsent:
+            outcomes.unsent.append(request)
+            continue
+        results = _judge(strategy, task, request, answers.get(request.id), deduper)
+        if results is None:  # failed after retries: retried by the next run, so no top-up for it
+            outcomes.failed.append(request)
+            state.want[request.label] -= 1
+            continue
+        for result in results:
+            if isinstance(result, Example) and len(results) > 1 and state.want.get(result.label, 0) <= 0:
+                # a several-examples answer overshot the label's target: count it, do not keep it
+                result = Rejection(result.label, "surplus", result.text, "the label already has its examples",
+                                   result.provenance)
+            if isinstance(result, Rejection):
+                outcomes.rejections.append(result)
+            else:
+                outcomes.examples.append((result, request))
+                state.want[result.label] = state.want.get(result.label, 0) - 1
+
+
+def _still_wanted(task: TaskSpec, outcomes: Outcomes) -> dict[str, int]:
+    """Examples each label still needs: the target less what is kept and what failed (retried later)."""
+    have = {spec.name: 0 for spec in task.labels}
+    for example, _ in outcomes.examples:
+        have[example.label] = have.get(example.label, 0) + 1
+    for request in outcomes.failed:
+        have[request.label] = have.get(request.label, 0) + 1
+    return {name: task.examples_per_label - count for name, count in have.items() if name in have}
 
 
 def _plan_round(task, strategy, templates, picks, state: _Plan, history) -> list[Request]:
@@ -178,25 +211,42 @@ def make_ask(llm, journal, concurrency: int, progress: Progress, on_progress: Ca
     return lambda requests: call_all(list(requests), llm, journal, concurrency, progress, on_progress)
 
 
-def verify_examples(task: TaskSpec, outcomes: Outcomes, policy: str, llm, journal, options, progress: Progress,
-                    on_progress: Callable | None) -> None:
-    """Ask an LLM judge which label fits each kept example; apply `policy` (drop, relabel, keep) in place.
+class _Judge:
+    """Label verification round by round: an LLM judge says which label fits each new example."""
 
-    A judge call that failed after retries counts as an unreadable verdict.
-    """
-    from engine.prompts import load_template
-    from engine.verify import JUDGE_TEMPLATE, apply_policy, parse_verdict, plan_verification
+    def __init__(self, task: TaskSpec, llm, journal, options, progress: Progress, on_progress: Callable | None):
+        from engine.prompts import load_template
+        from engine.verify import JUDGE_TEMPLATE
 
-    examples = [example for example, _ in outcomes.examples]
-    if not examples:
-        return
-    template = load_template(JUDGE_TEMPLATE, options.prompts_dir)
-    requests = plan_verification(task, examples, template, options.structured_output)
-    answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress, budgeted=False)
-    verdicts = [parse_verdict(r, answers[r.id], task) if r.id in answers else None for r in requests]
-    result = apply_policy(examples, verdicts, policy)
-    kept = iter(result.kept)
-    outcomes.examples = [(next(kept), request) for (_, request), record in zip(outcomes.examples, result.records)
-                         if record.action != "dropped"]
-    outcomes.rejections.extend(result.rejections)
-    outcomes.verification = result.summary()
+        self.task, self.llm, self.journal, self.options = task, llm, journal, options
+        self.progress, self.on_progress = progress, on_progress
+        self.template = load_template(JUDGE_TEMPLATE, options.prompts_dir)
+        self.judged: list[Example] = []
+        self.verdicts: list[str | None] = []
+
+    def check(self, pairs: list[tuple[Example, Request]], outcomes: Outcomes) -> list[tuple[Example, Request]]:
+        """Apply the task's policy to `pairs`; dropped ones become rejections in `outcomes`.
+
+        A judge call that failed after retries counts as an unreadable verdict.
+        """
+        from engine.verify import apply_policy, parse_verdict, plan_verification
+
+        if not pairs:
+            return []
+        examples = [example for example, _ in pairs]
+        requests = plan_verification(self.task, examples, self.template, self.options.structured_output)
+        answers = call_all(requests, self.llm, self.journal, self.options.concurrency, self.progress,
+                           self.on_progress, budgeted=False)
+        verdicts = [parse_verdict(r, answers[r.id], self.task) if r.id in answers else None for r in requests]
+        self.judged.extend(examples)
+        self.verdicts.extend(verdicts)
+        result = apply_policy(examples, verdicts, self.task.verify)
+        outcomes.rejections.extend(result.rejections)
+        kept = iter(result.kept)
+        return [(next(kept), request) for (_, request), record in zip(pairs, result.records) if record.action != "dropped"]
+
+    def summary(self) -> dict | None:
+        """Agreement and actions over every example judged in the run."""
+        from engine.verify import apply_policy
+
+        return apply_policy(self.judged, self.verdicts, self.task.verify).summary() if self.judged else None

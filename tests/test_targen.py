@@ -395,14 +395,17 @@ def test_targen_runs_through_the_pipeline_and_a_rerun_costs_nothing(tmp_path):
     setup, review = manifest["stages"]["setup"], manifest["stages"]["review"]
     assert setup["contexts"] == 3 and setup["seeds"] == 9 and (tmp_path / "run" / SEEDS_FILE).is_file()
     generations = [c for c in llm.calls if "for the label" in c.messages[-1][1]]
-    assert len(generations) == 10 and review["checked"] == 10
+    reports = review if isinstance(review, list) else [review]  # one self-correction report per round
+    assert len(reports) >= 2  # what self-correction dropped was replaced in a later round
+    assert sum(r["checked"] for r in reports) == len(generations) > 10
     flipped = sum("seed 1" in c.messages[-1][1] for c in generations)
     dropped = sum("seed 2" in c.messages[-1][1] for c in generations)
-    assert flipped and dropped and flipped + dropped < 10  # the rotation reaches all three verdicts
-    assert (review["relabelled"], review["dropped"], review["kept"]) == (flipped, dropped, 10 - flipped - dropped)
+    assert flipped and dropped  # the rotation reaches all three verdicts
+    assert (sum(r["relabelled"] for r in reports), sum(r["dropped"] for r in reports)) == (flipped, dropped)
     assert result.rejected == {"self_correction_dropped": dropped}
     frame = pl.read_parquet(tmp_path / "run" / "dataset.parquet")
-    assert len(frame) == 10 - dropped and not any("seed 2" in t for t in frame["text"])
+    assert len(frame) == len(generations) - dropped and not any("seed 2" in t for t in frame["text"])
+    assert min(result.kept.values()) >= 5 or manifest["counts"]["rounds"] == 5
     for text, label in zip(frame["text"], frame["label"]):
         written_as = "positive" if "wonderful" in text else "negative"
         assert label == (written_as if "seed 1" not in text else {"positive": "negative", "negative": "positive"}[written_as])

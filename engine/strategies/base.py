@@ -41,6 +41,7 @@ __all__ = [
 _STRATEGIES: dict[str, str] = {
     "synthesizrr": "engine.strategies.synthesizrr:SynthesizRR",
     "fewgen": "engine.strategies.fewgen:FewGen",
+    "attrprompt": "engine.strategies.attrprompt:AttrPrompt",
     "targen": "engine.strategies.targen:TarGEN",
     "oneshot": "engine.strategies.oneshot:OneShot",
 }

@@ -144,6 +144,8 @@ def test_a_label_that_reads_as_none_is_refused_when_self_correcting():
     ("I'm sorry, but I can't help with that.", []),
     ("", []),
     ("[]", []),
+    ('{\n  "items": []\n}', []),
+    ("(1: Horror\n(2: Western", ["Horror", "Western"]),
     ("1. " + "word " * 80, []),
 ])
 def test_parse_list_reads_json_and_numbered_lists_and_drops_chatter(raw, items):

@@ -3,6 +3,9 @@
 A strategy never calls the LLM itself: `plan` turns a task and retrieved passages into Requests,
 the runner sends them, and `parse` turns each answer into an Example or a Rejection. `parse`
 never raises on bad model output: bad output is data, counted by its reason code.
+
+Siblings hold the rest of what strategies share: `answers` reads model answers (its
+`extract_text` and `clean_text` are exported from here too), `planning` builds requests.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,18 +22,22 @@ from typing import Any, ClassVar
 from engine import filters
 from engine.errors import ConfigError
 from engine.prompts import Template, load_template
+from engine.strategies.answers import SHORT_KIND_MAX_WORDS, clean_text, extract_text  # also exported from here
 from engine.types import Completion, Example, Hit, OutputSpec, Provenance, Rejection, Request, SamplingParams, TaskSpec
 
 __all__ = [
     "Ask",
     "Review",
     "Strategy",
+    "LabelOnlyStrategy",
     "available_strategies",
     "get_strategy",
     "request_id",
     "derive_seed",
     "build_provenance",
     "first_failure",
+    "copied",
+    "parse_text_answer",
     "extract_text",
     "clean_text",
     "SHORT_KIND_MAX_WORDS",
@@ -140,6 +146,26 @@ class Strategy(ABC):
         return Review(list(examples), [], {})
 
 
+class LabelOnlyStrategy(Strategy):
+    """A strategy that writes examples from the labels alone, without retrieval: subclasses implement
+    `plan_counts`, and `plan` asks it for `examples_per_label` of every label."""
+
+    uses_retrieval: ClassVar[bool] = False
+
+    def plan(
+        self,
+        task: TaskSpec,
+        hits_by_label: Mapping[str, list[Hit]],
+        templates: Mapping[str, Template],
+    ) -> list[Request]:
+        """`plan_counts` for `examples_per_label` of every label of the task; `hits_by_label` is ignored.
+
+        Raises:
+            ConfigError: what `plan_counts` raises, e.g. a template missing from `templates`.
+        """
+        return self.plan_counts(task, {label.name: task.examples_per_label for label in task.labels}, templates)
+
+
 def available_strategies() -> tuple[str, ...]:
     """Names `get_strategy` accepts."""
     return tuple(sorted(_STRATEGIES))
@@ -233,94 +259,36 @@ def first_failure(
     return None
 
 
-# --- answer cleanup, shared by strategies -------------------------------------------------------
-
-SHORT_KIND_MAX_WORDS = 30  # kinds this short (headlines, titles, queries) keep only their first line
-_FENCE = re.compile(r"^\s*```[\w-]*\s*$")
-_PREAMBLE = re.compile(r"^(?:sure|certainly|of course|okay|ok|absolutely|here(?:'s| is| are))\b", re.IGNORECASE)
-_INLINE_PREAMBLE = re.compile(
-    r"^(?:(?:sure|certainly|of course|okay)[,!.]?\s*)?here(?:'s| is) (?:a|an|the|your|one)\b[^:\n]{0,60}:\s*",
-    re.IGNORECASE,
-)
-_GENERIC_PREFIXES = ("headline", "title", "review", "answer", "output", "text", "example", "response", "summary")
-_MARKDOWN_LEAD = re.compile(r"^(?:#{1,6}\s+|[-*\u2022]\s+|\d+[.)]\s+|>\s*)")
-_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb", "`": "`"}
-_WORD_COUNT_NOTE = re.compile(r"\s*\(\s*\d+\s+words?\s*\)\s*$", re.IGNORECASE)
-_JSON_TEXT_FIELD = re.compile(r'"text"\s*:\s*"((?:[^"\\]|\\.)*)', re.DOTALL)
+def copied(text: str, source: str) -> bool:
+    """Whether `text` copies `source` (a seed or an example the prompt showed): same words or a high copy rate."""
+    return filters.copy_of_passage(text, source) or filters.normalize(text) == filters.normalize(source)
 
 
-def extract_text(raw: str) -> tuple[str, str]:
-    """The answer's text: the `text` field of a JSON object answer, else the raw text.
+def parse_text_answer(
+    request: Request,
+    completion: Completion,
+    output: OutputSpec,
+    passage: str | None = None,
+    check: Callable[[str], tuple[str, str] | None] | None = None,
+    context: str = "",
+) -> Example | Rejection:
+    """The `parse` of a one-example answer: read and clean its text, run the per-answer filters, then `check`.
 
-    Returns:
-        (text, detail): detail is '' or a note on how a broken JSON answer was read.
-    """
-    body = "\n".join(line for line in raw.strip().splitlines() if not _FENCE.match(line)).strip()
-    if not body.startswith("{"):
-        return raw, ""
-    try:
-        value = json.loads(body)
-    except ValueError:
-        value = None
-    if isinstance(value, dict) and isinstance(value.get("text"), str):
-        return value["text"], ""
-    match = _JSON_TEXT_FIELD.search(body)
-    if match:
-        try:
-            return json.loads(f'"{match.group(1)}"'), "broken JSON answer; took its text field"
-        except ValueError:
-            return match.group(1), "broken JSON answer; took its text field unescaped"
-    return raw, "answer was not the requested JSON; read it as plain text"
-
-
-def clean_text(text: str, output: OutputSpec) -> tuple[str, bool]:
-    """Strip what models wrap around an answer: preambles, 'Headline:' labels, markdown, quotes.
-
-    Short kinds (max_words <= SHORT_KIND_MAX_WORDS) keep only the first remaining line.
+    Args:
+        passage: the source passage, for the copy check (None: no passage).
+        check: a further check of the clean text, returning (reason, detail) when it fails.
+        context: added to a rejection's detail (e.g. the attributes the request stated).
 
     Returns:
-        (clean text, whether later lines were dropped): when lines were dropped, a cut-off
-        (finish_reason 'length') tail does not make the kept text truncated.
+        The Example, or a Rejection whose detail also says how a broken JSON answer was read.
     """
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and not _FENCE.match(line)]
-    while len(lines) > 1 and _PREAMBLE.match(lines[0]) and lines[0].rstrip("*").endswith(":"):
-        lines.pop(0)
-    prefixes = _label_prefix(output.kind)
-    cleaned = [_clean_line(line, prefixes) for line in lines]
-    cleaned = [line for line in cleaned if line]
-    if output.max_words <= SHORT_KIND_MAX_WORDS:
-        return (cleaned[0] if cleaned else ""), len(cleaned) > 1
-    return "\n".join(cleaned), False
-
-
-def _label_prefix(kind: str) -> re.Pattern[str]:
-    words = [word for word in kind.lower().split() if len(word) >= 3]
-    names = sorted({*_GENERIC_PREFIXES, kind.lower(), *words}, key=len, reverse=True)
-    alternatives = "|".join(re.escape(name) for name in names if name)
-    bold = r"(?:\*\*|__)?"
-    return re.compile(rf"^{bold}(?:{alternatives})(?:\s*\d+)?\s*{bold}\s*:\s*{bold}\s*", re.IGNORECASE)
-
-
-def _clean_line(line: str, prefixes: re.Pattern[str]) -> str:
-    line = _INLINE_PREAMBLE.sub("", line)
-    line = _MARKDOWN_LEAD.sub("", line)
-    line = prefixes.sub("", line)
-    line = line.replace("**", "").replace("__", "")
-    line = _WORD_COUNT_NOTE.sub("", line)
-    return " ".join(_strip_quotes(line.strip()).split())
-
-
-def _strip_quotes(text: str) -> str:
-    while len(text) >= 2 and _QUOTES.get(text[0]) == text[-1] and not _quote_inside(text):
-        text = text[1:-1].strip()
-    return text
-
-
-def _quote_inside(text: str) -> bool:
-    # An apostrophe between letters (Rashford's) is not a closing quote.
-    inner = text[1:-1]
-    marks = {text[0], text[-1]}
-    return any(
-        ch in marks and not (0 < i < len(inner) - 1 and inner[i - 1].isalpha() and inner[i + 1].isalpha())
-        for i, ch in enumerate(inner)
-    )
+    provenance = build_provenance(request, completion)
+    text, note = extract_text(completion.text)
+    text, dropped_tail = clean_text(text, output)
+    finish_reason = "stop" if dropped_tail else completion.finish_reason
+    failure = first_failure(text, output, finish_reason, passage) or (check(text) if check else None)
+    if failure:
+        reason, detail = failure
+        detail = "; ".join(part for part in (detail, note, context) if part)
+        return Rejection(request.label, reason, completion.text, detail, provenance)
+    return Example(text=text, label=request.label, provenance=provenance)

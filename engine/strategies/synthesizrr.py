@@ -12,29 +12,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.prompts import Template, combined_identity
-from engine.strategies.base import (
-    Strategy,
-    build_provenance,
-    clean_text,
-    derive_seed,
-    extract_text,
-    first_failure,
-    request_id,
-)
+from engine.prompts import Template
+from engine.strategies.answers import ANSWER_SCHEMA  # also exported from here
+from engine.strategies.base import Strategy, derive_seed, parse_text_answer
+from engine.strategies.planning import choose_templates, render_request
 from engine.types import Completion, Example, Hit, LabelSpec, Rejection, Request, TaskSpec
 
 __all__ = ["SynthesizRR", "ANSWER_SCHEMA"]
-
-# Sent as the OpenAI `json_schema` response format when structured output is on.
-ANSWER_SCHEMA: dict[str, Any] = {
-    "title": "example",
-    "type": "object",
-    "properties": {"text": {"type": "string"}},
-    "required": ["text"],
-    "additionalProperties": False,
-}
-
 
 VARIANTS = ("refine", "retricl")
 RETRICL_TEMPLATE = "synthesizrr/retricl"
@@ -53,22 +37,27 @@ class SynthesizRR(Strategy):
             ones rewritten). A label without seeds runs zero-shot.
         demo_ranks: how many top-ranked passages per seed may become demonstrations (paper: 2).
         demo_min_similarity, demo_max_similarity: the cosine band for demonstrations (paper: 0.5-0.9).
+        max_demonstrations: most demonstrations per prompt (rank-1 pairs of every seed first), so
+            the prompt fits small context windows; each is a whole passage (~200 tokens).
     """
 
     name = "synthesizrr"
 
     def __init__(self, structured_output: bool = False, variant: str = "refine", demo_ranks: int = 2,
-                 demo_min_similarity: float = 0.5, demo_max_similarity: float = 0.9):
+                 demo_min_similarity: float = 0.5, demo_max_similarity: float = 0.9, max_demonstrations: int = 4):
         if variant not in VARIANTS:
             raise ConfigError(f"strategy_options.variant={variant!r}; use one of {list(VARIANTS)}")
         if not isinstance(demo_ranks, int) or demo_ranks < 1:
             raise ConfigError(f"strategy_options.demo_ranks={demo_ranks!r} must be a positive integer (paper: 2)")
+        if not isinstance(max_demonstrations, int) or max_demonstrations < 1:
+            raise ConfigError(f"strategy_options.max_demonstrations={max_demonstrations!r} must be a positive integer")
         if not -1.0 <= demo_min_similarity < demo_max_similarity <= 1.0:
             raise ConfigError("strategy_options.demo_min_similarity must be below demo_max_similarity (paper: 0.5, 0.9)")
         self.structured_output = structured_output
         self.variant = variant
         self.demo_ranks = demo_ranks
         self.demo_band = (demo_min_similarity, demo_max_similarity)
+        self.max_demonstrations = max_demonstrations
         self._demos: dict[str, list[tuple[str, str]]] = {}  # label -> [(passage, seed)], set by retrieve()
 
     def template_names(self, task: TaskSpec) -> tuple[str, ...]:
@@ -102,12 +91,17 @@ class SynthesizRR(Strategy):
 
     def _demonstrations(self, index, task: TaskSpec, spec: LabelSpec) -> list[tuple[str, str]]:
         low, high = self.demo_band
-        pairs = []
-        for seed in spec.seeds:
+        ranked = []  # (rank, seed order, pair): every seed's rank-1 pair comes before any rank-2 pair
+        for order, seed in enumerate(spec.seeds):
             for hit in index.search(seed, k=self.demo_ranks, mode=task.retrieval.mode):
                 if hit.rank <= self.demo_ranks and low <= (hit.cosine or 0.0) <= high:
-                    pairs.append((hit.passage.text.strip(), seed))
-        return pairs
+                    ranked.append((hit.rank, order, (hit.passage.text.strip(), seed)))
+        pairs, seen = [], set()
+        for _, _, pair in sorted(ranked, key=lambda item: item[:2]):
+            if pair[0] not in seen:  # two seeds finding the same passage: one demonstration
+                seen.add(pair[0])
+                pairs.append(pair)
+        return pairs[:self.max_demonstrations]
 
     def plan(
         self,
@@ -121,8 +115,7 @@ class SynthesizRR(Strategy):
             ConfigError: a label unknown to the task, a template missing from `templates`, or a
                 template needing a variable this strategy does not provide.
         """
-        chosen = self._templates(task, templates)
-        template_id, template_sha = combined_identity(chosen)
+        chosen = choose_templates(templates, self.template_names(task))
         requests: list[Request] = []
         for label_name, hits in hits_by_label.items():
             label = _label(task, label_name)
@@ -131,7 +124,7 @@ class SynthesizRR(Strategy):
             for hit in hits:
                 sample_index = uses[hit.passage.id]
                 uses[hit.passage.id] += 1
-                requests.append(self._request(task, label, hit, sample_index, chosen, template_id, template_sha, demos))
+                requests.append(self._request(task, label, hit, sample_index, chosen, demos))
         return requests
 
     def _demo_text(self, label: str, templates: Mapping[str, Template]) -> str:
@@ -144,49 +137,13 @@ class SynthesizRR(Strategy):
                     for i, (passage, seed) in enumerate(pairs, start=1)]
         return "\n\n".join(rendered)
 
-    def _templates(self, task: TaskSpec, templates: Mapping[str, Template]) -> tuple[Template, ...]:
-        missing = [name for name in self.template_names(task) if name not in templates]
-        if missing:
-            raise ConfigError(
-                f"templates {missing} were not loaded (got {sorted(templates)}); "
-                "load them with strategy.load_templates(task)"
-            )
-        chosen = tuple(templates[name] for name in self.template_names(task))
-        with_system = [t.path for t in chosen if any(role == "system" for role, _ in t.messages)]
-        if len(with_system) > 1:
-            raise ConfigError(
-                f"both {with_system[0]} and {with_system[1]} have a '### system' message; "
-                "set the task's system_template to '' or remove one of them"
-            )
-        return chosen
-
-    def _request(
-        self,
-        task: TaskSpec,
-        label: LabelSpec,
-        hit: Hit,
-        sample_index: int,
-        templates: tuple[Template, ...],
-        template_id: str,
-        template_sha: str,
-        demos: str = "",
-    ) -> Request:
-        context = self._context(task, label, hit, demos)
-        messages = tuple(message for template in templates for message in template.render_from(context))
+    def _request(self, task: TaskSpec, label: LabelSpec, hit: Hit, sample_index: int,
+                 templates: tuple[Template, ...], demos: str = "") -> Request:
         seed = derive_seed(task.seed, self.name, label.name, hit.passage.id, sample_index)
         sampling = dataclasses.replace(task.sampling, seed=seed)
         schema = ANSWER_SCHEMA if self.structured_output else None
-        return Request(
-            id=request_id(self.name, template_sha, messages, sampling, sample_index, schema),
-            label=label.name,
-            messages=messages,
-            template_id=template_id,
-            template_sha256=template_sha,
-            sampling=sampling,
-            hit=hit,
-            sample_index=sample_index,
-            json_schema=schema,
-        )
+        return render_request(self.name, label.name, templates, self._context(task, label, hit, demos), sampling,
+                              sample_index, schema, hit)
 
     def _context(self, task: TaskSpec, label: LabelSpec, hit: Hit, demos: str = "") -> dict[str, Any]:
         # Every variable a refine template may use; a template declares the subset it needs.
@@ -207,17 +164,8 @@ class SynthesizRR(Strategy):
 
     def parse(self, request: Request, completion: Completion, task: TaskSpec) -> Example | Rejection:
         """Clean the answer and run the filters; an Example, or a Rejection with reason and detail."""
-        provenance = build_provenance(request, completion)
-        text, note = extract_text(completion.text)
-        text, dropped_tail = clean_text(text, task.output)
-        finish_reason = "stop" if dropped_tail else completion.finish_reason
         passage = request.hit.passage.text if request.hit else None
-        failure = first_failure(text, task.output, finish_reason, passage)
-        if failure:
-            reason, detail = failure
-            detail = "; ".join(part for part in (detail, note) if part)
-            return Rejection(request.label, reason, completion.text, detail, provenance)
-        return Example(text=text, label=request.label, provenance=provenance)
+        return parse_text_answer(request, completion, task.output, passage)
 
 
 def _label(task: TaskSpec, name: str) -> LabelSpec:

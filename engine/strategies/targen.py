@@ -12,72 +12,40 @@ a re-run into the same folder is answered from the journal.
 from __future__ import annotations
 
 import dataclasses
-import json
-import random
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import filters
 from engine.errors import ConfigError, LLMFatalError
-from engine.index.manifest import write_json_atomic
-from engine.prompts import Template, combined_identity, load_template
-from engine.strategies.base import (
-    Ask, Review, Strategy, available_strategies, build_provenance, clean_text, derive_seed, extract_text,
-    first_failure, request_id,
+from engine.prompts import Template, load_template
+from engine.strategies.answers import (
+    ANSWER_SCHEMA, LIST_SCHEMA, ListStyle, decode_json, distinct, object_schema, read_list, strip_fences, whole_items,
 )
-from engine.strategies.synthesizrr import ANSWER_SCHEMA
-from engine.types import Completion, Example, Hit, LabelSpec, Rejection, Request, SamplingParams, TaskSpec
+from engine.strategies.base import Ask, LabelOnlyStrategy, Review, derive_seed, parse_text_answer
+from engine.strategies.planning import (
+    check_flags, choose_templates, int_option, render_request, sample_indexes, task_templates,
+)
+from engine.strategies.targen_state import NAME, SEEDS_FILE, SeedPool, write_seeds
+from engine.types import Completion, Example, LabelSpec, Rejection, Request, SamplingParams, TaskSpec
 from engine.verify import check_labels, parse_verdict
 
 __all__ = ["CONTEXTS", "CORRECT", "GENERATE", "SEEDS", "SEEDS_FILE", "SeedPool", "TarGEN", "parse_list"]
 
 CONTEXTS, SEEDS, GENERATE, CORRECT = "targen/contexts", "targen/seeds", "targen/generate", "targen/correct"
-SEEDS_FILE = "targen_seeds.json"
 MAX_LIST_REQUESTS = 3  # per list: the first request, then follow-ups for a shortfall only
 MAX_ITEMS = 50
-MAX_ITEM_WORDS = 60  # a longer "item" is prose the model wrote around its list
+ITEMS = ListStyle(max_words=60)  # contexts and seeds: a longer "item" is prose the model wrote around its list
 DEFAULT_CONTEXT_HINT = "the settings, subjects or situations in which such a text is typically written"
 # Greedy decoding: a verdict should not change between runs.
 CORRECT_SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=64, seed=0)
-LIST_SCHEMA: dict[str, Any] = {
-    "title": "items", "type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}}},
-    "required": ["items"], "additionalProperties": False,
-}
 _NONE = "none"
 _NONE_ANSWERS = {"none", "none of them", "none of the labels", "none of these", "no label", "neither"}
-_FENCE = re.compile(r"^\s*```[\w-]*\s*$")
-_BULLET = re.compile(r"^\s*(?:[-*\u2022+]\s+|\(?\d{1,3}[.)]\s+|\d{1,3}:\s+|[a-z][.)]\s+)")
-_CHATTER = re.compile(
-    r"^(?:sure|certainly|of course|okay|ok|absolutely|here (?:are|is)|let me know|i hope|note)\b", re.IGNORECASE
-)
-_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "`": "`"}
 
 
-@dataclass(frozen=True)
-class SeedPool:
-    """The setup stage's output: contexts and, parallel to them, each context's instance seeds."""
-
-    contexts: tuple[str, ...]
-    seeds: tuple[tuple[str, ...], ...]
-
-    def pairs(self, task_seed: int) -> tuple[tuple[int, int], ...]:
-        """(context, seed) indexes in rotation order: every context once per turn, a new seed each turn."""
-        rng = random.Random(derive_seed(task_seed, TarGEN.name, "pairs"))
-        order = rng.sample(range(len(self.contexts)), len(self.contexts))
-        seed_order = {c: rng.sample(range(len(self.seeds[c])), len(self.seeds[c])) for c in order}
-        depth = max((len(seeds) for seeds in self.seeds), default=0)
-        return tuple((c, seed_order[c][turn]) for turn in range(depth) for c in order if turn < len(self.seeds[c]))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"contexts": [{"context": c, "seeds": list(s)} for c, s in zip(self.contexts, self.seeds)]}
-
-
-class TarGEN(Strategy):
+class TarGEN(LabelOnlyStrategy):
     """Contexts -> instance seeds -> label-constrained examples -> self-correction.
 
     Args:
@@ -91,16 +59,13 @@ class TarGEN(Strategy):
         ConfigError: an option of the wrong type or out of range.
     """
 
-    name = "targen"
-    uses_retrieval = False
+    name = NAME
 
     def __init__(self, structured_output: bool = False, contexts: int = 6, seeds_per_context: int = 5,
                  self_correct: bool = True, context_hint: str = DEFAULT_CONTEXT_HINT):
-        self.contexts = _count_option("contexts", contexts)
-        self.seeds_per_context = _count_option("seeds_per_context", seeds_per_context)
-        for option, value in (("self_correct", self_correct), ("structured_output", structured_output)):
-            if not isinstance(value, bool):
-                raise ConfigError(f"targen option {option}={value!r} is not allowed; give true or false")
+        self.contexts = int_option(self.name, "contexts", contexts, MAX_ITEMS)
+        self.seeds_per_context = int_option(self.name, "seeds_per_context", seeds_per_context, MAX_ITEMS)
+        check_flags(self.name, self_correct=self_correct, structured_output=structured_output)
         if not isinstance(context_hint, str) or not context_hint.strip():
             raise ConfigError(f"targen option context_hint={context_hint!r} is not allowed; give a non-empty phrase, "
                               "e.g. 'a film genre with an era or setting'")
@@ -112,12 +77,8 @@ class TarGEN(Strategy):
 
     def template_names(self, task: TaskSpec) -> tuple[str, ...]:
         """System + generation template (targen/generate unless the task names its own), then the stage templates."""
-        main = task.template
-        owner = main.split("/", 1)[0] if "/" in main else ""
-        if not main or (owner != self.name and owner in available_strategies()):
-            main = GENERATE
         stages = (CONTEXTS, SEEDS, CORRECT) if self.self_correct else (CONTEXTS, SEEDS)
-        return tuple(name for name in (task.system_template, main) if name) + stages
+        return task_templates(task, self.name, GENERATE) + stages
 
     def load_templates(self, task: TaskSpec, root: Path | None = None) -> dict[str, Template]:
         """Load every template (and check the labels self-correction must tell apart); review reuses them."""
@@ -127,16 +88,7 @@ class TarGEN(Strategy):
 
     def _stage(self, task: TaskSpec, templates: Mapping[str, Template], name: str) -> tuple[Template, ...]:
         """The task's system template (if any) followed by `name`: the messages of one step."""
-        wanted = [n for n in (task.system_template, name) if n]
-        missing = [n for n in wanted if n not in templates]
-        if missing:
-            raise ConfigError(f"templates {missing} were not loaded (got {sorted(templates)}); "
-                              "load them with strategy.load_templates(task)")
-        chosen = tuple(templates[n] for n in wanted)
-        if sum(any(role == "system" for role, _ in t.messages) for t in chosen) > 1:
-            raise ConfigError(f"both {chosen[0].path} and {chosen[1].path} have a '### system' message; "
-                              "set the task's system_template to '' or remove one of them")
-        return chosen
+        return choose_templates(templates, (task.system_template, name))
 
     def _check_task(self, task: TaskSpec) -> None:
         if not self.self_correct:
@@ -166,12 +118,11 @@ class TarGEN(Strategy):
                   "contexts_asked": self.contexts, "seeds_per_context_asked": self.seeds_per_context,
                   "contexts_without_seeds": [c for c, s in zip(contexts, seeds) if not s],
                   "requests": dict(asked), "file": SEEDS_FILE}
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(workdir) / SEEDS_FILE, {"task": task.name, **self.pool.as_dict(), "report": report})
+        path = write_seeds(workdir, task.name, self.pool, report)
         if not self.pool.contexts:
             step = SEEDS if contexts else CONTEXTS
             raise LLMFatalError(f"targen setup got no usable items from {asked[step]} {step} request(s): the answers "
-                                f"failed or held no list; see {Path(workdir) / SEEDS_FILE}, check the endpoint, "
+                                f"failed or held no list; see {path}, check the endpoint, "
                                 "or raise sampling.max_tokens")
         return report
 
@@ -189,7 +140,7 @@ class TarGEN(Strategy):
             asked[step] += len(requests)
             for j, request in requests.items():
                 if request.id in answers:
-                    found[j] = _merge(found[j], list_items(answers[request.id]), wants[j])
+                    found[j] = distinct([*found[j], *list_items(answers[request.id])])[:wants[j]]
         return found
 
     def _list_request(self, task: TaskSpec, chosen: tuple[Template, ...], step: str, job: Mapping[str, str],
@@ -199,21 +150,13 @@ class TarGEN(Strategy):
                    "context_hint": self.context_hint, "count": count, "avoid": "some" if known else "none",
                    "known": "\n".join(f"- {item}" for item in known),
                    "answer_format": "json" if self.structured_output else "text", **job}
-        messages = tuple(m for t in chosen for m in t.render_from(context))
-        template_id, template_sha = combined_identity(chosen)
         per_item = 40 if step == CONTEXTS else 64
         sampling = dataclasses.replace(task.sampling, max_tokens=64 + per_item * count,
                                        seed=derive_seed(task.seed, self.name, step, job.get("context", ""), attempt))
         schema = LIST_SCHEMA if self.structured_output else None
-        return Request(request_id(f"{self.name}/{step}", template_sha, messages, sampling, attempt, schema),
-                       label="", messages=messages, template_id=template_id, template_sha256=template_sha,
-                       sampling=sampling, sample_index=attempt, json_schema=schema)
+        return render_request(f"{self.name}/{step}", "", chosen, context, sampling, attempt, schema)
 
     # --- step 3: label-constrained generation ------------------------------------------------------
-
-    def plan(self, task: TaskSpec, hits_by_label: Mapping[str, list[Hit]], templates: Mapping[str, Template]) -> list[Request]:
-        """`examples_per_label` requests per label; `hits_by_label` is ignored (TarGEN is seedless)."""
-        return self.plan_counts(task, {label.name: task.examples_per_label for label in task.labels}, templates)
 
     def plan_counts(self, task: TaskSpec, counts: Mapping[str, int], templates: Mapping[str, Template],
                     start: Mapping[str, int] | None = None, history: Sequence[Example] = ()) -> list[Request]:
@@ -227,17 +170,11 @@ class TarGEN(Strategy):
         if self.pool is None or not self.pool.contexts:
             raise ConfigError("targen plans from the contexts and seeds its setup stage writes; call "
                               "strategy.setup(task, templates, ask, workdir) first (seedbed synth does)")
-        start = start or {}
-        _check_counts(task, counts, "counts")
-        _check_counts(task, start, "start")
+        indexes = sample_indexes(task, counts, start)
         chosen = self._stage(task, templates, self._main_template(task))
         pairs = self.pool.pairs(task.seed)
-        requests = []
-        for label in task.labels:
-            first = start.get(label.name, 0)
-            for index in range(first, first + counts.get(label.name, 0)):
-                requests.append(self._generate_request(task, label, index, chosen, pairs[index % len(pairs)]))
-        return requests
+        return [self._generate_request(task, label, index, chosen, pairs[index % len(pairs)])
+                for label, planned in indexes for index in planned]
 
     def _main_template(self, task: TaskSpec) -> str:
         return self.template_names(task)[1 if task.system_template else 0]
@@ -249,23 +186,13 @@ class TarGEN(Strategy):
                    "label": label.name, "verbalization": label.verbalization,
                    "answer_format": "json" if self.structured_output else "text",
                    "context": self.pool.contexts[pair[0]], "instance_seed": self.pool.seeds[pair[0]][pair[1]]}
-        messages = tuple(m for t in chosen for m in t.render_from(context))
-        template_id, template_sha = combined_identity(chosen)
         sampling = dataclasses.replace(task.sampling, seed=derive_seed(task.seed, self.name, label.name, index))
         schema = ANSWER_SCHEMA if self.structured_output else None
-        return Request(request_id(self.name, template_sha, messages, sampling, index, schema), label.name, messages,
-                       template_id, template_sha, sampling, hit=None, sample_index=index, json_schema=schema)
+        return render_request(self.name, label.name, chosen, context, sampling, index, schema)
 
     def parse(self, request: Request, completion: Completion, task: TaskSpec) -> Example | Rejection:
         """Clean the answer and run the per-answer filters (there is no passage to compare with)."""
-        provenance = build_provenance(request, completion)
-        text, note = extract_text(completion.text)
-        text, dropped_tail = clean_text(text, task.output)
-        failure = first_failure(text, task.output, "stop" if dropped_tail else completion.finish_reason, None)
-        if failure:
-            detail = "; ".join(part for part in (failure[1], note) if part)
-            return Rejection(request.label, failure[0], completion.text, detail, provenance)
-        return Example(text=text, label=request.label, provenance=provenance)
+        return parse_text_answer(request, completion, task.output)
 
     # --- step 4: self-correction -------------------------------------------------------------------
 
@@ -291,13 +218,11 @@ class TarGEN(Strategy):
 
     def _correct_request(self, task: TaskSpec, example: Example, template: Template) -> Request:
         labels = "\n".join(f"{i}. {s.name}: {s.verbalization}" for i, s in enumerate(task.labels, start=1))
-        messages = template.render_from({"output_kind": task.output.kind, "labels": labels, "label": example.label,
-                                         "answer_format": "json" if self.structured_output else "text",
-                                         "text": example.text.strip()})
+        context = {"output_kind": task.output.kind, "labels": labels, "label": example.label,
+                   "answer_format": "json" if self.structured_output else "text", "text": example.text.strip()}
         sampling = dataclasses.replace(CORRECT_SAMPLING, seed=derive_seed(task.seed, self.name, "correct"))
         schema = _verdict_schema(task) if self.structured_output else None
-        return Request(request_id(f"{self.name}/correct", template.sha256, messages, sampling, 0, schema), example.label,
-                       messages, template.id, template.sha256, sampling, json_schema=schema)
+        return render_request(f"{self.name}/correct", example.label, (template,), context, sampling, 0, schema)
 
 
 _DROP_DETAIL = {
@@ -320,12 +245,10 @@ def _verdict(check: Request, completion: Completion | None, task: TaskSpec) -> t
 
 
 def _says_none(raw: str) -> bool:
-    body = "\n".join(line for line in raw.strip().splitlines() if not _FENCE.match(line)).strip()
-    try:
-        value = json.loads(body)
-        body = value["label"] if isinstance(value, dict) and isinstance(value.get("label"), str) else body
-    except ValueError:
-        pass
+    body = strip_fences(raw)
+    value = decode_json(body)
+    if isinstance(value, dict) and isinstance(value.get("label"), str):
+        body = value["label"]
     first = next((filters.normalize(line) for line in body.splitlines() if filters.normalize(line)), "")
     first = re.sub(r"^(?:the )?(?:label|answer|verdict)(?: is)? ", "", first)
     return first in _NONE_ANSWERS or first.startswith(("none ", "neither "))
@@ -333,8 +256,7 @@ def _says_none(raw: str) -> bool:
 
 def _verdict_schema(task: TaskSpec) -> dict[str, Any]:
     enum = [spec.name for spec in task.labels] + [_NONE]
-    return {"title": "verdict", "type": "object", "properties": {"label": {"type": "string", "enum": enum}},
-            "required": ["label"], "additionalProperties": False}
+    return object_schema("label", {"type": "string", "enum": enum}, title="verdict")
 
 
 def _review_report(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -350,84 +272,10 @@ def _review_report(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def parse_list(raw: str) -> list[str]:
-    """The items of a list answer, never raising: a JSON array (or an object holding one, or a cut-off
-    array's quoted strings), else one item per line with bullets, numbering, quotes, markdown,
-    headings and chatter ('Here are 5 contexts:') removed. Items are not yet deduplicated."""
-    body = "\n".join(line for line in raw.strip().splitlines() if not _FENCE.match(line)).strip()
-    items = _json_items(body)
-    if not items:
-        items = [_clean_item(line) for line in body.splitlines()]
-        items = [item for item in items if item and not item.endswith(":") and not _CHATTER.match(item)]
-    return [item for item in items if _usable(item)]
+    """The items of a list answer (see `answers.read_list`), never raising; not yet deduplicated."""
+    return read_list(raw, ITEMS)
 
 
 def list_items(completion: Completion) -> list[str]:
     """`parse_list` of an answer; a cut-off answer (finish_reason 'length') loses its last, partial item."""
-    items = parse_list(completion.text)
-    return items[:-1] if completion.finish_reason == "length" else items
-
-
-def _json_items(body: str) -> list[str] | None:
-    start = min((i for i in (body.find("["), body.find("{")) if i >= 0), default=-1)
-    lead = body[:start].rstrip()
-    if start < 0 or (lead and ("\n" in lead or not lead.endswith(":"))):
-        return None  # JSON comes first, or right after one lead-in line like "Here are the contexts:"
-    try:
-        value, _ = json.JSONDecoder().raw_decode(body[start:])
-    except ValueError:  # cut off mid-array: take the complete quoted strings
-        return [_clean_item(_unescape(m)) for m in _QUOTED.findall(body[start:]) if m.lower() != "items"]
-    if isinstance(value, dict):
-        value = next((v for v in value.values() if isinstance(v, list)), None)
-    if not isinstance(value, list):
-        return None
-    return [_clean_item(_item_text(v)) for v in value]
-
-
-def _unescape(quoted: str) -> str:
-    try:
-        return json.loads(f'"{quoted}"')
-    except ValueError:
-        return quoted
-
-
-def _item_text(value: Any) -> str:
-    if isinstance(value, dict):  # [{"context": "...", "description": "..."}]
-        return ": ".join(str(v) for v in value.values() if isinstance(v, (str, int, float)))
-    return value if isinstance(value, str) else ""
-
-
-def _clean_item(line: str) -> str:
-    line = _BULLET.sub("", line.strip()).replace("**", "").replace("__", "").strip().rstrip(",;").strip()
-    while len(line) >= 2 and _QUOTES.get(line[0]) == line[-1] and not {line[0], line[-1]} & set(line[1:-1]):
-        line = line[1:-1].strip()
-    return " ".join(line.split())
-
-
-def _usable(item: str) -> bool:
-    return bool(filters.normalize(item)) and not filters.refusal(item) and filters.word_count(item) <= MAX_ITEM_WORDS
-
-
-def _merge(found: list[str], new: list[str], want: int) -> list[str]:
-    seen = {filters.normalize(item) for item in found}
-    merged = list(found)
-    for item in new:
-        key = filters.normalize(item)
-        if key not in seen and len(merged) < want:
-            seen.add(key)
-            merged.append(item)
-    return merged
-
-
-def _count_option(option: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ITEMS:
-        raise ConfigError(f"targen option {option}={value!r} is not allowed; give an integer from 1 to {MAX_ITEMS}")
-    return value
-
-
-def _check_counts(task: TaskSpec, values: Mapping[str, int], what: str) -> None:
-    known = [spec.name for spec in task.labels]
-    for name, value in values.items():
-        if name not in known:
-            raise ConfigError(f"{what} were given for label {name!r}, which task {task.name!r} does not have; labels: {known}")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{what}[{name!r}] is {value!r}; give a whole number of requests, 0 or more")
+    return whole_items(parse_list(completion.text), completion.finish_reason)

@@ -7,7 +7,8 @@ benchmarks/results/compare-<task>-<model>-<date>.json and .md.
 
 Usage:
   python benchmarks/compare_strategies.py --task benchmarks/tasks/ag_news.yaml --index reuters-sample \
-      --per-label 25 [--strategies synthesizrr,synthesizrr-retricl,fewgen] [--model qwen2.5-coder-1.5b] [--fake]
+      --per-label 25 --options benchmarks/tasks/ag_news_compare.yaml [--strategies synthesizrr,fewgen,...] \
+      [--model qwen2.5-coder-1.5b] [--fake]
 
 Per-strategy options (e.g. attrprompt's attributes) come from `--options FILE` (YAML mapping of
 run name -> {strategy, strategy_options}); `synthesizrr-retricl` is predefined.
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument("--task", default="benchmarks/tasks/ag_news.yaml")
     parser.add_argument("--index", default="reuters-sample")
     parser.add_argument("--root", default="indexes")
-    parser.add_argument("--strategies", default="synthesizrr,synthesizrr-retricl,fewgen")
+    parser.add_argument("--strategies", default="synthesizrr,synthesizrr-retricl,fewgen,attrprompt,targen,oneshot")
     parser.add_argument("--options", help="YAML: run name -> {strategy, strategy_options}")
     parser.add_argument("--per-label", type=int, default=25)
     parser.add_argument("--budget-factor", type=float, default=1.6, help="calls allowed per wanted example")
@@ -97,8 +98,9 @@ def main() -> None:
               "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, Python {platform.python_version()}",
               "per_label": args.per_label, "runs": rows}
     stem = RESULTS / f"compare-{task.name}-{record['model']}-{record['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    stem.with_suffix(".md").write_text(table(rows) + "\n", encoding="utf-8")
+    # not with_suffix: the model name has dots in it ("qwen2.5-coder-1.5b")
+    Path(f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    Path(f"{stem}.md").write_text(table(rows) + "\n", encoding="utf-8")
     print(table(rows))
     print(f"wrote {stem}.json and .md")
 

@@ -127,18 +127,60 @@ def search(name, query, k, mode, as_json, root):
 @click.option("--fake", is_flag=True, help="Use the deterministic scripted LLM (offline plumbing checks; not real data).")
 @click.option("-n", "--examples-per-label", type=click.IntRange(1), help="Override the task's examples_per_label.")
 @click.option("--max-calls", type=click.IntRange(0), help="Budget of new LLM calls for generation; stops cleanly there (resumable).")
-@click.option("--strategy", help="Override the task's strategy (synthesizrr, fewgen).")
+@click.option("--max-tokens-total", type=click.IntRange(1), help="Cap on this run's prompt + completion tokens; stops cleanly there (resumable).")
+@click.option("--max-cost", type=click.FloatRange(0, min_open=True), help="Cap on this run's spend (needs --price-in/--price-out); stops cleanly there.")
+@click.option("--price-in", type=click.FloatRange(0), envvar="SEEDBED_PRICE_IN", help="Price per million prompt tokens, for estimates and --max-cost.")
+@click.option("--price-out", type=click.FloatRange(0), envvar="SEEDBED_PRICE_OUT", help="Price per million completion tokens.")
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Reuse answers from the shared LLM cache (see `seedbed cache`).")
+@click.option("--strategy", help="Override the task's strategy (synthesizrr, fewgen, attrprompt, targen, oneshot).")
 @click.option("--verify", type=click.Choice(["drop", "relabel", "keep", "off"]), help="Override the task's label verification.")
 @INDEX_ROOT
 @friendly
 def synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, examples_per_label,
-          max_calls, strategy, verify, root):
+          max_calls, max_tokens_total, max_cost, price_in, price_out, cache, strategy, verify, root):
     """Synthesize a labelled dataset for TASK (a YAML/TOML spec) from an index."""
-    from engine.cli_synth import Overrides, run_synth
+    from engine.cli_synth import Budget, Overrides, run_synth
 
+    if (price_in is None) != (price_out is None):
+        raise click.UsageError("give both --price-in and --price-out (per million tokens), or neither")
     overrides = Overrides(examples_per_label, strategy, "" if verify == "off" else verify)
+    prices = (price_in, price_out) if price_in is not None else None
+    budget = Budget(max_calls, max_tokens_total, max_cost, prices)
     run_synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, overrides, root,
-              max_calls)
+              budget, use_cache=cache and not fake)
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+@friendly
+def cache(ctx):
+    """The shared LLM answer cache: `seedbed cache info`, `seedbed cache clear`."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(cache_info)
+
+
+@cache.command("info")
+@friendly
+def cache_info():
+    """Where the cache is, how many answers it holds and how big it is."""
+    from engine.cache import LLMCache
+
+    with LLMCache() as store:
+        info = store.info()
+    click.echo(f"{info['path']}\n{info['entries']} answers, {info['answer_bytes'] / 1e6:.1f} MB of answers, "
+               f"{info['file_bytes'] / 1e6:.1f} MB on disk, limit {info['max_bytes'] / 1e6:.0f} MB "
+               "(least recently used answers are evicted past it)")
+
+
+@cache.command("clear")
+@click.confirmation_option(prompt="Delete every cached LLM answer?")
+@friendly
+def cache_clear():
+    """Delete every cached answer (run journals in output folders are kept)."""
+    from engine.cache import LLMCache
+
+    with LLMCache() as store:
+        click.echo(f"deleted {store.clear()} cached answers from {store.path}")
 
 
 @main.group(invoke_without_command=True)

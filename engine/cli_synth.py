@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -24,9 +25,19 @@ class Overrides:
         return dataclasses.replace(task, **changes) if changes else task
 
 
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Caps on a run; each stops it cleanly, and a re-run with a larger cap continues."""
+
+    max_calls: int | None = None
+    max_tokens_total: int | None = None
+    max_cost: float | None = None
+    prices: tuple[float, float] | None = None  # (input, output) per million tokens
+
+
 def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_key, concurrency: int,
               structured: bool, fresh: bool, fake: bool, overrides: Overrides, root: Path,
-              max_calls: int | None = None) -> SynthResult:
+              budget: Budget = Budget(), use_cache: bool = True) -> SynthResult:
     """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
     from engine.config import load_task
     from engine.index.reader import Index
@@ -38,9 +49,17 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
     settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=max(1, min(concurrency, 8)))
     click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
                f"strategy {task.strategy}, index {_describe(index)}, LLM {settings.describe()}", err=True)
-    options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured, max_calls=max_calls)
+    options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured,
+                           max_calls=budget.max_calls, max_tokens_total=budget.max_tokens_total,
+                           max_cost=budget.max_cost, prices=budget.prices)
     prepare(task, index, options)  # fail on spec problems before a model loads or a file is written
-    with open_llm(settings) as llm, _ProgressBar() as bar:
+    with contextlib.ExitStack() as stack:
+        if use_cache:
+            from engine.cache import LLMCache
+
+            options = dataclasses.replace(options, cache=stack.enter_context(LLMCache()))
+        llm = stack.enter_context(open_llm(settings))
+        bar = stack.enter_context(_ProgressBar())
         result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe())
     print_summary(result)
     if result.failed:
@@ -64,18 +83,33 @@ class _ProgressBar:
         from tqdm import tqdm
 
         self._bar = tqdm(total=0, unit="call", desc="synthesizing", file=sys.stderr, dynamic_ncols=True)
+        self._estimated = False
         return self
 
     def update(self, progress: SynthProgress) -> None:
+        if progress.estimate is not None and not self._estimated:
+            self._estimated = True
+            self._bar.write(_estimate_line(progress.estimate), file=sys.stderr)
         if self._bar.total != progress.sent:
             self._bar.total = progress.sent
             self._bar.refresh()
-        self._bar.set_postfix(reused=progress.reused, failed=progress.failed,
-                              tok_in=progress.prompt_tokens, tok_out=progress.completion_tokens, refresh=False)
+        postfix = {"reused": progress.reused, "failed": progress.failed,
+                   "tok_in": progress.prompt_tokens, "tok_out": progress.completion_tokens}
+        if progress.prices is not None:
+            postfix["spent"] = f"${progress.cost():.4f}"
+            postfix["projected"] = f"${progress.projected_cost():.4f}"
+        self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(progress.done - self._bar.n)  # refreshes, with the postfix just set
 
     def __exit__(self, *exc: object) -> None:
         self._bar.close()
+
+
+def _estimate_line(estimate: dict) -> str:
+    cost = f", at most ${estimate['cost_max']:.4f}" if estimate.get("cost_max") is not None else ""
+    judge = "; label verification adds one short judge call per kept example" if estimate["plus_judge_calls"] else ""
+    return (f"estimate for the first round: {estimate['requests']} requests, ~{estimate['prompt_tokens']} prompt tokens, "
+            f"at most {estimate['completion_tokens_max']} completion tokens{cost} (top-ups for rejections add to it{judge})")
 
 
 def print_summary(result: SynthResult) -> None:
@@ -93,14 +127,20 @@ def print_summary(result: SynthResult) -> None:
         click.echo(f"label verification ({verification['policy']}): agreement {shares or 'n/a'}; "
                    f"{verification['actions']['dropped']} dropped, {verification['actions']['relabelled']} relabelled, "
                    f"{unreadable} unreadable verdicts")
-    if counts.get("unsent_over_budget"):
+    if counts.get("unsent_over_token_or_cost_cap"):
+        click.secho(f"stopped at the token or cost cap ({counts['unsent_over_token_or_cost_cap']} requests held back); "
+                    "re-run with a larger --max-tokens-total or --max-cost to continue", fg="yellow")
+    elif counts.get("unsent_over_budget"):
         click.secho(f"stopped at the budget of {result.manifest['options']['max_calls']} LLM calls "
                     f"({counts['unsent_over_budget']} planned requests not sent); re-run with a larger --max-calls "
                     "to continue", fg="yellow")
     if result.failed:
         click.secho(f"failed {result.failed} requests after retries; re-run the same command to retry them", fg="yellow")
-    click.echo(f"LLM calls {result.calls} (+{result.reused} reused from the journal), tokens "
-               f"{result.prompt_tokens} prompt + {result.completion_tokens} completion, {result.seconds:.1f}s")
+    spent = result.manifest.get("cost_this_run")
+    click.echo(f"LLM calls {result.calls} (+{counts['reused_from_journal']} reused from the journal, "
+               f"+{counts['reused_from_cache']} from the cache), tokens {result.prompt_tokens} prompt + "
+               f"{result.completion_tokens} completion{f', cost ${spent:.4f}' if spent is not None else ''}, "
+               f"{result.seconds:.1f}s")
     short = [label for label, n in result.kept.items() if n < result.manifest["task"]["examples_per_label"]]
     if short:
         click.secho(f"labels short of the target: {', '.join(short)} (see rejected.jsonl; raise max_words or "

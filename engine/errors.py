@@ -8,7 +8,8 @@
     │   └── IndexMismatch         built with another embedder / engine version
     ├── LLMError                  the LLM endpoint failed
     │   ├── LLMRetryableError     timeouts, resets, 429, 5xx: worth another try
-    │   └── LLMFatalError         401, 400, unreachable after retries: stop the run
+    │   ├── LLMFatalError         401, 400, unreachable after retries: stop the run
+    │   └── LLMPromptTooLongError one prompt exceeds the context window: reject that request only
     └── RuntimeSetupError         the embedded llama.cpp server or a model cannot be prepared
 
 Library code raises these; only the CLI and the server turn them into exit codes or HTTP
@@ -27,6 +28,7 @@ __all__ = [
     "LLMError",
     "LLMRetryableError",
     "LLMFatalError",
+    "LLMPromptTooLongError",
     "RuntimeSetupError",
 ]
 
@@ -69,6 +71,10 @@ class LLMRetryableError(LLMError):
 
 class LLMFatalError(LLMError):
     """A failure that another try will not fix (bad key, bad request, endpoint unreachable)."""
+
+
+class LLMPromptTooLongError(LLMError):
+    """One request's prompt does not fit the model's context: that request is rejected, the run goes on."""
 
 
 class RuntimeSetupError(SeedbedError):

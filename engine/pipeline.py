@@ -24,6 +24,7 @@ from engine.errors import ConfigError
 from engine.filters import copy_rate
 from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index
+from engine.cache import CachedJournal
 from engine.journal import JOURNAL_NAME, Journal
 from engine.refine import Outcomes, Progress, make_ask, run_rounds
 from engine.strategies.base import get_strategy
@@ -60,6 +61,11 @@ class SynthOptions:
         max_calls: a budget of new LLM calls for generation (verification excluded); the run
             stops cleanly there and a re-run with a larger budget continues.
         prompts_dir: an alternative prompts folder.
+        cache: a shared `engine.cache.LLMCache`: answers already paid for in any run are reused
+            (None: only this folder's journal is).
+        max_tokens_total: stop sending once this run's prompt + completion tokens would pass it.
+        max_cost: stop sending once this run's spend would pass it (needs `prices`).
+        prices: (input, output) price per million tokens, for cost estimates and `max_cost`.
     """
 
     out: Path
@@ -70,6 +76,18 @@ class SynthOptions:
     max_rounds: int = 5
     prompts_dir: Path | None = None
     max_calls: int | None = None
+    cache: Any = None
+    max_tokens_total: int | None = None
+    max_cost: float | None = None
+    prices: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if self.max_cost is not None and self.prices is None:
+            raise ConfigError("--max-cost needs prices: give --price-in and --price-out (per million tokens)")
+        for name in ("max_calls", "max_tokens_total", "max_cost"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name.replace('_', '-')}={value!r} must be positive")
 
 
 SynthProgress = Progress  # live counters handed to the progress callback
@@ -123,12 +141,15 @@ def synthesize(
             per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
             picks, report = strategy.retrieve(index, task, per_label)
             retrieval = report.per_label
-        progress = Progress(budget=options.max_calls)
-        with Journal(options.out / JOURNAL_NAME) as journal:
+        progress = Progress(budget=options.max_calls, max_tokens=options.max_tokens_total,
+                            max_cost=options.max_cost, prices=options.prices)
+        with Journal(options.out / JOURNAL_NAME) as run_journal:
+            journal = CachedJournal(run_journal, options.cache, endpoint or llm.model) if options.cache else run_journal
             ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
             setup_report = strategy.setup(task, templates, ask, options.out)
             outcomes = run_rounds(task, strategy, templates, picks, llm, journal, options, progress, on_progress)
             outcomes.stages["setup"] = setup_report
+            progress.cache_hits = getattr(journal, "cache_hits", 0)
         return _finish(task, index, llm, options, outcomes, retrieval, progress, started, endpoint)
 
 
@@ -215,8 +236,11 @@ def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, 
             "rejected": sum(rejected.values()), "rejected_by_reason": dict(rejected.most_common()),
             "failed": len(outcomes.failed), "unsent_over_budget": len(outcomes.unsent), "requests": progress.planned, "llm_calls": progress.sent,
             "judge_calls": progress.unbudgeted,
-            "reused_from_journal": progress.reused, "rounds": outcomes.rounds,
+            "reused_from_journal": progress.reused - progress.cache_hits, "reused_from_cache": progress.cache_hits,
+            "unsent_over_token_or_cost_cap": progress.capped, "rounds": outcomes.rounds,
         },
+        "estimate": progress.estimate,
+        "cost_this_run": progress.cost(),
         "tokens": {"prompt_this_run": progress.prompt_tokens, "completion_this_run": progress.completion_tokens,
                    "prompt_kept_examples": tokens["prompt"], "completion_kept_examples": tokens["completion"]},
         "wall_seconds": round(seconds, 2),
@@ -225,7 +249,9 @@ def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, 
         "stages": outcomes.stages,
         "options": {"concurrency": options.concurrency, "structured_output": options.structured_output,
                     "overgenerate": options.overgenerate, "max_rounds": options.max_rounds,
-                    "max_calls": options.max_calls},
+                    "max_calls": options.max_calls, "max_tokens_total": options.max_tokens_total,
+                    "max_cost": options.max_cost, "prices_per_million": options.prices,
+                    "cache": str(options.cache.path) if options.cache else None},
     }
     files = write_dataset(options.out, rows, [rejection_row(r) for r in outcomes.rejections], manifest)
     return SynthResult(

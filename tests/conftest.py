@@ -46,3 +46,9 @@ def hash_index(tmp_path_factory) -> BuiltIndex:
     corpus = write_reuters_slice(folder / "reuters.jsonl", 150)
     build_index(corpus, "reuters", HashEmbedder(64), root=folder / "indexes")
     return BuiltIndex(folder / "indexes", "reuters", Index.open("reuters", folder / "indexes", embedder=HashEmbedder(64)))
+
+
+@pytest.fixture(autouse=True)
+def private_llm_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own shared-LLM-cache folder: no test sees another's (or the user's) answers."""
+    monkeypatch.setenv("SEEDBED_CACHE_DIR", str(tmp_path_factory.mktemp("llm-cache")))

@@ -102,15 +102,36 @@ def test_synth_fake_writes_the_dataset_and_prints_the_summary(built, tmp_path):
     result = invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root)
     assert result.exit_code == 0, result.output
     assert "kept 4 examples (Oil 2, Earnings 2)" in result.stdout
-    assert "LLM calls 4 (+0 reused from the journal)" in result.stdout
+    assert "LLM calls 4 (+0 reused from the journal, +0 from the cache)" in result.stdout
     assert "task 'cli-topics': 2 labels x 2 examples" in result.stderr and "fake:scripted" in result.stderr
     assert {"dataset.parquet", "dataset.jsonl", "rejected.jsonl", "manifest.json"} <= set(entries(out))
     rows = [json.loads(line) for line in (out / "dataset.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(r["label"] for r in rows) == ["Earnings", "Earnings", "Oil", "Oil"]
     again = invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root)
-    assert again.exit_code == 0 and "LLM calls 0 (+4 reused from the journal)" in again.stdout
+    assert again.exit_code == 0 and "LLM calls 0 (+4 reused from the journal, +0 from the cache)" in again.stdout
     override = invoke("synth", task, "--index", "news", "--out", tmp_path / "n1", "--fake", "-n", "1", "--root", root)
     assert override.exit_code == 0 and "kept 2 examples" in override.stdout
+
+
+def test_cache_info_and_clear(tmp_path):
+    from engine.cache import LLMCache
+    from engine.types import Completion
+
+    with LLMCache() as cache:  # SEEDBED_CACHE_DIR points at a per-test folder (conftest)
+        cache.put("k", Completion(text="hello", model="m"))
+    info = invoke("cache", "info")
+    assert info.exit_code == 0 and "1 answers" in info.stdout and "answers.sqlite" in info.stdout
+    cleared = invoke("cache", "clear", "--yes")
+    assert cleared.exit_code == 0 and "deleted 1 cached answers" in cleared.stdout
+    assert "0 answers" in invoke("cache", "info").stdout
+
+
+def test_caps_need_prices(built, tmp_path):
+    root, task, _ = built
+    result = invoke("synth", task, "--index", "news", "--out", tmp_path / "o", "--fake", "--root", root, "--max-cost", "1")
+    assert_clean_error(result, "--max-cost needs prices", "--price-in")
+    half = invoke("synth", task, "--index", "news", "--out", tmp_path / "o", "--fake", "--root", root, "--price-in", "1")
+    assert half.exit_code != 0 and "--price-out" in half.output
 
 
 # --- index errors ----------------------------------------------------------------------------------

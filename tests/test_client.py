@@ -304,3 +304,18 @@ def test_real_loopback_server_across_event_loops():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("message", [
+    "request (2065 tokens) exceeds the available context size (2048 tokens), try increasing it",  # llama.cpp
+    "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",  # OpenAI
+])
+def test_a_prompt_longer_than_the_context_is_a_per_request_error_not_fatal(message):
+    from engine.errors import LLMPromptTooLongError
+
+    server = FakeServer(status(400, message=message))
+    client, sleeps = make(server)
+    with pytest.raises(LLMPromptTooLongError, match="context window") as caught:
+        complete(client)
+    assert not isinstance(caught.value, (LLMFatalError, LLMRetryableError))
+    assert len(server.requests) == 1 and sleeps == []  # not retried: it would fail the same way

@@ -220,3 +220,22 @@ def test_progress_is_reported(hash_index, tmp_path):
     assert last.done == last.sent == len(llm.calls) and last.failed == 0
     assert last.completion_tokens > 0 and last.prompt_tokens > 0
     assert [p.done for p in seen] == sorted(p.done for p in seen)
+
+
+def test_a_prompt_too_long_for_the_context_is_rejected_and_topped_up_not_fatal(hash_index, tmp_path):
+    from engine.errors import LLMPromptTooLongError
+
+    too_long = []
+
+    def respond(messages):
+        prompt = messages[-1]["content"]
+        if "grain harvests" in prompt and not too_long:
+            too_long.append(prompt)
+            raise LLMPromptTooLongError("the prompt does not fit the model's context window (2065 > 2048)")
+        return default_answer(messages)
+
+    result, llm = run(hash_index, tmp_path / "out", llm=ScriptedLLM(respond=respond), concurrency=1)
+    assert result.kept == {"Oil": 3, "Grain": 3, "Earnings": 3}
+    assert result.rejected.get("prompt_too_long") == 1 and result.failed == 0
+    rejected = [r for r in jsonl(tmp_path / "out" / "rejected.jsonl") if r["reason"] == "prompt_too_long"]
+    assert [r["label"] for r in rejected] == ["Grain"] and "context window" in rejected[0]["detail"]

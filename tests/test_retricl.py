@@ -52,6 +52,21 @@ def test_demonstrations_come_from_each_seeds_top_ranks_and_are_not_rewritten(has
     assert [hit.rank for hit in picks["Markets"]] == list(range(1, len(picks["Markets"]) + 1))
 
 
+def test_demonstrations_are_capped_rank_one_pairs_first(hash_index):
+    seeds = seeds_from_corpus(0, 4)
+    task = dataclasses.replace(TASK, labels=(LabelSpec("Markets", "financial markets", seeds=seeds),))
+    capped = get_strategy("synthesizrr", **{**TASK.strategy_options, "max_demonstrations": 3})
+    capped.retrieve(hash_index.index, task, per_label=2)
+    uncapped = get_strategy("synthesizrr", **{**TASK.strategy_options, "max_demonstrations": 99})
+    uncapped.retrieve(hash_index.index, task, per_label=2)
+    assert len(uncapped._demos["Markets"]) > 3
+    assert capped._demos["Markets"] == uncapped._demos["Markets"][:3]
+    # each seed's own passage is its rank-1 hit, so the first pairs come from different seeds
+    assert len({seed for _, seed in capped._demos["Markets"]}) == 3
+    with pytest.raises(ConfigError, match="max_demonstrations"):
+        get_strategy("synthesizrr", variant="retricl", max_demonstrations=0)
+
+
 def test_prompts_carry_the_demonstrations_before_the_passage(hash_index):
     chosen = strategy()
     templates = chosen.load_templates(TASK)

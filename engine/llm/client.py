@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from engine.errors import ConfigError, LLMFatalError, LLMRetryableError
+from engine.errors import ConfigError, LLMError, LLMFatalError, LLMPromptTooLongError, LLMRetryableError
 from engine.types import Completion, SamplingParams
 
 __all__ = ["OpenAIChat", "estimate_tokens"]
@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _RETRYABLE_STATUS = {408, 409, 429}
 _MAX_RETRY_AFTER = 120.0
+# How servers word "the prompt is longer than the context window" (llama.cpp, OpenAI, vLLM, TGI).
+_CONTEXT_OVERFLOW = re.compile(
+    r"exceeds? the available context|context[_ ]length[_ ]exceeded|maximum context length|"
+    r"exceed_context_size|context window|too many tokens|input is too long",
+    re.IGNORECASE,
+)
 
 
 class _MalformedResponse(Exception):
@@ -49,6 +55,9 @@ class OpenAIChat:
         http_client: an `httpx2.AsyncClient` (e.g. with a MockTransport) for tests.
         backoff: base delay in seconds; attempt k waits about backoff * 2**k (capped, jittered).
         sleep: the coroutine used to wait between attempts (injectable for tests).
+        on_retry: called with the LLMRetryableError of each failed attempt just before the client
+            waits and retries (e.g. `AdaptiveLimit.on_retry`, so 429s and timeouts lower the
+            concurrency even when a retry then succeeds). It must not block.
     """
 
     def __init__(
@@ -63,6 +72,7 @@ class OpenAIChat:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_retry: Callable[[LLMRetryableError], None] | None = None,
     ):
         if not re.match(r"^https?://", base_url or ""):
             raise ConfigError(
@@ -81,6 +91,7 @@ class OpenAIChat:
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._sleep = sleep
+        self._on_retry = on_retry
         self._sdk: Any = None
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
 
@@ -184,12 +195,14 @@ class OpenAIChat:
                 return await attempt()
             except Exception as exc:  # classified below; anything we do not know is re-raised
                 error = self._classify(exc)
-                if isinstance(error, LLMFatalError):
+                if not isinstance(error, LLMRetryableError):
                     raise error from exc
                 if tries >= self.max_retries:
                     raise self._give_up(error, exc, tries + 1) from exc
                 delay = self._delay(tries, error.retry_after)
                 log.warning("LLM call failed (%s); retry %d/%d in %.1fs", error, tries + 1, self.max_retries, delay)
+                if self._on_retry is not None:
+                    self._on_retry(error)
                 await self._sleep(delay)
                 tries += 1
 
@@ -199,7 +212,7 @@ class OpenAIChat:
         ceiling = min(self._max_backoff, self._backoff * 2**tries)
         return ceiling / 2 + random.uniform(0, ceiling / 2)  # "equal jitter": spread, never zero
 
-    def _classify(self, exc: Exception) -> LLMFatalError | LLMRetryableError:
+    def _classify(self, exc: Exception) -> LLMError:
         import openai
 
         if isinstance(exc, openai.APIStatusError):
@@ -215,9 +228,14 @@ class OpenAIChat:
             )
         raise exc
 
-    def _classify_status(self, exc: Any) -> LLMFatalError | LLMRetryableError:
+    def _classify_status(self, exc: Any) -> LLMError:
         status, detail = exc.status_code, _server_message(exc)
         where = f"the endpoint at {self.base_url}"
+        if status in (400, 413) and _CONTEXT_OVERFLOW.search(detail):
+            return LLMPromptTooLongError(
+                f"the prompt does not fit the model's context window ({detail}); use shorter passages or "
+                "fewer demonstrations, or give the server a larger context"
+            )
         if status in _RETRYABLE_STATUS or status >= 500:
             return LLMRetryableError(f"{where} answered {status}: {detail}", retry_after=_retry_after(exc.response))
         if status in (401, 403):

@@ -54,7 +54,7 @@ class ServerConfig:
     """
 
     parallel: int = 4
-    ctx_per_slot: int = 2048
+    ctx_per_slot: int = 4096
     threads: int | None = None
     port: int | None = None
     startup_timeout: float = 180.0

@@ -484,3 +484,85 @@ def test_real_server_dies_with_its_parent(tmp_path, runtime, sig):
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.integration
+def test_a_server_killed_mid_run_is_restarted_and_the_requests_resent(tmp_path, runtime):
+    import asyncio
+
+    from engine.llm.client import OpenAIChat
+    from engine.llm.supervise import SupervisedLLM
+    from engine.types import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+    messages = [{"role": "user", "content": "Say hello."}]
+    with _small(tmp_path, runtime) as server:
+        client = OpenAIChat(server.base_url, server.model, api_key=server.api_key, max_retries=1, backoff=0.05)
+        llm = SupervisedLLM(client, server)
+
+        async def run() -> list:
+            first = await llm.complete(messages, params)
+            os.kill(server.pid, signal.SIGKILL)
+            assert _gone(first_pid)
+            # several requests in flight fail together; the server is restarted once
+            rest = await asyncio.gather(*(llm.complete(messages, params) for _ in range(3)))
+            await llm.close()
+            return [first, *rest]
+
+        first_pid = server.pid
+        answers = asyncio.run(run())
+        assert all(answer.text.strip() for answer in answers)
+        assert llm.restarts == 1 and server.pid != first_pid and server.alive()
+
+
+def test_a_server_that_is_up_is_not_restarted_for_a_request_error():
+    import asyncio
+
+    from engine.errors import LLMFatalError
+    from engine.llm.supervise import SupervisedLLM
+
+    class Up:
+        log_path = Path("server.log")
+
+        def process_running(self):
+            return True
+
+        def restart(self):
+            raise AssertionError("must not restart")
+
+    class Failing:
+        model, base_url = "m", "http://127.0.0.1:1/v1"
+
+        async def complete(self, *args):
+            raise LLMFatalError("bad request")
+
+    with pytest.raises(LLMFatalError, match="bad request"):
+        asyncio.run(SupervisedLLM(Failing(), Up()).complete([], None))
+
+
+def test_a_server_that_keeps_dying_stops_the_run_naming_its_log():
+    import asyncio
+
+    from engine.errors import LLMFatalError
+    from engine.llm.supervise import SupervisedLLM
+
+    class Dead:
+        log_path = Path("/tmp/llama-server.log")
+        restarted = 0
+
+        def process_running(self):
+            return False
+
+        def restart(self):
+            self.restarted += 1
+
+    class Refused:
+        model, base_url = "m", "http://127.0.0.1:1/v1"
+
+        async def complete(self, *args):
+            raise LLMFatalError("cannot reach")
+
+    server = Dead()
+    with pytest.raises(RuntimeSetupError, match="llama-server.log"):
+        asyncio.run(SupervisedLLM(Refused(), server, max_restarts=2).complete([], None))
+    assert server.restarted == 2

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from engine.llm.catalog import DEFAULT_MODEL
 
-__all__ = ["EndpointSettings", "open_llm"]
+__all__ = ["EndpointSettings", "open_llm", "FAKE_DELAY_ENV"]
+
+FAKE_DELAY_ENV = "SEEDBED_FAKE_DELAY"  # seconds each fake call sleeps (kill/resume tests, benchmarks)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def open_llm(settings: EndpointSettings) -> Iterator[object]:
     if settings.fake:
         from engine.llm.fake import ScriptedLLM
 
-        yield ScriptedLLM(model=settings.model or "scripted")
+        yield ScriptedLLM(model=settings.model or "scripted", delay=_fake_delay())
         return
     from engine.llm.client import OpenAIChat
 
@@ -67,9 +70,27 @@ def open_llm(settings: EndpointSettings) -> Iterator[object]:
     from engine.llm.server import LocalServer, ServerConfig
 
     with LocalServer.from_catalog(settings.model or DEFAULT_MODEL, ServerConfig(parallel=settings.parallel)) as server:
+        from engine.llm.supervise import SupervisedLLM
+
         llm = OpenAIChat(server.base_url, server.model, api_key=server.api_key, timeout=settings.timeout)
         _check(llm)
-        yield llm
+        yield SupervisedLLM(llm, server)
+
+
+def _fake_delay() -> float:
+    """Seconds per fake call from SEEDBED_FAKE_DELAY: a fast fake finishes before a test can kill it."""
+    raw = os.environ.get(FAKE_DELAY_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        delay = float(raw)
+    except ValueError:
+        delay = -1.0
+    if not 0.0 <= delay <= 60.0:
+        from engine.errors import ConfigError
+
+        raise ConfigError(f"{FAKE_DELAY_ENV}={raw!r} is not a delay; give seconds per fake call from 0 to 60, e.g. 0.1")
+    return delay
 
 
 def _check(llm) -> None:

@@ -341,6 +341,10 @@ class LocalServer:
         except OSError:
             return "(no log)"
 
+    def process_running(self) -> bool:
+        """True while the process has not exited (cheap: no HTTP request)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def alive(self) -> bool:
         """True when the process runs and `/health` answers 200."""
         return self._proc is not None and self._proc.poll() is None and self._health() == 200

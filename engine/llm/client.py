@@ -14,7 +14,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from engine.errors import ConfigError, LLMError, LLMFatalError, LLMPromptTooLongError, LLMRetryableError
@@ -98,6 +98,12 @@ class OpenAIChat:
     def __repr__(self) -> str:
         return f"OpenAIChat(base_url={self.base_url!r}, model={self.model!r})"
 
+    def clone(self) -> "OpenAIChat":
+        """A client with the same settings and its own connection pool (for another thread's event loop)."""
+        return OpenAIChat(self.base_url, self.model, self._api_key, self.timeout, self.max_retries,
+                          backoff=self._backoff, max_backoff=self._max_backoff, sleep=self._sleep,
+                          on_retry=self._on_retry)
+
     async def __aenter__(self) -> OpenAIChat:
         return self
 
@@ -144,6 +150,25 @@ class OpenAIChat:
             kwargs["response_format"] = _response_format(json_schema)
         response = await self._with_retries(lambda: self._create(kwargs))
         return _to_completion(response, messages, self.model)
+
+    async def stream(self, messages: list[dict[str, str]], params: SamplingParams) -> AsyncIterator[str]:
+        """Send one chat request with `stream: true` and yield the answer's text pieces as they come.
+
+        Opening the stream is retried like `complete`; a failure after the first piece is raised
+        as the mapped LLMError (a half-streamed answer cannot be retried transparently).
+        """
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, **params.as_dict(), "stream": True}
+        stream = await self._with_retries(lambda: self._client().chat.completions.create(**kwargs))
+        try:
+            async for chunk in stream:
+                choices = getattr(chunk, "choices", None) or []
+                piece = getattr(getattr(choices[0], "delta", None), "content", None) if choices else None
+                if piece:
+                    yield piece
+        except LLMError:
+            raise
+        except Exception as exc:  # mapped like any transport failure; unknown ones re-raised by _classify
+            raise self._classify(exc) from exc
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
         response = await self._client().chat.completions.create(**kwargs)

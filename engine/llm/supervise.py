@@ -80,6 +80,14 @@ class SupervisedLLM:
             self._generation += 1
             return True
 
+    def stream(self, messages: list[dict[str, str]], params: SamplingParams):
+        """As `OpenAIChat.stream` (no restart: a half-streamed answer cannot be resent transparently)."""
+        return self.llm.stream(messages, params)
+
+    def clone(self) -> "SupervisedLLM":
+        """A supervised client of the same server with its own connection pool."""
+        return SupervisedLLM(self.llm.clone(), self.server, self.max_restarts)
+
     async def check(self) -> tuple[str, ...]:
         return await self.llm.check()
 

@@ -1,0 +1,71 @@
+"""The `seedbed serve` command: load indexes, open the LLM, check the keys, run the HTTP API."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import click
+
+from engine.errors import ConfigError
+
+__all__ = ["run_serve", "load_keys"]
+
+KEYS_ENV = "SEEDBED_SERVE_KEYS"
+
+
+def load_keys(key_file: Path | None) -> frozenset[str]:
+    """API keys from a file (one per line, `#` comments) and/or SEEDBED_SERVE_KEYS (comma-separated).
+
+    Raises:
+        ConfigError: the file cannot be read, or a key is shorter than 16 characters.
+    """
+    keys = [k.strip() for k in os.environ.get(KEYS_ENV, "").split(",") if k.strip()]
+    if key_file is not None:
+        try:
+            lines = Path(key_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the API key file {key_file}: {exc}") from None
+        keys += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    for number, key in enumerate(keys, start=1):
+        if len(key) < 16:
+            raise ConfigError(f"API key #{number} is {len(key)} characters; use at least 16 (e.g. `openssl rand -hex 24`)")
+    return frozenset(keys)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def run_serve(index_names, root: Path, host: str, port: int, key_file, no_auth: bool, jobs_dir: Path,
+              cors: tuple[str, ...], endpoint, use_cache: bool) -> None:
+    """Load everything, then serve until Ctrl-C. Raises ConfigError before binding on bad settings."""
+    import uvicorn
+
+    from engine.api import ServeConfig, create_app
+    from engine.index.reader import Index
+    from engine.llm.endpoint import open_llm
+
+    if no_auth and not _loopback(host):
+        raise ConfigError(f"--no-auth is only allowed on loopback, not --host {host}; give keys with --api-key-file")
+    keys = frozenset() if no_auth else load_keys(key_file)
+    if not no_auth and not keys:
+        raise ConfigError(f"no API keys: give --api-key-file FILE or {KEYS_ENV}=key1,key2 (or --no-auth on loopback)")
+    indexes = {name: Index.open(name, root) for name in index_names}
+    cache_dir = None
+    if use_cache:
+        from engine.cache import default_cache_dir
+
+        cache_dir = default_cache_dir()
+    with open_llm(endpoint) as llm:
+        job_llm = llm.clone() if hasattr(llm, "clone") else llm
+        config = ServeConfig(indexes=indexes, api_keys=keys, auth=not no_auth, jobs_dir=jobs_dir,
+                             cache_dir=cache_dir, cors_origins=tuple(cors))
+        app = create_app(config, llm, job_llm)
+        click.echo(f"serving {', '.join(indexes) or 'no index'} on http://{host}:{port} (OpenAPI: /openapi.json; "
+                   f"LLM {endpoint.describe()}; auth {'off' if no_auth else 'on'})", err=True)
+        uvicorn.run(app, host=host, port=port, log_level="warning")

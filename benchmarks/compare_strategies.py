@@ -52,6 +52,7 @@ def run_one(name: str, preset: dict, task, index, llm, args) -> dict:
         "llm_calls": m["counts"]["llm_calls"] - m["counts"]["judge_calls"], "judge_calls": m["counts"]["judge_calls"],
         "judge_agreement": verification.get("agreement", {}),
         "tokens": m["tokens"], "wall_seconds": m["wall_seconds"],
+        "reused_from_journal": m["counts"]["reused_from_journal"],  # answers of an earlier, interrupted run
     }
 
 
@@ -63,6 +64,8 @@ def table(rows: list[dict]) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in r["rejected_by_reason"].items()) or "none"
         agreement = ", ".join(f"{k} {v:.2f}" for k, v in r["judge_agreement"].items()) or "n/a"
         tokens = f"{r['tokens']['prompt_this_run']} + {r['tokens']['completion_this_run']}"
+        if r.get("reused_from_journal"):  # tokens and time then cover only the calls made in this run
+            tokens += f" (+{r['reused_from_journal']} answers reused)"
         lines.append(f"| {r['run']} | {r['kept']} ({per_label}) | {sum(r['rejected_by_reason'].values())} ({reasons}) | "
                      f"{r['llm_calls']} ({r['budget_calls']}) | {tokens} | {r['wall_seconds']:.0f} | {agreement} |")
     return "\n".join(lines)
@@ -91,16 +94,18 @@ def main() -> None:
     index = Index.open(args.index, Path(args.root))
     settings = EndpointSettings(base_url=args.base_url, model=args.model, fake=args.fake, parallel=args.concurrency)
     rows = []
+    machine = f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, Python {platform.python_version()}"
+    model = "fake" if args.fake else args.model
+    stem = RESULTS / f"compare-{task.name}-{model}-{date.today().isoformat()}"
     with open_llm(settings) as llm:
         for name in args.strategies.split(","):
             rows.append(run_one(name, presets.get(name, {}), task, index, llm, args))
-    record = {"date": date.today().isoformat(), "task": task.name, "model": "fake" if args.fake else args.model,
-              "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, Python {platform.python_version()}",
-              "per_label": args.per_label, "runs": rows}
-    stem = RESULTS / f"compare-{task.name}-{record['model']}-{record['date']}"
-    # not with_suffix: the model name has dots in it ("qwen2.5-coder-1.5b")
-    Path(f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    Path(f"{stem}.md").write_text(table(rows) + "\n", encoding="utf-8")
+            # written after every run, so a long comparison stopped half-way keeps what it measured
+            record = {"date": date.today().isoformat(), "task": task.name, "model": model, "machine": machine,
+                      "per_label": args.per_label, "runs": rows}
+            # not with_suffix: the model name has dots in it ("qwen2.5-coder-1.5b")
+            Path(f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            Path(f"{stem}.md").write_text(table(rows) + "\n", encoding="utf-8")
     print(table(rows))
     print(f"wrote {stem}.json and .md")
 

@@ -233,6 +233,8 @@ def setup(model):
 @click.option("--no-auth", is_flag=True, help="No API key needed (loopback hosts only).")
 @click.option("--jobs-dir", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True, help="Where synthesis jobs live.")
 @click.option("--cors-origin", "cors", multiple=True, help="Allow this browser origin (CORS is off by default).")
+@click.option("--dataset", "datasets", multiple=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="A finished run folder to review at /review (repeat for several).")
 @click.option("--base-url", envvar="SEEDBED_BASE_URL", help="OpenAI-compatible endpoint (default: the embedded llama.cpp server).")
 @click.option("--model", envvar="SEEDBED_MODEL", help="Model name at the endpoint, or a local catalog model.")
 @click.option("--api-key", envvar=["SEEDBED_API_KEY", "OPENAI_API_KEY"], help="API key for --base-url.")
@@ -240,13 +242,15 @@ def setup(model):
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Jobs reuse the shared LLM cache.")
 @INDEX_ROOT
 @friendly
-def serve(index_names, host, port, api_key_file, no_auth, jobs_dir, cors, base_url, model, api_key, fake, cache, root):
+def serve(index_names, host, port, api_key_file, no_auth, jobs_dir, cors, datasets, base_url, model, api_key, fake, cache,
+          root):
     """Serve search, grounded chat completions and synthesis jobs over HTTP (see /openapi.json)."""
     from engine.cli_serve import run_serve
     from engine.llm.endpoint import EndpointSettings
 
     endpoint = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake)
-    run_serve(index_names, root, host, port, api_key_file, no_auth, jobs_dir, cors, endpoint, cache and not fake)
+    run_serve(index_names, root, host, port, api_key_file, no_auth, jobs_dir, cors, endpoint, cache and not fake,
+              datasets)
 
 
 @main.command("indexes")
@@ -258,6 +262,47 @@ def indexes_cmd(root):
 
     for m in list_indexes(root):
         click.echo(f"{m.name:<24} {m.passages:>8} passages  {m.embedder} ({m.dim}-d)  dense={m.dense_kind}  updated {m.updated_at}")
+
+
+@main.command()
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--reference", required=True, type=click.Path(path_type=Path),
+              help="Human test split: every metric's human counterpart and the students' test set.")
+@click.option("--train", type=click.Path(path_type=Path), help="Human training split: the label-fidelity oracle and the gold ceiling.")
+@click.option("--text-field", default="text", show_default=True, help="Text column of the DATASETS (comma-separate to join several).")
+@click.option("--label-field", default="label", show_default=True, help="Label column of the DATASETS.")
+@click.option("--reference-text-field", help="Text column of --reference (default: --text-field; digits = positions in a headerless CSV).")
+@click.option("--reference-label-field", help="Label column of --reference (default: --label-field).")
+@click.option("--train-text-field", help="Text column of --train (default: the reference's).")
+@click.option("--train-label-field", help="Label column of --train (default: the reference's).")
+@click.option("--label-map", help="Rename labels in every file, e.g. 1=World,2=Sports,3=Business,4=Sci/Tech.")
+@click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True, help="Embedder for the semantic metrics and students.")
+@click.option("--seeds", default=5, show_default=True, type=click.IntRange(0, 100), help="Bootstrap resamples per student.")
+@click.option("--max-reference", default=4000, show_default=True, type=click.IntRange(2), help="Reference rows used (a random sample above).")
+@click.option("--entities/--no-entities", default=True, show_default=True, help="spaCy entity metrics.")
+@click.option("--html/--no-html", default=True, show_default=True, help="Also write report.html.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True, help="Folder for the report.")
+@friendly
+def bench(datasets, reference, train, text_field, label_field, reference_text_field, reference_label_field, train_text_field,
+          train_label_field, label_map, embedder, seeds, max_reference, entities, html, out):
+    """Measure DATASETS (run folders or .parquet/.jsonl/.csv files) against a human --reference split."""
+    from engine.embed import get_embedder
+    from engine.metrics.bench import BenchConfig, run_bench
+    from engine.metrics.data import load_labeled, parse_label_map
+    from engine.metrics.report import format_summary, write_report
+
+    mapping = parse_label_map(label_map)
+    ref_text, ref_label = reference_text_field or text_field, reference_label_field or label_field
+    sets = [load_labeled(path, text_field, label_field, label_map=mapping) for path in datasets]
+    human = load_labeled(reference, ref_text, ref_label, label_map=mapping, role="reference")
+    human_train = load_labeled(train, train_text_field or ref_text, train_label_field or ref_label, label_map=mapping,
+                               role="train") if train else None
+    click.echo(f"loading embedder {embedder} ...", err=True)
+    config = BenchConfig(seeds=seeds, max_reference=max_reference, entities=entities)
+    result = run_bench(sets, human, human_train, get_embedder(embedder), config, progress=lambda msg: click.echo(msg, err=True))
+    paths = write_report(out, result, html=html)
+    click.echo(format_summary(result.report))
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 if __name__ == "__main__":

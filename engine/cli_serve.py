@@ -42,7 +42,7 @@ def _loopback(host: str) -> bool:
 
 
 def run_serve(index_names, root: Path, host: str, port: int, key_file, no_auth: bool, jobs_dir: Path,
-              cors: tuple[str, ...], endpoint, use_cache: bool) -> None:
+              cors: tuple[str, ...], endpoint, use_cache: bool, datasets=()) -> None:
     """Load everything, then serve until Ctrl-C. Raises ConfigError before binding on bad settings."""
     import uvicorn
 
@@ -64,7 +64,8 @@ def run_serve(index_names, root: Path, host: str, port: int, key_file, no_auth: 
     with open_llm(endpoint) as llm:
         job_llm = llm.clone() if hasattr(llm, "clone") else llm
         config = ServeConfig(indexes=indexes, api_keys=keys, auth=not no_auth, jobs_dir=jobs_dir,
-                             cache_dir=cache_dir, cors_origins=tuple(cors))
+                             cache_dir=cache_dir, cors_origins=tuple(cors),
+                             datasets={Path(folder).resolve().name: Path(folder) for folder in datasets})
         app = create_app(config, llm, job_llm)
         click.echo(f"serving {', '.join(indexes) or 'no index'} on http://{host}:{port} (OpenAPI: /openapi.json; "
                    f"LLM {endpoint.describe()}; auth {'off' if no_auth else 'on'})", err=True)

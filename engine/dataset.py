@@ -27,11 +27,13 @@ DATASET_FILES = {
 }
 
 
-def example_row(example: Example, passage_text: str | None = None, copy_rate: float | None = None) -> dict[str, Any]:
-    """One flat output row: text, label, then provenance fields."""
+def example_row(example: Example, passage_text: str | None = None, copy_rate: float | None = None,
+                judge_label: str | None = None) -> dict[str, Any]:
+    """One flat output row: text, label, then provenance fields (and the judge's label when verified)."""
     prov = asdict(example.provenance)
     prov["sampling"] = json.dumps(prov["sampling"], sort_keys=True)
-    return {"text": example.text, "label": example.label, **prov, "passage_text": passage_text, "copy_rate": copy_rate}
+    return {"text": example.text, "label": example.label, **prov, "passage_text": passage_text, "copy_rate": copy_rate,
+            "judge_label": judge_label}
 
 
 def rejection_row(rejection: Rejection) -> dict[str, Any]:

@@ -212,7 +212,8 @@ def _check_run_identity(out: Path, task: TaskSpec, model: str, fresh: bool) -> N
 def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, started, endpoint) -> SynthResult:
     rows = [
         example_row(example, request.hit.passage.text if request.hit else None,
-                    copy_rate(example.text, request.hit.passage.text) if request.hit else None)
+                    copy_rate(example.text, request.hit.passage.text) if request.hit else None,
+                    outcomes.verdicts.get((example.provenance.request_id, example.text)))
         for example, request in outcomes.examples
     ]
     kept = Counter(example.label for example, _ in outcomes.examples)

@@ -79,6 +79,7 @@ class Outcomes:
     rounds: int = 0
     verification: dict | None = None
     stages: dict = field(default_factory=dict)
+    verdicts: dict[tuple[str, str], str | None] = field(default_factory=dict)  # (request id, text) -> judge's label
 
 
 @dataclass
@@ -326,6 +327,7 @@ class _Judge:
         verdicts = [parse_verdict(r, answers[r.id], self.task) if r.id in answers else None for r in requests]
         self.judged.extend(examples)
         self.verdicts.extend(verdicts)
+        outcomes.verdicts.update({(e.provenance.request_id, e.text): v for e, v in zip(examples, verdicts)})
         result = apply_policy(examples, verdicts, self.task.verify)
         outcomes.rejections.extend(result.rejections)
         kept = iter(result.kept)

@@ -237,3 +237,54 @@ def test_the_openai_client_works_unchanged_streaming_included(live_server):
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=live_server, api_key="wrong-wrong-wrong-wrong", max_retries=0).chat.completions.create(
             model="seedbed", messages=messages)
+
+
+# --- review --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def finished_run(hash_index, tmp_path):
+    from engine.pipeline import SynthOptions, synthesize
+    from engine.config import parse_task
+
+    out = tmp_path / "run"
+    synthesize(parse_task(TASK), hash_index.index, ScriptedLLM(), SynthOptions(out=out))
+    (out / "rejected.jsonl").write_text('{"label": "Oil", "reason": "too_long", "detail": "61 words", "raw": "long"}\n')
+    return out
+
+
+def test_review_rows_filters_and_verdicts_never_touch_the_dataset(make_client, finished_run):
+    client = make_client(datasets={"run": finished_run})
+    original = (finished_run / "dataset.jsonl").read_bytes()
+    assert client.get("/v1/datasets", headers=AUTH).json()["datasets"][0]["id"] == "run"
+    body = client.get("/v1/datasets/run/examples", headers=AUTH).json()
+    assert body["total"] == 5 and body["labels"] == ["Grain", "Oil"] and body["reasons"] == ["too_long"]
+    kept = body["rows"][0]
+    assert kept["row_id"] == "k0" and kept["passage_text"] and kept["review"] is None
+    oil = client.get("/v1/datasets/run/examples?label=Oil&reason=kept", headers=AUTH).json()["rows"]
+    assert len(oil) == 2 and all(r["label"] == "Oil" and r["status"] == "kept" for r in oil)
+    rejected = client.get("/v1/datasets/run/examples?reason=too_long", headers=AUTH).json()["rows"]
+    assert [r["row_id"] for r in rejected] == ["r0"]
+    assert client.get("/v1/datasets/run/examples?max_copy_rate=0", headers=AUTH).json()["rows"] == [
+        r for r in body["rows"] if r.get("copy_rate") == 0]
+    for verdict in ("reject", "accept"):
+        saved = client.post("/v1/datasets/run/review", headers=AUTH, json={"row_id": "k0", "verdict": verdict})
+        assert saved.status_code == 200 and saved.json()["verdict"] == verdict
+    assert client.get("/v1/datasets/run/examples", headers=AUTH).json()["rows"][0]["review"]["verdict"] == "accept"
+    assert (finished_run / "dataset.jsonl").read_bytes() == original
+    assert len((finished_run / "review.jsonl").read_text().splitlines()) == 2  # every decision kept
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"row_id": "k99", "verdict": "accept"}, 400),
+    ({"row_id": "k0", "verdict": "maybe"}, 422),
+    ({"row_id": "../x", "verdict": "accept"}, 422),
+])
+def test_bad_reviews(make_client, finished_run, body, status):
+    response = make_client(datasets={"run": finished_run}).post("/v1/datasets/run/review", headers=AUTH, json=body)
+    assert response.status_code == status and response.json()["error"]["code"]
+
+
+def test_review_page_is_served(make_client):
+    page = make_client().get("/review")
+    assert page.status_code == 200 and "Seedbed review" in page.text and "innerHTML" not in page.text

@@ -24,7 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import __version__
 from engine.api.jobs import JobManager, JobNotFound
-from engine.api.schemas import ChatRequest, JobRequest, SearchRequest
+from engine.api import review
+from engine.api.schemas import ChatRequest, JobRequest, ReviewRequest, SearchRequest
 from engine.errors import ConfigError, LLMError, LLMFatalError, SeedbedError
 from engine.ground import filter_hits, ground
 from engine.types import SamplingParams
@@ -47,6 +48,7 @@ class ServeConfig:
         cache_dir: the shared LLM cache folder jobs use (None: no cache).
         max_body_bytes: larger request bodies are refused with 413.
         cors_origins: origins allowed by CORS (none by default).
+        datasets: finished run folders to review, by name (jobs' datasets are reviewable too).
     """
 
     indexes: dict[str, Any]
@@ -56,7 +58,7 @@ class ServeConfig:
     cache_dir: Path | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     cors_origins: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, Path] = field(default_factory=dict)  # name -> a finished run's output folder
 
 
 class ApiError(Exception):
@@ -138,7 +140,39 @@ def create_app(config: ServeConfig, llm, job_llm=None) -> FastAPI:
         media = "application/x-ndjson" if format == "jsonl" else "application/vnd.apache.parquet"
         return FileResponse(path, media_type=media, filename=f"{job_id}.{format}")
 
+    @app.get("/review", include_in_schema=False)
+    def review_page():
+        return FileResponse(Path(__file__).with_name("review.html"), media_type="text/html")
+
+    @app.get("/v1/datasets", dependencies=[guard])
+    def datasets() -> dict:
+        named = [{"id": name, "kind": "run", "path": str(path)} for name, path in config.datasets.items()]
+        done = [{"id": job["id"], "kind": "job"} for job in jobs.list() if job["state"] == "done"]
+        return {"datasets": named + done}
+
+    @app.get("/v1/datasets/{dataset_id}/examples", dependencies=[guard])
+    def examples(dataset_id: str, label: str | None = None, reason: str | None = None,
+                 min_copy_rate: float | None = None, max_copy_rate: float | None = None) -> dict:
+        rows = review.load_rows(_dataset_folder(config, jobs, dataset_id))
+        chosen = review.select(rows, label, reason, min_copy_rate, max_copy_rate)
+        return {"id": dataset_id, "total": len(rows), "rows": chosen,
+                "labels": sorted({r["label"] for r in rows if r.get("label")}),
+                "reasons": sorted({r["reason"] for r in rows if r.get("reason")})}
+
+    @app.post("/v1/datasets/{dataset_id}/review", dependencies=[guard])
+    def record(dataset_id: str, body: ReviewRequest) -> dict:
+        return review.record_review(_dataset_folder(config, jobs, dataset_id), body.row_id, body.verdict, body.note)
+
     return app
+
+
+def _dataset_folder(config: ServeConfig, jobs: JobManager, dataset_id: str) -> Path:
+    if dataset_id in config.datasets:
+        return config.datasets[dataset_id]
+    job = jobs.get(dataset_id)  # JobNotFound (404) for anything else, path-like ids included
+    if job["state"] != "done":
+        raise ApiError(409, "not_ready", f"job {dataset_id} is {job['state']}; review it when it is done")
+    return jobs.folder / dataset_id / "out"
 
 
 def _lifespan(jobs: JobManager):

@@ -104,6 +104,11 @@ class JobManager:
             raise JobNotFound(f"no job {job_id!r}; list ids come from POST /v1/jobs")
         return job
 
+    def list(self) -> list[dict[str, Any]]:
+        """Every job's record, oldest first."""
+        jobs = [_read(path) for path in self.folder.glob("*/job.json")]
+        return sorted((job for job in jobs if job), key=lambda job: job.get("created", 0))
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job (what it paid for stays in its journal). Raises JobNotFound."""
         job = self.get(job_id)

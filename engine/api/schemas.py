@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["MAX_K", "MAX_QUERY_CHARS", "SearchRequest", "ChatMessage", "ChatRequest", "JobRequest"]
+__all__ = ["MAX_K", "MAX_QUERY_CHARS", "SearchRequest", "ChatMessage", "ChatRequest", "JobRequest", "ReviewRequest"]
 
 MAX_K = 100
 MAX_QUERY_CHARS = 4000
@@ -66,3 +66,12 @@ class JobRequest(BaseModel):
     task: dict[str, Any]
     index: str | None = IndexName
     max_calls: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class ReviewRequest(BaseModel):
+    """POST /v1/datasets/{id}/review: accept or reject one row (k0.. kept, r0.. rejected)."""
+
+    model_config = ConfigDict(extra="forbid")
+    row_id: str = Field(pattern=r"^[kr][0-9]{1,7}$")
+    verdict: Literal["accept", "reject"]
+    note: str = Field(default="", max_length=2000)

@@ -6,7 +6,7 @@ import asyncio
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from engine.llm.catalog import DEFAULT_MODEL
 
@@ -43,8 +43,13 @@ class EndpointSettings:
 
 
 @contextmanager
-def open_llm(settings: EndpointSettings) -> Iterator[object]:
+def open_llm(settings: EndpointSettings, *, on_retry: Callable[[Exception], None] | None = None) -> Iterator[object]:
     """Yield a ready chat LLM; the embedded server (if started) is stopped on exit, even on error.
+
+    Args:
+        settings: where the LLM lives.
+        on_retry: OpenAIChat's hook for each failed attempt it retries; pass
+            `AdaptiveLimit.on_retry` with `--concurrency auto` (the fake LLM never retries).
 
     Raises:
         LLMFatalError: the endpoint is unreachable or does not serve the model.
@@ -63,7 +68,7 @@ def open_llm(settings: EndpointSettings) -> Iterator[object]:
 
             raise ConfigError(f"--base-url {settings.base_url} needs --model (or SEEDBED_MODEL): the model name that endpoint serves")
         llm = OpenAIChat(settings.base_url, settings.model, api_key=settings.api_key or "not-needed",
-                         timeout=settings.timeout)
+                         timeout=settings.timeout, on_retry=on_retry)
         _check(llm)
         yield llm
         return
@@ -72,7 +77,8 @@ def open_llm(settings: EndpointSettings) -> Iterator[object]:
     with LocalServer.from_catalog(settings.model or DEFAULT_MODEL, ServerConfig(parallel=settings.parallel)) as server:
         from engine.llm.supervise import SupervisedLLM
 
-        llm = OpenAIChat(server.base_url, server.model, api_key=server.api_key, timeout=settings.timeout)
+        llm = OpenAIChat(server.base_url, server.model, api_key=server.api_key, timeout=settings.timeout,
+                         on_retry=on_retry)
         _check(llm)
         yield SupervisedLLM(llm, server)
 

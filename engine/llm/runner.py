@@ -3,15 +3,20 @@
 Results are handed to `on_result` as each request finishes, so the caller can write them out
 (and a crash loses at most what was in flight). A request that still fails transiently after
 the client's own retries is delivered as its LLMError; an LLMFatalError stops the whole run.
+
+The bound is either a fixed number (that many workers share the queue) or an AdaptiveLimit
+(engine/llm/adaptive.py), which a dispatcher consults before starting each request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from engine.errors import ConfigError, LLMError, LLMFatalError
+from engine.errors import ConfigError, LLMError, LLMFatalError, LLMRetryableError
+from engine.llm.adaptive import AdaptiveLimit, Ticket
 from engine.types import Completion, Request, SamplingParams
 
 __all__ = ["ChatLLM", "OnResult", "run_requests", "run_requests_sync"]
@@ -41,7 +46,7 @@ async def run_requests(
     llm: ChatLLM,
     requests: Sequence[Request],
     *,
-    concurrency: int,
+    concurrency: int | AdaptiveLimit,
     on_result: OnResult,
 ) -> None:
     """Send `requests` with at most `concurrency` in flight; deliver each result as it completes.
@@ -49,7 +54,9 @@ async def run_requests(
     Args:
         llm: the client (its own retries apply to each request).
         requests: planned requests, started in this order.
-        concurrency: how many requests may be in flight at once (match the server's slots).
+        concurrency: how many requests may be in flight at once (match the server's slots), or an
+            AdaptiveLimit that learns it; give OpenAIChat `on_retry=limit.on_retry` too, so the
+            limit sees 429s and timeouts that the client retries.
         on_result: called once per finished request with its Completion or its non-fatal LLMError.
 
     Raises:
@@ -57,6 +64,8 @@ async def run_requests(
         LLMFatalError: the endpoint failed for good; requests still in flight are cancelled,
             everything that finished before was already delivered.
     """
+    if isinstance(concurrency, AdaptiveLimit):
+        return await _run_adaptive(llm, requests, concurrency, on_result)
     if concurrency < 1:
         raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
     pending = iter(requests)
@@ -85,11 +94,50 @@ async def _call(llm: ChatLLM, request: Request) -> Completion | LLMError:
         return error
 
 
+async def _run_adaptive(llm: ChatLLM, requests: Sequence[Request], limit: AdaptiveLimit, on_result: OnResult) -> None:
+    # A dispatcher instead of workers: the number in flight follows limit.limit as it moves.
+    limit.new_run()
+    running: set[asyncio.Future[None]] = set()
+    try:
+        for request in requests:
+            while len(running) >= limit.limit:
+                running = await _reap(running)
+            # The ticket is taken now, not when the task first runs, so it records the epoch
+            # (the limit) this request was dispatched under.
+            running.add(asyncio.ensure_future(_limited_call(llm, request, limit, limit.ticket(), on_result)))
+        while running:
+            running = await _reap(running)
+    except BaseException:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        raise
+
+
+async def _reap(running: set[asyncio.Future[None]]) -> set[asyncio.Future[None]]:
+    """Wait for at least one request to finish; re-raise the first failure (fatal, or from on_result)."""
+    done, still_running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        task.result()  # the caller cancels the rest, and collects any other errors, when this raises
+    return still_running
+
+
+async def _limited_call(llm: ChatLLM, request: Request, limit: AdaptiveLimit, ticket: Ticket, on_result: OnResult) -> None:
+    limit.bind(ticket)  # this task's own context: the client's on_retry hook finds it there
+    started = time.perf_counter()
+    result = await _call(llm, request)
+    if isinstance(result, LLMRetryableError):
+        limit.record_failure(ticket)
+    elif not isinstance(result, LLMError):
+        limit.record_success(time.perf_counter() - started, ticket)
+    on_result(request, result)
+
+
 def run_requests_sync(
     llm: ChatLLM,
     requests: Sequence[Request],
     *,
-    concurrency: int,
+    concurrency: int | AdaptiveLimit,
     on_result: OnResult,
 ) -> None:
     """Blocking wrapper around `run_requests` for callers without an event loop (the CLI).

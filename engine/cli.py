@@ -121,7 +121,9 @@ def search(name, query, k, mode, as_json, root):
 @click.option("--base-url", envvar="SEEDBED_BASE_URL", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: the embedded llama.cpp server).")
 @click.option("--model", envvar="SEEDBED_MODEL", help="Model name at the endpoint, or a local catalog model (see `seedbed models`).")
 @click.option("--api-key", envvar=["SEEDBED_API_KEY", "OPENAI_API_KEY"], help="API key for --base-url (or SEEDBED_API_KEY).")
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 256), help="Requests in flight.")
+@click.option("--concurrency", default="auto", show_default=True,
+              help="Requests in flight: a number, or auto (adaptive for --base-url endpoints: starts at 4, rises while "
+                   "throughput rises and latency holds, backs off on 429s and timeouts; the embedded server uses 4 slots).")
 @click.option("--structured/--no-structured", default=True, show_default=True, help="Ask for JSON through a JSON schema.")
 @click.option("--fresh", is_flag=True, help="Accept a changed task spec in an existing --out folder.")
 @click.option("--fake", is_flag=True, help="Use the deterministic scripted LLM (offline plumbing checks; not real data).")
@@ -280,16 +282,19 @@ def indexes_cmd(root):
 @click.option("--seeds", default=5, show_default=True, type=click.IntRange(0, 100), help="Bootstrap resamples per student.")
 @click.option("--max-reference", default=4000, show_default=True, type=click.IntRange(2), help="Reference rows used (a random sample above).")
 @click.option("--entities/--no-entities", default=True, show_default=True, help="spaCy entity metrics.")
+@click.option("--embed-cache/--no-embed-cache", default=True, show_default=True,
+              help="Keep embeddings across runs (SEEDBED_EMBED_CACHE_DIR), so the human splits are embedded once.")
 @click.option("--html/--no-html", default=True, show_default=True, help="Also write report.html.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True, help="Folder for the report.")
 @friendly
 def bench(datasets, reference, train, text_field, label_field, reference_text_field, reference_label_field, train_text_field,
-          train_label_field, label_map, embedder, seeds, max_reference, entities, html, out):
+          train_label_field, label_map, embedder, seeds, max_reference, entities, embed_cache, html, out):
     """Measure DATASETS (run folders or .parquet/.jsonl/.csv files) against a human --reference split."""
     from engine.embed import get_embedder
     from engine.metrics.bench import BenchConfig, run_bench
     from engine.metrics.data import load_labeled, parse_label_map
     from engine.metrics.report import format_summary, write_report
+    from engine.metrics.vectors import EmbeddingCache
 
     mapping = parse_label_map(label_map)
     ref_text, ref_label = reference_text_field or text_field, reference_label_field or label_field
@@ -299,7 +304,13 @@ def bench(datasets, reference, train, text_field, label_field, reference_text_fi
                                role="train") if train else None
     click.echo(f"loading embedder {embedder} ...", err=True)
     config = BenchConfig(seeds=seeds, max_reference=max_reference, entities=entities)
-    result = run_bench(sets, human, human_train, get_embedder(embedder), config, progress=lambda msg: click.echo(msg, err=True))
+    model = get_embedder(embedder)
+    cache = EmbeddingCache() if embed_cache and not model.id.startswith("hash-") else None  # hashing beats a lookup
+    try:
+        result = run_bench(sets, human, human_train, model, config, progress=lambda msg: click.echo(msg, err=True), cache=cache)
+    finally:
+        if cache is not None:
+            cache.close()
     paths = write_report(out, result, html=html)
     click.echo(format_summary(result.report))
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -35,7 +35,7 @@ class Budget:
     prices: tuple[float, float] | None = None  # (input, output) per million tokens
 
 
-def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_key, concurrency: int,
+def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_key, concurrency: int | str,
               structured: bool, fresh: bool, fake: bool, overrides: Overrides, root: Path,
               budget: Budget = Budget(), use_cache: bool = True) -> SynthResult:
     """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
@@ -46,7 +46,14 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
 
     task = overrides.apply(load_task(task_path))
     index = Index.open(index_name, root) if index_name else None
-    settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=max(1, min(concurrency, 8)))
+    from engine.llm.adaptive import AdaptiveLimit, parse_concurrency
+
+    concurrency = parse_concurrency(concurrency, start=4, max=32)
+    if isinstance(concurrency, AdaptiveLimit) and not base_url:
+        concurrency = 4  # the embedded server (and the fake) has a fixed number of slots: fill them
+    adaptive = concurrency if isinstance(concurrency, AdaptiveLimit) else None
+    slots = max(1, min(concurrency if isinstance(concurrency, int) else 8, 8))
+    settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=slots)
     click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
                f"strategy {task.strategy}, index {_describe(index)}, LLM {settings.describe()}", err=True)
     options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured,
@@ -58,10 +65,12 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
             from engine.cache import LLMCache
 
             options = dataclasses.replace(options, cache=stack.enter_context(LLMCache()))
-        llm = stack.enter_context(open_llm(settings))
+        llm = stack.enter_context(open_llm(settings, on_retry=adaptive.on_retry if adaptive else None))
         bar = stack.enter_context(_ProgressBar())
         result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe())
     print_summary(result)
+    if adaptive:
+        click.echo(f"concurrency {adaptive.describe()}, peak {adaptive.peak}")
     if result.failed:
         from engine.errors import LLMError
 

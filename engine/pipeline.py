@@ -53,7 +53,8 @@ class SynthOptions:
 
     Args:
         out: output folder (created; re-running into it resumes).
-        concurrency: requests in flight (match the server's parallel slots).
+        concurrency: requests in flight (match the server's parallel slots), or an
+            `engine.llm.adaptive.AdaptiveLimit` that adapts it (kept across rounds and stages).
         fresh: accept a changed task spec in an existing output folder.
         structured_output: ask the endpoint for JSON through a JSON schema.
         overgenerate: retrieve this many times the passages needed, to top up rejected examples.
@@ -69,7 +70,7 @@ class SynthOptions:
     """
 
     out: Path
-    concurrency: int = 4
+    concurrency: Any = 4  # int, or an AdaptiveLimit
     fresh: bool = False
     structured_output: bool = False
     overgenerate: float = 2.0
@@ -248,7 +249,7 @@ def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, 
         "retrieval": retrieval,
         "verification": outcomes.verification,
         "stages": outcomes.stages,
-        "options": {"concurrency": options.concurrency, "structured_output": options.structured_output,
+        "options": {"concurrency": options.concurrency if isinstance(options.concurrency, int) else options.concurrency.describe(), "structured_output": options.structured_output,
                     "overgenerate": options.overgenerate, "max_rounds": options.max_rounds,
                     "max_calls": options.max_calls, "max_tokens_total": options.max_tokens_total,
                     "max_cost": options.max_cost, "prices_per_million": options.prices,

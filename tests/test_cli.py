@@ -445,3 +445,19 @@ def test_a_folder_that_is_not_an_index_is_not_replaced(tmp_path):
 
 def test_setup_with_an_unknown_model_fails_before_building():
     assert_clean_error(invoke("setup", "--model", "no-such-model"), "no-such-model")
+
+
+def test_adaptive_concurrency_against_a_throttling_endpoint(built, tmp_path):
+    from engine.llm.fake_server import FakeOpenAIServer
+
+    root, task, _ = built
+    out = tmp_path / "out"
+    with FakeOpenAIServer(capacity=2, overload_retry_after=0.05, latency=0.02) as server:
+        result = invoke("synth", task, "--index", "news", "--out", out, "--root", root, "--base-url", server.base_url,
+                        "--model", "fake-model", "--concurrency", "auto", "--no-structured")
+    assert result.exit_code == 0, result.output
+    assert "kept 4 examples" in result.stdout and "concurrency auto(1..32" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["options"]["concurrency"].startswith("auto(") and manifest["counts"]["failed"] == 0
+    bad = invoke("synth", task, "--index", "news", "--out", tmp_path / "o2", "--root", root, "--fake", "--concurrency", "many")
+    assert_clean_error(bad, "concurrency", "'many'", "auto")

@@ -319,3 +319,10 @@ def test_a_prompt_longer_than_the_context_is_a_per_request_error_not_fatal(messa
         complete(client)
     assert not isinstance(caught.value, (LLMFatalError, LLMRetryableError))
     assert len(server.requests) == 1 and sleeps == []  # not retried: it would fail the same way
+
+
+def test_lone_surrogates_in_an_answer_become_replacement_characters():
+    client, _ = make(FakeServer(lambda request: httpx2.Response(
+        200, content=json.dumps(chat_body("cut mid-emoji \ud83d")).encode("ascii"), headers={"content-type": "application/json"})))
+    text = complete(client).text
+    assert text.startswith("cut mid-emoji ") and text.encode("utf-8")  # writable as UTF-8

@@ -164,7 +164,7 @@ class OpenAIChat:
                 choices = getattr(chunk, "choices", None) or []
                 piece = getattr(getattr(choices[0], "delta", None), "content", None) if choices else None
                 if piece:
-                    yield piece
+                    yield _valid_unicode(piece)
         except LLMError:
             raise
         except Exception as exc:  # mapped like any transport failure; unknown ones re-raised by _classify
@@ -290,7 +290,7 @@ def _response_format(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _to_completion(response: Any, messages: list[dict[str, str]], model: str) -> Completion:
     choice = response.choices[0]
-    text = getattr(choice.message, "content", None) or ""
+    text = _valid_unicode(getattr(choice.message, "content", None) or "")
     usage = getattr(response, "usage", None)
     prompt_tokens = getattr(usage, "prompt_tokens", None)
     if prompt_tokens is None:
@@ -303,6 +303,18 @@ def _to_completion(response: Any, messages: list[dict[str, str]], model: str) ->
         completion_tokens=completion_tokens if completion_tokens is not None else estimate_tokens(text),
         finish_reason=getattr(choice, "finish_reason", None) or "stop",
     )
+
+
+def _valid_unicode(text: str) -> str:
+    """Replace lone surrogates (a model cut off mid-emoji can send one as a JSON escape) with U+FFFD.
+
+    Python strings hold them, but no UTF-8 file (journal, dataset) can: they would fail the write.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _server_message(exc: Any) -> str:

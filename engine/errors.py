@@ -10,7 +10,8 @@
     │   ├── LLMRetryableError     timeouts, resets, 429, 5xx: worth another try
     │   ├── LLMFatalError         401, 400, unreachable after retries: stop the run
     │   └── LLMPromptTooLongError one prompt exceeds the context window: reject that request only
-    └── RuntimeSetupError         the embedded llama.cpp server or a model cannot be prepared
+    ├── RuntimeSetupError         the embedded llama.cpp server or a model cannot be prepared
+    └── MetricUnavailable         a benchmark metric cannot be computed on this input (the report says why)
 
 Library code raises these; only the CLI and the server turn them into exit codes or HTTP
 statuses. Every message says what was wrong, the value received, and how to fix it.
@@ -30,6 +31,7 @@ __all__ = [
     "LLMFatalError",
     "LLMPromptTooLongError",
     "RuntimeSetupError",
+    "MetricUnavailable",
 ]
 
 
@@ -79,3 +81,7 @@ class LLMPromptTooLongError(LLMError):
 
 class RuntimeSetupError(SeedbedError):
     """The embedded llama.cpp server or a local model cannot be built, verified or started."""
+
+
+class MetricUnavailable(SeedbedError):
+    """A metric cannot be computed for a stated reason (too few samples, one label): reported, not fatal."""

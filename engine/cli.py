@@ -126,6 +126,8 @@ def search(name, query, k, mode, as_json, root):
                    "throughput rises and latency holds, backs off on 429s and timeouts; the embedded server uses 4 slots).")
 @click.option("--structured/--no-structured", default=True, show_default=True, help="Ask for JSON through a JSON schema.")
 @click.option("--fresh", is_flag=True, help="Accept a changed task spec in an existing --out folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (re-running the same command does the same); "
+              "an error if --out holds no run.")
 @click.option("--fake", is_flag=True, help="Use the deterministic scripted LLM (offline plumbing checks; not real data).")
 @click.option("-n", "--examples-per-label", type=click.IntRange(1), help="Override the task's examples_per_label.")
 @click.option("--max-calls", type=click.IntRange(0), help="Budget of new LLM calls for generation; stops cleanly there (resumable).")
@@ -138,11 +140,17 @@ def search(name, query, k, mode, as_json, root):
 @click.option("--verify", type=click.Choice(["drop", "relabel", "keep", "off"]), help="Override the task's label verification.")
 @INDEX_ROOT
 @friendly
-def synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, examples_per_label,
+def synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, resume, fake, examples_per_label,
           max_calls, max_tokens_total, max_cost, price_in, price_out, cache, strategy, verify, root):
     """Synthesize a labelled dataset for TASK (a YAML/TOML spec) from an index."""
     from engine.cli_synth import Budget, Overrides, run_synth
 
+    if resume and fresh:
+        raise click.UsageError("--resume continues the run in --out; --fresh replaces it: give one of them")
+    if resume and not (out / "run.json").exists():
+        from engine.errors import ConfigError
+
+        raise ConfigError(f"--resume: {out} holds no run to continue (no run.json); drop --resume to start one")
     if (price_in is None) != (price_out is None):
         raise click.UsageError("give both --price-in and --price-out (per million tokens), or neither")
     overrides = Overrides(examples_per_label, strategy, "" if verify == "off" else verify)
@@ -290,6 +298,9 @@ def indexes_cmd(root):
 def bench(datasets, reference, train, text_field, label_field, reference_text_field, reference_label_field, train_text_field,
           train_label_field, label_map, embedder, seeds, max_reference, entities, embed_cache, html, out):
     """Measure DATASETS (run folders or .parquet/.jsonl/.csv files) against a human --reference split."""
+    # Before torch loads OpenMP: idle threads sleep instead of spinning. On 2 busy cores this made
+    # embedding 1.45x faster (400 AG News texts: 19 s -> 13 s); not yet measured on an idle machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from engine.embed import get_embedder
     from engine.metrics.bench import BenchConfig, run_bench
     from engine.metrics.data import load_labeled, parse_label_map

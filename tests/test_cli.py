@@ -461,3 +461,13 @@ def test_adaptive_concurrency_against_a_throttling_endpoint(built, tmp_path):
     assert manifest["options"]["concurrency"].startswith("auto(") and manifest["counts"]["failed"] == 0
     bad = invoke("synth", task, "--index", "news", "--out", tmp_path / "o2", "--root", root, "--fake", "--concurrency", "many")
     assert_clean_error(bad, "concurrency", "'many'", "auto")
+
+
+def test_resume_needs_a_run_to_continue(built, tmp_path):
+    root, task, _ = built
+    out = tmp_path / "out"
+    missing = invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root, "--resume")
+    assert_clean_error(missing, "--resume", "no run to continue")
+    assert invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root).exit_code == 0
+    resumed = invoke("synth", task, "--index", "news", "--out", out, "--fake", "--root", root, "--resume")
+    assert resumed.exit_code == 0 and "LLM calls 0 (+4 reused from the journal" in resumed.stdout

@@ -288,7 +288,8 @@ def indexes_cmd(root):
 @click.option("--label-map", help="Rename labels in every file, e.g. 1=World,2=Sports,3=Business,4=Sci/Tech.")
 @click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True, help="Embedder for the semantic metrics and students.")
 @click.option("--seeds", default=5, show_default=True, type=click.IntRange(0, 100), help="Bootstrap resamples per student.")
-@click.option("--max-reference", default=4000, show_default=True, type=click.IntRange(2), help="Reference rows used (a random sample above).")
+@click.option("--max-reference", default=2000, show_default=True, type=click.IntRange(2),
+              help="Reference rows the students are tested on (a stratified random sample above).")
 @click.option("--entities/--no-entities", default=True, show_default=True, help="spaCy entity metrics.")
 @click.option("--embed-cache/--no-embed-cache", default=True, show_default=True,
               help="Keep embeddings across runs (SEEDBED_EMBED_CACHE_DIR), so the human splits are embedded once.")

@@ -303,7 +303,8 @@ def bench(datasets, reference, train, text_field, label_field, reference_text_fi
     # embedding 1.45x faster (400 AG News texts: 19 s -> 13 s); not yet measured on an idle machine.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from engine.embed import get_embedder
-    from engine.metrics.bench import BenchConfig, run_bench
+    from engine.metrics.bench import BenchConfig
+    from engine.pipeline import bench as pipeline_bench
     from engine.metrics.data import load_labeled, parse_label_map
     from engine.metrics.report import format_summary, write_report
     from engine.metrics.vectors import EmbeddingCache
@@ -319,7 +320,8 @@ def bench(datasets, reference, train, text_field, label_field, reference_text_fi
     model = get_embedder(embedder)
     cache = EmbeddingCache() if embed_cache and not model.id.startswith("hash-") else None  # hashing beats a lookup
     try:
-        result = run_bench(sets, human, human_train, model, config, progress=lambda msg: click.echo(msg, err=True), cache=cache)
+        result = pipeline_bench(sets, human, human_train, model, config, progress=lambda msg: click.echo(msg, err=True),
+                                cache=cache)
     finally:
         if cache is not None:
             cache.close()

@@ -30,7 +30,7 @@ from engine.refine import Outcomes, Progress, make_ask, run_rounds
 from engine.strategies.base import get_strategy
 from engine.types import Hit, TaskSpec
 
-__all__ = ["index", "search", "prepare", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
+__all__ = ["index", "search", "bench", "prepare", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
 
 RUN_FILE = "run.json"
 
@@ -45,6 +45,13 @@ def index(corpus, name, embedder, root=Path("indexes"), options=None, add=False,
 def search(name: str, query: str, k: int = 10, mode: str = "hybrid", root: Path = Path("indexes"), embedder=None) -> list[Hit]:
     """Ranked passages of index `name` for `query`."""
     return Index.open(name, root, embedder=embedder).search(query, k=k, mode=mode)
+
+
+def bench(datasets, reference, train, embedder, config=None, **kwargs):
+    """Measure synthetic datasets against human splits (see engine.metrics.bench.run_bench)."""
+    from engine.metrics.bench import BenchConfig, run_bench
+
+    return run_bench(datasets, reference, train, embedder, config or BenchConfig(), **kwargs)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ def write_dataset(out: Path, rows: list[dict[str, Any]], rejected: list[dict[str
         {kind: path} of the files written.
     """
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(out)
     paths = {kind: out / name for kind, name in DATASET_FILES.items()}
     frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(schema={"text": pl.Utf8, "label": pl.Utf8})
     _atomic(paths["parquet"], lambda tmp: frame.write_parquet(tmp))
@@ -64,6 +65,13 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Delete temp files a killed run left behind (the run holds the folder's lock, so no live writer owns them)."""
+    for tmp in out.glob(".*.tmp-*"):
+        if tmp.is_file() and not tmp.name.endswith(f".tmp-{os.getpid()}"):
+            tmp.unlink(missing_ok=True)
 
 
 def _atomic(path: Path, write) -> None:

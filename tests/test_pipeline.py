@@ -239,3 +239,14 @@ def test_a_prompt_too_long_for_the_context_is_rejected_and_topped_up_not_fatal(h
     assert result.rejected.get("prompt_too_long") == 1 and result.failed == 0
     rejected = [r for r in jsonl(tmp_path / "out" / "rejected.jsonl") if r["reason"] == "prompt_too_long"]
     assert [r["label"] for r in rejected] == ["Grain"] and "context window" in rejected[0]["detail"]
+
+
+def test_temp_files_of_a_killed_run_are_cleaned_up(hash_index, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".dataset.jsonl.tmp-999999", out / ".manifest.json.tmp-999998"]
+    for path in stale:
+        path.write_text("half-written")
+    run(hash_index, out)
+    assert not any(path.exists() for path in stale)
+    assert not list(out.glob(".*.tmp-*"))

@@ -255,6 +255,11 @@ class _Capped:
     def __init__(self, llm, progress: Progress):
         self.llm, self.progress, self.model = llm, progress, llm.model
 
+    async def release_loop(self) -> None:
+        release = getattr(self.llm, "release_loop", None)
+        if release is not None:
+            await release()
+
     async def complete(self, messages, params, json_schema=None) -> Completion:
         need = (estimate_tokens("".join(m["content"] for m in messages)), params.max_tokens or 0)
         if self.progress.would_pass_cap(*need):

@@ -145,3 +145,21 @@ def test_async_entry_point_works_inside_a_loop():
 def test_both_llms_satisfy_the_protocol():
     assert isinstance(ScriptedLLM(), ChatLLM)
     assert isinstance(OpenAIChat("http://127.0.0.1:1/v1", "m"), ChatLLM)
+
+
+def test_blocking_runs_close_their_connections_in_their_own_event_loop(capfd):
+    # Each run_requests_sync is its own asyncio.run: a connection pool left open would be
+    # garbage-collected inside a later loop and print "Event loop is closed" tracebacks.
+    import gc
+
+    from engine.llm.client import OpenAIChat
+    from engine.llm.fake_server import FakeOpenAIServer
+
+    answers = []
+    with FakeOpenAIServer() as server:
+        llm = OpenAIChat(server.base_url, "fake-model", max_retries=0)
+        for _ in range(3):
+            run_requests_sync(llm, make_requests(3), concurrency=2, on_result=lambda r, res: answers.append(res))
+            gc.collect()
+    assert len(answers) == 9 and all(a.text for a in answers)
+    assert "Event loop is closed" not in capfd.readouterr().err

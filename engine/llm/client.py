@@ -116,6 +116,16 @@ class OpenAIChat:
             await self._sdk.close()
             self._sdk = None
 
+    async def release_loop(self) -> None:
+        """Close the connections opened in the running event loop before it ends (not an injected client).
+
+        `run_requests_sync` calls this at the end of each `asyncio.run`: a pool left open would be
+        garbage-collected later inside another loop and log "Event loop is closed" tracebacks.
+        """
+        if self._sdk is not None and self._http_client is None and self._sdk_loop is asyncio.get_running_loop():
+            await self._sdk.close()
+            self._sdk = None
+
     def _client(self) -> Any:
         # Built lazily and per event loop: connection pools belong to the loop that opened them,
         # and callers may run several asyncio.run() calls with one client.

@@ -133,6 +133,15 @@ async def _limited_call(llm: ChatLLM, request: Request, limit: AdaptiveLimit, ti
     on_result(request, result)
 
 
+async def _run_and_release(llm: ChatLLM, requests: Sequence[Request], concurrency, on_result: OnResult) -> None:
+    try:
+        await run_requests(llm, requests, concurrency=concurrency, on_result=on_result)
+    finally:
+        release = getattr(llm, "release_loop", None)  # connection pools must close in the loop that opened them
+        if release is not None:
+            await release()
+
+
 def run_requests_sync(
     llm: ChatLLM,
     requests: Sequence[Request],
@@ -149,5 +158,5 @@ def run_requests_sync(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_requests(llm, requests, concurrency=concurrency, on_result=on_result))
+        return asyncio.run(_run_and_release(llm, requests, concurrency, on_result))
     raise RuntimeError("run_requests_sync was called inside a running event loop; use `await run_requests(...)`")

@@ -88,6 +88,9 @@ class SupervisedLLM:
         """A supervised client of the same server with its own connection pool."""
         return SupervisedLLM(self.llm.clone(), self.server, self.max_restarts)
 
+    async def release_loop(self) -> None:
+        await self.llm.release_loop()
+
     async def check(self) -> tuple[str, ...]:
         return await self.llm.check()
 

@@ -93,13 +93,19 @@ def main() -> None:
         presets.update(yaml.safe_load(Path(args.options).read_text(encoding="utf-8")) or {})
     index = Index.open(args.index, Path(args.root))
     settings = EndpointSettings(base_url=args.base_url, model=args.model, fake=args.fake, parallel=args.concurrency)
-    rows = []
+    rows: list[dict] = []
+    measured: list[dict] = []
     machine = f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, Python {platform.python_version()}"
     model = "fake" if args.fake else args.model
     stem = RESULTS / f"compare-{task.name}-{model}-{date.today().isoformat()}"
+    earlier = []  # runs recorded today by an earlier invocation, kept unless re-run now
+    if Path(f"{stem}.json").exists():
+        earlier = json.loads(Path(f"{stem}.json").read_text(encoding="utf-8")).get("runs", [])
+    names = args.strategies.split(",")
     with open_llm(settings) as llm:
-        for name in args.strategies.split(","):
-            rows.append(run_one(name, presets.get(name, {}), task, index, llm, args))
+        for name in names:
+            measured.append(run_one(name, presets.get(name, {}), task, index, llm, args))
+            rows = [r for r in earlier if r["run"] not in names] + measured
             # written after every run, so a long comparison stopped half-way keeps what it measured
             record = {"date": date.today().isoformat(), "task": task.name, "model": model, "machine": machine,
                       "per_label": args.per_label, "runs": rows}

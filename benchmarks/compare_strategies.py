@@ -11,7 +11,8 @@ Usage:
       [--model qwen2.5-coder-1.5b] [--fake]
 
 Per-strategy options (e.g. attrprompt's attributes) come from `--options FILE` (YAML mapping of
-run name -> {strategy, strategy_options}); `synthesizrr-retricl` is predefined.
+run name -> {strategy, strategy_options, sampling}; `sampling` overrides the task's sampling for that
+run); `synthesizrr-retricl` is predefined.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def run_one(name: str, preset: dict, task, index, llm, args) -> dict:
+    sampling = dataclasses.replace(task.sampling, **preset.get("sampling", {}))  # e.g. oneshot's per-call max_tokens
     spec = dataclasses.replace(task, strategy=preset.get("strategy", name), examples_per_label=args.per_label,
-                               strategy_options=preset.get("strategy_options", {}), verify="keep")
+                               strategy_options=preset.get("strategy_options", {}), verify="keep", sampling=sampling)
     budget = int(len(task.labels) * args.per_label * args.budget_factor)
     options = SynthOptions(out=Path(args.out) / name, concurrency=args.concurrency, structured_output=True,
                            max_calls=budget, fresh=True)
@@ -46,7 +48,7 @@ def run_one(name: str, preset: dict, task, index, llm, args) -> dict:
     m = result.manifest
     verification = m.get("verification") or {}
     return {
-        "run": name, "strategy": spec.strategy, "options": spec.strategy_options, "budget_calls": budget,
+        "run": name, "strategy": spec.strategy, "options": spec.strategy_options, "sampling": preset.get("sampling", {}), "budget_calls": budget,
         "kept": m["counts"]["kept"], "kept_per_label": m["counts"]["kept_per_label"],
         "rejected_by_reason": m["counts"]["rejected_by_reason"], "failed": m["counts"]["failed"],
         "llm_calls": m["counts"]["llm_calls"] - m["counts"]["judge_calls"], "judge_calls": m["counts"]["judge_calls"],

@@ -426,3 +426,12 @@ def test_pipeline_runs_oneshot_end_to_end_with_self_reference_and_resumes(tmp_pa
     again = ScriptedLLM(respond=writer())
     rerun = synthesize(task, None, again, SynthOptions(out=tmp_path / "run", concurrency=1))
     assert again.calls == [] and rerun.kept == result.kept
+
+
+def test_setup_warns_when_max_tokens_cannot_hold_a_call_of_examples(caplog):
+    # 5 examples of up to 60 words need about 5 * (90 + 20) = 550 tokens: 600 is enough, 128 is not
+    strategy().setup(TASK, {}, lambda r: {}, Path("."))
+    assert "max_tokens" not in caplog.text
+    small = dataclasses.replace(TASK, sampling=SamplingParams(temperature=0.9, max_tokens=128))
+    strategy().setup(small, {}, lambda r: {}, Path("."))
+    assert "sampling.max_tokens=128" in caplog.text and "raise sampling.max_tokens to 550" in caplog.text

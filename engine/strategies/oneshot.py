@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,9 @@ DEFAULT_TEMPLATE = "oneshot/generate"
 SELF_REFERENCE_MODES = ("random", "diverse", "similar", "none")
 MAX_PER_CALL = 20
 MAX_REFERENCES = 10
+log = logging.getLogger(__name__)
+TOKENS_PER_WORD = 1.5  # English words per BPE token, rounded up for names and numbers
+JSON_TOKENS_PER_OBJECT = 20  # braces, keys, quotes and the label field of one object
 _CUT = ("truncated", "the server stopped at max_tokens inside this object; raise max_tokens or lower per_call")
 
 
@@ -97,6 +101,13 @@ class OneShot(LabelOnlyStrategy):
     def setup(self, task, templates, ask, workdir) -> dict[str, Any]:
         """Check the example against the task and load the embedder now, before any LLM call."""
         self._label_values(task)
+        # One call answers `per_call` examples, so max_tokens is for all of them; too small truncates most calls.
+        need = self.per_call * (round(task.output.max_words * TOKENS_PER_WORD) + JSON_TOKENS_PER_OBJECT)
+        if task.sampling.max_tokens < need:
+            log.warning("oneshot: sampling.max_tokens=%d is for one call of %d examples of up to %d words, which can "
+                        "take about %d tokens; raise sampling.max_tokens to %d or lower strategy_options.per_call, "
+                        "or most answers end cut off (rejection 'truncated')", task.sampling.max_tokens,
+                        self.per_call, task.output.max_words, need, need)
         if self.self_reference in ("diverse", "similar"):
             self._embed()
         return {"self_reference": self.self_reference, "embedder": self._embedder.id if self._embedder else None}

@@ -32,6 +32,8 @@ def example_row(example: Example, passage_text: str | None = None, copy_rate: fl
     """One flat output row: text, label, then provenance fields (and the judge's label when verified)."""
     prov = asdict(example.provenance)
     prov["sampling"] = json.dumps(prov["sampling"], sort_keys=True)
+    # a JSON string, like sampling: the keys differ by strategy, and Parquet columns need one type
+    prov["grounding"] = json.dumps(prov["grounding"], sort_keys=True, ensure_ascii=False) if prov["grounding"] else None
     return {"text": example.text, "label": example.label, **prov, "passage_text": passage_text, "copy_rate": copy_rate,
             "judge_label": judge_label}
 

@@ -147,6 +147,9 @@ class Provenance:
     prompt_tokens: int
     completion_tokens: int
     request_id: str = ""
+    # What a label-only request was grounded in instead of a passage: attrprompt's drawn attributes,
+    # targen's context and seed ({name: value}); None when there is nothing beyond the passage.
+    grounding: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,9 @@ class Request:
     hit: Hit | None = None
     sample_index: int = 0
     json_schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # (name, value) pairs the messages were built from besides a passage, for provenance; the
+    # messages already hold them, so they are not part of the id.
+    grounding: tuple[tuple[str, str], ...] = field(default=(), compare=False, hash=False)
 
     def chat_messages(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]

@@ -431,6 +431,9 @@ def test_pipeline_end_to_end_resumes_for_free_and_reuses_the_attributes(tmp_path
     assert setup["removed"]["subtopic"]["HUM"][0]["value"] == "famous birthplaces"
     assert len(result.manifest["stages"]["review"]["attributes_by_request"]) == 9
     assert (tmp_path / "run" / ATTRIBUTES_FILE).is_file()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "dataset.jsonl").read_text().splitlines()]
+    drawn = result.manifest["stages"]["review"]["attributes_by_request"]
+    assert all(json.loads(row["grounding"]) == dict(drawn[row["request_id"]]) for row in rows)  # per-row provenance
     again = ScriptedLLM(respond=responder())
     synthesize(task, None, again, SynthOptions(out=tmp_path / "run", concurrency=1))
     assert again.calls == []  # setup and generation come from the journal

@@ -407,6 +407,10 @@ def test_targen_runs_through_the_pipeline_and_a_rerun_costs_nothing(tmp_path):
     assert result.rejected == {"self_correction_dropped": dropped}
     frame = pl.read_parquet(tmp_path / "run" / "dataset.parquet")
     assert len(frame) == len(generations) - dropped and not any("seed 2" in t for t in frame["text"])
+    pool = json.loads((tmp_path / "run" / SEEDS_FILE).read_text())["contexts"]
+    pairs = {(c["context"], seed) for c in pool for seed in c["seeds"]}
+    grounding = [json.loads(g) for g in frame["grounding"]]
+    assert all((g["context"], g["seed"]) in pairs for g in grounding) and len({g["seed"] for g in grounding}) > 1
     assert min(result.kept.values()) >= 5 or manifest["counts"]["rounds"] == 5
     for text, label in zip(frame["text"], frame["label"]):
         written_as = "positive" if "wonderful" in text else "negative"

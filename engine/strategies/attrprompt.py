@@ -248,7 +248,7 @@ class AttrPrompt(LabelOnlyStrategy):
                    "requirements": "\n".join(f"{i}. {d[:1].upper()}{d[1:]}: {v}" for i, (d, v) in enumerate(draw, 1))}
         sampling = dataclasses.replace(task.sampling, seed=derive_seed(task.seed, self.name, label.name, index))
         schema = ANSWER_SCHEMA if self.structured_output else None
-        return render_request(self.name, label.name, chosen, context, sampling, index, schema)
+        return render_request(self.name, label.name, chosen, context, sampling, index, schema, grounding=draw)
 
     def parse(self, request: Request, completion: Completion, task: TaskSpec) -> Example | Rejection:
         """Clean the answer and run the per-answer filters; a rejection's detail names the drawn attributes."""

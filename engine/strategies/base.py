@@ -232,6 +232,7 @@ def build_provenance(request: Request, completion: Completion) -> Provenance:
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
         request_id=request.id,
+        grounding=dict(request.grounding) or None,
     )
 
 

@@ -108,6 +108,7 @@ def render_request(
     sample_index: int = 0,
     schema: dict[str, Any] | None = None,
     hit: Hit | None = None,
+    grounding: tuple[tuple[str, str], ...] = (),
 ) -> Request:
     """One Request: `templates` rendered from `context`, its id a content hash of `step` and all that
     decides the answer (messages, sampling, sample index, JSON schema)."""
@@ -123,4 +124,5 @@ def render_request(
         hit=hit,
         sample_index=sample_index,
         json_schema=schema,
+        grounding=grounding,
     )

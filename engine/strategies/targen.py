@@ -188,7 +188,8 @@ class TarGEN(LabelOnlyStrategy):
                    "context": self.pool.contexts[pair[0]], "instance_seed": self.pool.seeds[pair[0]][pair[1]]}
         sampling = dataclasses.replace(task.sampling, seed=derive_seed(task.seed, self.name, label.name, index))
         schema = ANSWER_SCHEMA if self.structured_output else None
-        return render_request(self.name, label.name, chosen, context, sampling, index, schema)
+        grounding = (("context", context["context"]), ("seed", context["instance_seed"]))
+        return render_request(self.name, label.name, chosen, context, sampling, index, schema, grounding=grounding)
 
     def parse(self, request: Request, completion: Completion, task: TaskSpec) -> Example | Rejection:
         """Clean the answer and run the per-answer filters (there is no passage to compare with)."""

@@ -131,6 +131,7 @@ def value(node, *path):
 ROWS = [  # (column, path into a run's metrics, ending before the synthetic/human side)
     ("Self-BLEU-4", ("lexical", "self_bleu_4"), ()),
     ("distinct-2", ("lexical", "distinct_2"), ()),
+    ("mean length (words)", ("lexical", "length"), ("mean",)),
     ("mean cosine", ("semantic", "mean_pairwise_cosine"), ()),
     ("Vendi", ("semantic", "vendi_score"), ()),
     ("class separability", ("semantic", "class_separability"), ()),

@@ -319,16 +319,25 @@ class _Judge:
     def check(self, pairs: list[tuple[Example, Request]], outcomes: Outcomes) -> list[tuple[Example, Request]]:
         """Apply the task's policy to `pairs`; dropped ones become rejections in `outcomes`.
 
-        A judge call that failed after retries counts as an unreadable verdict.
+        A judge call that failed after retries counts as an unreadable verdict. An example whose judge
+        call the token or cost cap held back is held back with it (its generation request goes to
+        `outcomes.unsent`), so a re-run with a larger cap checks it instead of dropping it.
         """
         from engine.verify import apply_policy, parse_verdict, plan_verification
 
         if not pairs:
             return []
-        examples = [example for example, _ in pairs]
-        requests = plan_verification(self.task, examples, self.template, self.options.structured_output)
+        requests = plan_verification(self.task, [example for example, _ in pairs], self.template,
+                                     self.options.structured_output)
         answers = call_all(requests, self.llm, self.journal, self.options.concurrency, self.progress,
                            self.on_progress, budgeted=False)
+        held = [r.id in self.progress.unsent for r in requests]
+        outcomes.unsent.extend(request for (_, request), h in zip(pairs, held) if h)
+        pairs = [pair for pair, h in zip(pairs, held) if not h]
+        requests = [r for r, h in zip(requests, held) if not h]
+        examples = [example for example, _ in pairs]
+        if not pairs:
+            return []
         verdicts = [parse_verdict(r, answers[r.id], self.task) if r.id in answers else None for r in requests]
         self.judged.extend(examples)
         self.verdicts.extend(verdicts)

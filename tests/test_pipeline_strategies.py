@@ -102,3 +102,33 @@ def test_a_call_budget_stops_cleanly_and_a_larger_one_continues(tmp_path):
     result = synthesize(TASK, None, second, SynthOptions(out=out, concurrency=1, max_calls=10))
     assert len(second.calls) == 2 and result.reused == 4  # only the requests the budget held back
     assert result.kept == {"Oil": 3, "Grain": 3} and result.manifest["counts"]["unsent_over_budget"] == 0
+
+
+def test_a_token_cap_holds_back_unjudged_examples_instead_of_dropping_them(tmp_path):
+    def agreeing_judge():
+        written = {"n": 0}
+
+        def respond(messages):
+            prompt = messages[-1]["content"]
+            if "Traders watch" in prompt:  # a judge request: agrees with the label written
+                return "Oil" if " oil " in prompt.splitlines()[-1] else "Grain"
+            written["n"] += 1
+            topic = "oil" if "crude oil" in prompt else "grain"
+            return f"Traders watch {topic} markets closely in week number {written['n']}"
+
+        return respond
+
+    task = dataclasses.replace(TASK, verify="drop")
+    whole = ScriptedLLM(respond=agreeing_judge())
+    synthesize(task, None, whole, SynthOptions(out=tmp_path / "whole", concurrency=1))
+    capped_llm = ScriptedLLM(respond=agreeing_judge())
+    # room for the 6 generation calls and a few judge calls, counted at their max_tokens
+    capped = synthesize(task, None, capped_llm, SynthOptions(out=tmp_path / "run", concurrency=1, max_tokens_total=1800))
+    judged = sum("Traders watch" in c.messages[-1][1] for c in capped_llm.calls)
+    assert 0 < judged < 6 and capped.rejected == {}  # no unjudged example counted as an unreadable verdict
+    assert sum(capped.kept.values()) == judged and capped.manifest["counts"]["unsent_over_token_or_cost_cap"] > 0
+    resumed_llm = ScriptedLLM(respond=agreeing_judge())
+    resumed = synthesize(task, None, resumed_llm, SynthOptions(out=tmp_path / "run", concurrency=1))
+    assert len(resumed_llm.calls) == len(whole.calls) - len(capped_llm.calls)  # only the judge calls held back
+    assert resumed.kept == {"Oil": 3, "Grain": 3} and resumed.rejected == {}
+    assert pl.read_parquet(tmp_path / "run" / "dataset.parquet").equals(pl.read_parquet(tmp_path / "whole" / "dataset.parquet"))

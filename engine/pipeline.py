@@ -65,7 +65,8 @@ class SynthOptions:
         fresh: accept a changed task spec in an existing output folder.
         structured_output: ask the endpoint for JSON through a JSON schema.
         overgenerate: retrieve this many times the passages needed, to top up rejected examples.
-        max_rounds: how many times labels short of examples are topped up.
+        max_rounds: rounds of generation, the first included (later ones top up labels short of
+            examples); a strategy that spreads its plan over several rounds (oneshot's `rounds_of`) gets those on top.
         max_calls: a budget of new LLM calls for generation (verification excluded); the run
             stops cleanly there and a re-run with a larger budget continues.
         prompts_dir: an alternative prompts folder.

@@ -95,7 +95,8 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
     """Plan, call, parse, review and verify in rounds until every label has its examples.
 
     Review (e.g. TarGEN's self-correction) and label verification run on each round's new
-    examples, so what they drop or move is replaced in the next round, up to `max_rounds`.
+    examples, so what they drop or move is replaced in the next round. There are up to
+    `max_rounds` rounds, plus the extra rounds a strategy spreads its plan over (oneshot's `rounds_of`).
     """
     outcomes = Outcomes()
     deduper = Deduper()
@@ -103,7 +104,7 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
     judge = _Judge(task, llm, journal, options, progress, on_progress) if task.verify else None
     state = _Plan(want={s.name: task.examples_per_label for s in task.labels}, cursor={s.name: 0 for s in task.labels})
     reviews = []
-    for _ in range(options.max_rounds):
+    for _ in range(options.max_rounds + strategy.planned_rounds(task) - 1):
         if progress.unsent:  # the call budget is spent: stop planning
             break
         history = [example for example, _ in outcomes.examples]

@@ -435,3 +435,15 @@ def test_setup_warns_when_max_tokens_cannot_hold_a_call_of_examples(caplog):
     small = dataclasses.replace(TASK, sampling=SamplingParams(temperature=0.9, max_tokens=128))
     strategy().setup(small, {}, lambda r: {}, Path("."))
     assert "sampling.max_tokens=128" in caplog.text and "raise sampling.max_tokens to 550" in caplog.text
+
+
+def test_rounds_of_spreads_the_plan_without_eating_the_top_up_rounds(tmp_path):
+    # 9 per label at 3 per call and 1 request per round: 3 planned rounds; the broken first answer
+    # needs one top-up. max_rounds=2 allows one top-up on top of the planned rounds.
+    task = dataclasses.replace(TASK, examples_per_label=9,
+                               strategy_options={**OPTIONS, "per_call": 3, "rounds_of": 1})
+    assert get_strategy("oneshot", **task.strategy_options).planned_rounds(task) == 3
+    result = synthesize(task, None, ScriptedLLM(respond=writer()), SynthOptions(out=tmp_path / "run", concurrency=1, max_rounds=2))
+    assert result.kept == {"yes": 9, "no": 9}
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["counts"]["rounds"] == 4

@@ -137,6 +137,11 @@ class Strategy(ABC):
         (used by self-referencing methods)."""
         raise NotImplementedError(f"strategy {self.name!r} plans from retrieved passages, not from counts")
 
+    def planned_rounds(self, task: TaskSpec) -> int:
+        """Rounds the strategy spreads one full plan over (oneshot's `rounds_of`); the pipeline's
+        top-up rounds come on top of these, so a throttled plan is not cut short by them."""
+        return 1
+
     def review(self, task: TaskSpec, examples: list[tuple[Example, Request]], ask: Ask) -> Review:
         """Check or correct the kept examples after generation (e.g. TarGEN's self-correction).
 

@@ -143,6 +143,11 @@ class OneShot(LabelOnlyStrategy):
         pool = self._pool(history, label, self._label_values(task)) if self.self_reference != "none" else []
         return tuple(obj for obj, _ in self._draw(task, label, sample_index, pool, self._vectors(pool)))
 
+    def planned_rounds(self, task: TaskSpec) -> int:
+        """With `rounds_of`, a label's requests are spread over ceil(requests / rounds_of) rounds."""
+        requests = -(-task.examples_per_label // self.per_call)
+        return max(1, -(-requests // self.rounds_of)) if self.rounds_of else 1
+
     def _batch_sizes(self, wanted: int) -> list[int]:
         full, rest = divmod(wanted, self.per_call)
         sizes = [self.per_call] * full + ([rest] if rest else [])

@@ -3,7 +3,8 @@
 For each strategy: examples kept (per label), rejection reasons, LLM calls, tokens, wall time, and
 the agreement of an LLM label judge (`verify: keep`, so it only measures; its calls are outside the
 budget). One embedded llama-server (or one endpoint) serves all runs. Results go to
-benchmarks/results/compare-<task>-<model>-<date>.json and .md.
+benchmarks/results/compare-<task>-<model>-<date>.json and .md; runs recorded earlier the same day,
+or in the file given with `--merge`, are kept unless re-run (each row carries its date).
 
 Usage:
   python benchmarks/compare_strategies.py --task benchmarks/tasks/ag_news.yaml --index reuters-sample \
@@ -48,7 +49,7 @@ def run_one(name: str, preset: dict, task, index, llm, args) -> dict:
     m = result.manifest
     verification = m.get("verification") or {}
     return {
-        "run": name, "strategy": spec.strategy, "options": spec.strategy_options, "sampling": preset.get("sampling", {}), "budget_calls": budget,
+        "run": name, "date": date.today().isoformat(), "strategy": spec.strategy, "options": spec.strategy_options, "sampling": preset.get("sampling", {}), "budget_calls": budget,
         "kept": m["counts"]["kept"], "kept_per_label": m["counts"]["kept_per_label"],
         "rejected_by_reason": m["counts"]["rejected_by_reason"], "failed": m["counts"]["failed"],
         "llm_calls": m["counts"]["llm_calls"] - m["counts"]["judge_calls"], "judge_calls": m["counts"]["judge_calls"],
@@ -59,7 +60,8 @@ def run_one(name: str, preset: dict, task, index, llm, args) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | kept (per label) | rejected (reasons) | generation calls (budget) | tokens in + out (all calls) | wall s (all calls) | judge agreement |",
+    dated = len({r.get("date") for r in rows}) > 1  # rows merged from an earlier day's results
+    lines = [("| run (date) " if dated else "| run ") + "| kept (per label) | rejected (reasons) | generation calls (budget) | tokens in + out (all calls) | wall s (all calls) | judge agreement |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         per_label = ", ".join(f"{k} {v}" for k, v in r["kept_per_label"].items())
@@ -68,7 +70,8 @@ def table(rows: list[dict]) -> str:
         tokens = f"{r['tokens']['prompt_this_run']} + {r['tokens']['completion_this_run']}"
         if r.get("reused_from_journal"):  # tokens and time then cover only the calls made in this run
             tokens += f" (+{r['reused_from_journal']} answers reused)"
-        lines.append(f"| {r['run']} | {r['kept']} ({per_label}) | {sum(r['rejected_by_reason'].values())} ({reasons}) | "
+        run = f"{r['run']} ({r.get('date', '?')})" if dated else r["run"]
+        lines.append(f"| {run} | {r['kept']} ({per_label}) | {sum(r['rejected_by_reason'].values())} ({reasons}) | "
                      f"{r['llm_calls']} ({r['budget_calls']}) | {tokens} | {r['wall_seconds']:.0f} | {agreement} |")
     return "\n".join(lines)
 
@@ -86,6 +89,8 @@ def main() -> None:
     parser.add_argument("--base-url", default=None)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--out", default=f"runs/compare-{date.today().isoformat()}")
+    parser.add_argument("--merge", metavar="RESULTS_JSON",
+                        help="an earlier day's results file: its runs not re-run now are kept (with their date)")
     parser.add_argument("--fake", action="store_true", help="scripted LLM: checks the plumbing, not the methods")
     args = parser.parse_args()
 
@@ -100,9 +105,15 @@ def main() -> None:
     machine = f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, Python {platform.python_version()}"
     model = "fake" if args.fake else args.model
     stem = RESULTS / f"compare-{task.name}-{model}-{date.today().isoformat()}"
-    earlier = []  # runs recorded today by an earlier invocation, kept unless re-run now
-    if Path(f"{stem}.json").exists():
-        earlier = json.loads(Path(f"{stem}.json").read_text(encoding="utf-8")).get("runs", [])
+    earlier = []  # runs recorded today by an earlier invocation (or in --merge), kept unless re-run now
+    sources = ([Path(args.merge)] if args.merge else []) + [p for p in [Path(f"{stem}.json")] if p.exists()]
+    for path in sources:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        if (recorded.get("task"), recorded.get("model"), recorded.get("per_label")) != (task.name, model, args.per_label):
+            raise SystemExit(f"{path}: task, model or per-label differ from this run "
+                             f"({recorded.get('task')}, {recorded.get('model')}, {recorded.get('per_label')}); merge like with like")
+        runs = [{"date": recorded.get("date"), **r} for r in recorded.get("runs", [])]
+        earlier = [r for r in earlier if r["run"] not in {x["run"] for x in runs}] + runs
     names = args.strategies.split(",")
     with open_llm(settings) as llm:
         for name in names:

@@ -123,6 +123,7 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
         outcomes.rejections.extend(review.rejections)
         new = judge.check(review.kept, outcomes) if judge else review.kept
         outcomes.examples[start:] = new
+        _trim_surplus(task, outcomes)
         state.want = _still_wanted(task, outcomes)
     outcomes.stages["review"] = reviews[0] if len(reviews) == 1 else reviews
     if judge:
@@ -154,6 +155,21 @@ def _collect(task, strategy, requests, answers, deduper, outcomes: Outcomes, pro
             else:
                 outcomes.examples.append((result, request))
                 state.want[result.label] = state.want.get(result.label, 0) - 1
+
+
+def _trim_surplus(task: TaskSpec, outcomes: Outcomes) -> None:
+    """Keep at most `examples_per_label` per label: examples that a review or the judge moved into a
+    label that already has its examples become `surplus` rejections (the earliest are kept)."""
+    have: dict[str, int] = {}
+    kept = []
+    for example, request in outcomes.examples:
+        have[example.label] = have.get(example.label, 0) + 1
+        if have[example.label] <= task.examples_per_label:
+            kept.append((example, request))
+        else:
+            outcomes.rejections.append(Rejection(example.label, "surplus", example.text,
+                                                 "relabelled into a label that already had its examples", example.provenance))
+    outcomes.examples[:] = kept
 
 
 def _still_wanted(task: TaskSpec, outcomes: Outcomes) -> dict[str, int]:

@@ -41,7 +41,8 @@ def prompt(messages) -> str:
 
 
 def writer(contexts=CONTEXTS, corrector=None, seed_answer=None):
-    """A fake model for every TarGEN step; `corrector(text, label) -> answer` scripts self-correction."""
+    """A fake model for every TarGEN step; `corrector(text, written_as) -> answer` scripts self-correction
+    (self-correction is not told the label, so the fake reads it off the text it wrote)."""
 
     def respond(messages):
         text = prompt(messages)
@@ -53,9 +54,10 @@ def writer(contexts=CONTEXTS, corrector=None, seed_answer=None):
                 return seed_answer(context)
             n = int(re.search(r"List (\d+) instance seeds", text).group(1))
             return "\n".join(f"- A viewer watches the {context.lower()} film, seed {i}" for i in range(1, n + 1))
-        if "was written to have the label" in text:
-            label = re.search(r'label "(\w+)"', text).group(1)
-            return corrector(text.rsplit("Text:\n", 1)[1], label) if corrector else label
+        if "against the definition of every label" in text:
+            body = text.rsplit("Text:\n", 1)[1]
+            written_as = "positive" if "wonderful" in body else "negative"
+            return corrector(body, written_as) if corrector else written_as
         label = re.search(r'for the label "(\w+)"', text).group(1)
         seed = re.search(r"^Seed: (.*)$", text, re.M).group(1)
         word = "wonderful" if label == "positive" else "dreadful"
@@ -345,7 +347,7 @@ def test_review_keeps_relabels_and_drops_and_reports_each_example(tmp_path):
     assert report["examples"][1]["request_id"] == pairs[1][0].provenance.request_id
 
 
-def test_correction_requests_are_greedy_show_every_label_and_the_assigned_one(tmp_path):
+def test_correction_requests_are_greedy_show_every_label_but_not_the_assigned_one(tmp_path):
     strategy, templates, _, _ = ready(tmp_path=tmp_path)
     asker = Asker(ScriptedLLM(respond=writer()))
     strategy.review(TASK, generated(strategy, templates, [GOOD]), asker)
@@ -353,7 +355,7 @@ def test_correction_requests_are_greedy_show_every_label_and_the_assigned_one(tm
     text = prompt(check.messages)
     assert check.sampling.temperature == 0.0 and check.template_id == CORRECT
     assert "1. positive: positive sentiment" in text and "2. negative: negative sentiment" in text
-    assert 'was written to have the label "positive"' in text and text.endswith(GOOD)
+    assert "positive" not in text.split("Labels:")[0] and text.endswith(GOOD)  # blind: no label to agree with
     assert [role for role, _ in check.messages] == ["system", "user"]
     again = Asker(ScriptedLLM(respond=writer()))
     strategy.review(TASK, generated(strategy, templates, [GOOD]), again)
@@ -418,3 +420,17 @@ def test_targen_runs_through_the_pipeline_and_a_rerun_costs_nothing(tmp_path):
     again = ScriptedLLM(respond=writer(corrector=corrector))
     rerun = synthesize(task, None, again, SynthOptions(out=tmp_path / "run", concurrency=1))
     assert again.calls == [] and rerun.kept == result.kept
+
+
+def test_relabelled_examples_never_push_a_label_past_its_target(tmp_path):
+    # self-correction moves every example written from seed 1 into "positive": "positive" keeps its
+    # target and no more, the rest are surplus rejections, and "negative" is topped up to its target
+    def corrector(text, written_as):
+        return "positive" if "seed 1" in text else written_as
+
+    task = dataclasses.replace(TASK, examples_per_label=4, strategy_options={"contexts": 3, "seeds_per_context": 3})
+    result = synthesize(task, None, ScriptedLLM(respond=writer(corrector=corrector)), SynthOptions(out=tmp_path / "run", concurrency=1))
+    assert result.kept == {"positive": 4, "negative": 4}
+    assert result.rejected.get("surplus", 0) >= 1
+    surplus = [json.loads(line) for line in (tmp_path / "run" / "rejected.jsonl").read_text().splitlines()]
+    assert all(r["label"] == "positive" for r in surplus if r["reason"] == "surplus")

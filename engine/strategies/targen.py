@@ -5,7 +5,8 @@ seeds within each context, and writes both to `targen_seeds.json`. `plan_counts`
 request in one (context, seed) pair and asks for an example of one label. The pair depends on the
 task seed and the sample index only, so at a given sample index every label is written from the
 same seed and no context carries a label signal. `review` asks the LLM (greedy) which label each
-kept example fits, then keeps, relabels or drops it. Every stage request is content-addressed, so
+kept example fits (without telling it the label the example was written for), then keeps,
+relabels or drops it. Every stage request is content-addressed, so
 a re-run into the same folder is answered from the journal.
 """
 
@@ -219,7 +220,7 @@ class TarGEN(LabelOnlyStrategy):
 
     def _correct_request(self, task: TaskSpec, example: Example, template: Template) -> Request:
         labels = "\n".join(f"{i}. {s.name}: {s.verbalization}" for i, s in enumerate(task.labels, start=1))
-        context = {"output_kind": task.output.kind, "labels": labels, "label": example.label,
+        context = {"output_kind": task.output.kind, "labels": labels,
                    "answer_format": "json" if self.structured_output else "text", "text": example.text.strip()}
         sampling = dataclasses.replace(CORRECT_SAMPLING, seed=derive_seed(task.seed, self.name, "correct"))
         schema = _verdict_schema(task) if self.structured_output else None

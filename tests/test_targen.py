@@ -107,7 +107,7 @@ def test_registry_builds_targen_with_defaults():
 
 @pytest.mark.parametrize(("option", "value"), [
     ("contexts", 0), ("contexts", 51), ("contexts", "6"), ("seeds_per_context", True), ("seeds_per_context", 2.5),
-    ("self_correct", "yes"), ("context_hint", ""), ("context_hint", 3),
+    ("self_correct", "yes"), ("context_hint", ""), ("context_hint", 3), ("seed_hint", " "), ("seed_hint", None),
 ])
 def test_bad_options_are_config_errors_naming_option_and_value(option, value):
     with pytest.raises(ConfigError, match=rf"targen option {option}={re.escape(repr(value))}"):
@@ -434,3 +434,13 @@ def test_relabelled_examples_never_push_a_label_past_its_target(tmp_path):
     assert result.rejected.get("surplus", 0) >= 1
     surplus = [json.loads(line) for line in (tmp_path / "run" / "rejected.jsonl").read_text().splitlines()]
     assert all(r["label"] == "positive" for r in surplus if r["reason"] == "surplus")
+
+
+def test_the_hints_say_what_a_context_and_a_seed_are(tmp_path):
+    strategy = TarGEN(contexts=1, seeds_per_context=1, context_hint="a news outlet and a region",
+                      seed_hint="a town, a day and named people, with no event")
+    asker = Asker(ScriptedLLM(respond=writer(contexts=("A daily in Ohio",))))
+    strategy.setup(TASK, strategy.load_templates(TASK), asker, tmp_path)
+    contexts_prompt, seeds_prompt = (prompt(batch[0].messages) for batch in asker.batches[:2])
+    assert "By a context we mean a news outlet and a region." in contexts_prompt
+    assert "describes a town, a day and named people, with no event:" in seeds_prompt

@@ -40,6 +40,7 @@ MAX_LIST_REQUESTS = 3  # per list: the first request, then follow-ups for a shor
 MAX_ITEMS = 50
 ITEMS = ListStyle(max_words=60)  # contexts and seeds: a longer "item" is prose the model wrote around its list
 DEFAULT_CONTEXT_HINT = "the settings, subjects or situations in which such a text is typically written"
+DEFAULT_SEED_HINT = "a specific, concrete situation a text in this context could be about"
 # Greedy decoding: a verdict should not change between runs.
 CORRECT_SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=64, seed=0)
 _NONE = "none"
@@ -55,6 +56,9 @@ class TarGEN(LabelOnlyStrategy):
         seeds_per_context: how many instance seeds setup asks for per context (1..50).
         self_correct: run the self-correction review (keep, relabel or drop each example).
         context_hint: what a context is for this task, e.g. "a film genre with an era or setting".
+        seed_hint: what an instance seed is for this task; for a topic task, one that names people and
+            a place but no event (what happens is the label's to decide), e.g. "a place, a date and
+            the people involved, with no event".
 
     Raises:
         ConfigError: an option of the wrong type or out of range.
@@ -63,14 +67,16 @@ class TarGEN(LabelOnlyStrategy):
     name = NAME
 
     def __init__(self, structured_output: bool = False, contexts: int = 6, seeds_per_context: int = 5,
-                 self_correct: bool = True, context_hint: str = DEFAULT_CONTEXT_HINT):
+                 self_correct: bool = True, context_hint: str = DEFAULT_CONTEXT_HINT, seed_hint: str = DEFAULT_SEED_HINT):
         self.contexts = int_option(self.name, "contexts", contexts, MAX_ITEMS)
         self.seeds_per_context = int_option(self.name, "seeds_per_context", seeds_per_context, MAX_ITEMS)
         check_flags(self.name, self_correct=self_correct, structured_output=structured_output)
-        if not isinstance(context_hint, str) or not context_hint.strip():
-            raise ConfigError(f"targen option context_hint={context_hint!r} is not allowed; give a non-empty phrase, "
-                              "e.g. 'a film genre with an era or setting'")
-        self.structured_output, self.self_correct, self.context_hint = structured_output, self_correct, context_hint.strip()
+        for option, value, example in (("context_hint", context_hint, "a film genre with an era or setting"),
+                                       ("seed_hint", seed_hint, "a place, a date and the people involved, with no event")):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"targen option {option}={value!r} is not allowed; give a non-empty phrase, e.g. {example!r}")
+        self.structured_output, self.self_correct = structured_output, self_correct
+        self.context_hint, self.seed_hint = context_hint.strip(), seed_hint.strip()
         self.pool: SeedPool | None = None  # set by setup; plan_counts draws from it
         self._templates: dict[str, Template] = {}
 
@@ -148,7 +154,7 @@ class TarGEN(LabelOnlyStrategy):
                       known: list[str], want: int, attempt: int) -> Request:
         count = want - len(known)
         context = {"task_description": task.description or task.name, "output_kind": task.output.kind,
-                   "context_hint": self.context_hint, "count": count, "avoid": "some" if known else "none",
+                   "context_hint": self.context_hint, "seed_hint": self.seed_hint, "count": count, "avoid": "some" if known else "none",
                    "known": "\n".join(f"- {item}" for item in known),
                    "answer_format": "json" if self.structured_output else "text", **job}
         per_item = 40 if step == CONTEXTS else 64

@@ -43,13 +43,14 @@ def run_one(name: str, preset: dict, task, index, llm, args) -> dict:
                                strategy_options=preset.get("strategy_options", {}), verify="keep", sampling=sampling)
     budget = int(len(task.labels) * args.per_label * args.budget_factor)
     options = SynthOptions(out=Path(args.out) / name, concurrency=args.concurrency, structured_output=True,
-                           max_calls=budget, fresh=True)
+                           max_calls=budget, max_rounds=args.max_rounds, fresh=True)
     print(f"== {name}: {len(task.labels)} labels x {args.per_label}, budget {budget} calls", flush=True)
     result = synthesize(spec, index, llm, options, endpoint=args.model)
     m = result.manifest
     verification = m.get("verification") or {}
     return {
         "run": name, "date": date.today().isoformat(), "strategy": spec.strategy, "options": spec.strategy_options, "sampling": preset.get("sampling", {}), "budget_calls": budget,
+        "max_rounds": args.max_rounds,
         "kept": m["counts"]["kept"], "kept_per_label": m["counts"]["kept_per_label"],
         "rejected_by_reason": m["counts"]["rejected_by_reason"], "failed": m["counts"]["failed"],
         "llm_calls": m["counts"]["llm_calls"] - m["counts"]["judge_calls"], "judge_calls": m["counts"]["judge_calls"],
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--options", help="YAML: run name -> {strategy, strategy_options}")
     parser.add_argument("--per-label", type=int, default=25)
     parser.add_argument("--budget-factor", type=float, default=1.6, help="calls allowed per wanted example")
+    parser.add_argument("--max-rounds", type=int, default=10,
+                        help="rounds of generation and top-ups per run (the budget, not this, should end a run)")
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--base-url", default=None)
     parser.add_argument("--concurrency", type=int, default=4)

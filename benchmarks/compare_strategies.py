@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import platform
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def main() -> None:
                         help="an earlier day's results file: its runs not re-run now are kept (with their date)")
     parser.add_argument("--fake", action="store_true", help="scripted LLM: checks the plumbing, not the methods")
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="lancedb fork support")  # as the CLI: llama-server forks, then execs
 
     task = load_task(args.task)
     presets = dict(PRESETS)

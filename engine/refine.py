@@ -121,6 +121,8 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
         review = strategy.review(task, new, ask)
         reviews.append(review.report)
         outcomes.rejections.extend(review.rejections)
+        for _, request, check in review.held:  # unchecked: retried by a re-run, like a failed or unsent request
+            (outcomes.unsent if check.id in progress.unsent else outcomes.failed).append(request)
         new = judge.check(review.kept, outcomes) if judge else review.kept
         outcomes.examples[start:] = new
         _trim_surplus(task, outcomes)

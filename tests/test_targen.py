@@ -323,7 +323,7 @@ def generated(strategy, templates, texts):
     return [(strategy.parse(r, answer(t), TASK), r) for r, t in zip(requests, texts)]
 
 
-def test_review_keeps_relabels_and_drops_and_reports_each_example(tmp_path):
+def test_review_keeps_relabels_drops_holds_and_reports_each_example(tmp_path):
     strategy, templates, _, _ = ready(tmp_path=tmp_path)
     texts = [f"{GOOD} Case {name}." for name in ("keep", "flip", "none", "mumble", "lost")]
     verdicts = {"keep": "positive", "flip": "Label: negative", "none": "None of the labels.", "mumble": "hmm, hard to say"}
@@ -336,15 +336,28 @@ def test_review_keeps_relabels_and_drops_and_reports_each_example(tmp_path):
     review = strategy.review(TASK, pairs, asker)
     assert [(e.text.split("Case ")[1], e.label) for e, _ in review.kept] == [("keep.", "positive"), ("flip.", "negative")]
     assert review.kept[1][0].provenance == pairs[1][0].provenance and review.kept[1][1] is pairs[1][1]
-    assert [r.reason for r in review.rejections] == ["self_correction_dropped"] * 3
-    assert ["none of the labels" in r.detail or "no single label" in r.detail or "failed" in r.detail
-            for r in review.rejections] == [True] * 3
+    assert [r.reason for r in review.rejections] == ["self_correction_dropped"] * 2
+    assert ["none of the labels" in r.detail or "no single label" in r.detail for r in review.rejections] == [True] * 2
+    # the check that got no answer neither keeps nor drops its example: a re-run checks it
+    assert [(e.text.split("Case ")[1], request) for e, request, _ in review.held] == [("lost.", pairs[4][1])]
     report = review.report
-    assert (report["checked"], report["kept"], report["relabelled"], report["dropped"]) == (5, 1, 1, 3)
+    assert (report["checked"], report["kept"], report["relabelled"], report["dropped"], report["held_unchecked"]) == (4, 1, 1, 2, 1)
     assert report["relabelled_by_pair"] == {"positive->negative": 1}
-    assert report["dropped_by_cause"] == {"failed": 1, "none": 1, "unreadable": 1}
-    assert [r["action"] for r in report["examples"]] == ["kept", "relabelled", "dropped", "dropped", "dropped"]
+    assert report["dropped_by_cause"] == {"none": 1, "unreadable": 1}
+    assert [r["action"] for r in report["examples"]] == ["kept", "relabelled", "dropped", "dropped", "held"]
     assert report["examples"][1]["request_id"] == pairs[1][0].provenance.request_id
+
+
+def test_self_correction_over_the_budget_holds_examples_back_instead_of_dropping_them(tmp_path):
+    # 2 setup calls + 4 generations + 2 checks fit a budget of 8: two examples go unchecked
+    task = dataclasses.replace(TASK, examples_per_label=2, strategy_options={"contexts": 1, "seeds_per_context": 2})
+    run = tmp_path / "run"
+    result = synthesize(task, None, ScriptedLLM(respond=writer()), SynthOptions(out=run, concurrency=1, max_calls=8))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert result.rejected == {} and sum(result.kept.values()) == 2
+    assert manifest["counts"]["unsent_over_budget"] == 2 and manifest["stages"]["review"]["held_unchecked"] == 2
+    again = synthesize(task, None, ScriptedLLM(respond=writer()), SynthOptions(out=run, concurrency=1, max_calls=20))
+    assert again.kept == {"positive": 2, "negative": 2} and again.rejected == {}
 
 
 def test_correction_requests_are_greedy_show_every_label_but_not_the_assigned_one(tmp_path):

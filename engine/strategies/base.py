@@ -15,7 +15,7 @@ import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,11 +58,17 @@ Ask = Callable[[Sequence[Request]], dict[str, Completion]]
 
 @dataclass(frozen=True)
 class Review:
-    """What a review stage kept, what it rejected, and what it reports."""
+    """What a review stage kept, what it rejected, and what it reports.
+
+    `held` lists (example, its request, the review's own request) for examples the review could not
+    check because its call got no answer (failed after retries, or held back by the budget): they
+    are neither kept nor rejected, so a re-run checks them.
+    """
 
     kept: list[tuple[Example, Request]]
     rejections: list[Rejection]
     report: dict[str, Any]
+    held: list[tuple[Example, Request, Request]] = field(default_factory=list)
 
 
 class Strategy(ABC):

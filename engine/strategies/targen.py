@@ -206,15 +206,21 @@ class TarGEN(LabelOnlyStrategy):
 
     def review(self, task: TaskSpec, examples: list[tuple[Example, Request]], ask: Ask) -> Review:
         """Ask which label each example fits: keep it (its own), relabel it (another) or drop it (none,
-        an unreadable answer, or a failed request) with reason `self_correction_dropped`."""
+        or an unreadable answer) with reason `self_correction_dropped`. An example whose check got
+        no answer (failed after retries, or over the budget) is held: a re-run checks it."""
         if not self.self_correct:
             return Review(list(examples), [], {"self_correction": "off"})
         template = self._templates.get(CORRECT) or load_template(CORRECT)
         checks = [self._correct_request(task, example, template) for example, _ in examples]
         answers = ask(checks) if checks else {}
-        kept, rejections, records = [], [], []
+        kept, rejections, records, held = [], [], [], []
         for (example, request), check in zip(examples, checks):
-            verdict, cause = _verdict(check, answers.get(check.id), task)
+            if check.id not in answers:  # failed or over the budget: neither kept nor dropped, a re-run checks it
+                held.append((example, request, check))
+                records.append({"request_id": example.provenance.request_id, "label": example.label,
+                                "verdict": None, "action": "held", "cause": "unanswered"})
+                continue
+            verdict, cause = _verdict(check, answers[check.id], task)
             records.append({"request_id": example.provenance.request_id, "label": example.label,
                             "verdict": verdict, "action": cause[0], "cause": cause[1]})
             if cause[0] == "dropped":
@@ -222,7 +228,7 @@ class TarGEN(LabelOnlyStrategy):
                                             _DROP_DETAIL[cause[1]], example.provenance))
             else:
                 kept.append((dataclasses.replace(example, label=verdict) if cause[0] == "relabelled" else example, request))
-        return Review(kept, rejections, _review_report(records))
+        return Review(kept, rejections, _review_report(records), held)
 
     def _correct_request(self, task: TaskSpec, example: Example, template: Template) -> Request:
         labels = "\n".join(f"{i}. {s.name}: {s.verbalization}" for i, s in enumerate(task.labels, start=1))
@@ -236,14 +242,11 @@ class TarGEN(LabelOnlyStrategy):
 _DROP_DETAIL = {
     "none": "self-correction found that the text fits none of the labels",
     "unreadable": "self-correction's answer named no single label",
-    "failed": "the self-correction request failed after retries; a re-run retries it",
 }
 
 
-def _verdict(check: Request, completion: Completion | None, task: TaskSpec) -> tuple[str | None, tuple[str, str]]:
+def _verdict(check: Request, completion: Completion, task: TaskSpec) -> tuple[str | None, tuple[str, str]]:
     """(label named or None, (action, cause)); never raises."""
-    if completion is None:
-        return None, ("dropped", "failed")
     if _says_none(completion.text):
         return None, ("dropped", "none")
     verdict = parse_verdict(check, completion, task)
@@ -271,8 +274,8 @@ def _review_report(records: list[dict[str, Any]]) -> dict[str, Any]:
     actions = Counter(r["action"] for r in records)
     moves = Counter(f"{r['label']}->{r['verdict']}" for r in records if r["action"] == "relabelled")
     dropped = Counter(r["cause"] for r in records if r["action"] == "dropped")
-    return {"self_correction": "on", "checked": len(records), "kept": actions["kept"],
-            "relabelled": actions["relabelled"], "relabelled_by_pair": dict(sorted(moves.items())),
+    return {"self_correction": "on", "checked": len(records) - actions["held"], "kept": actions["kept"],
+            "held_unchecked": actions["held"], "relabelled": actions["relabelled"], "relabelled_by_pair": dict(sorted(moves.items())),
             "dropped": actions["dropped"], "dropped_by_cause": dict(sorted(dropped.items())), "examples": records}
 
 

@@ -123,7 +123,8 @@ def main() -> None:
     with open_llm(settings) as llm:
         for name in names:
             measured.append(run_one(name, presets.get(name, {}), task, index, llm, args))
-            rows = [r for r in earlier if r["run"] not in names] + measured
+            done = {r["run"] for r in measured}  # an earlier row goes only once its run is measured again
+            rows = [r for r in earlier if r["run"] not in done] + measured
             # written after every run, so a long comparison stopped half-way keeps what it measured
             record = {"date": date.today().isoformat(), "task": task.name, "model": model, "machine": machine,
                       "per_label": args.per_label, "runs": rows}

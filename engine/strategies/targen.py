@@ -215,19 +215,17 @@ class TarGEN(LabelOnlyStrategy):
         answers = ask(checks) if checks else {}
         kept, rejections, records, held = [], [], [], []
         for (example, request), check in zip(examples, checks):
-            if check.id not in answers:  # failed or over the budget: neither kept nor dropped, a re-run checks it
-                held.append((example, request, check))
-                records.append({"request_id": example.provenance.request_id, "label": example.label,
-                                "verdict": None, "action": "held", "cause": "unanswered"})
-                continue
-            verdict, cause = _verdict(check, answers[check.id], task)
+            # no answer (failed, or over the budget): neither kept nor dropped, a re-run checks it
+            verdict, (action, cause) = _verdict(check, answers[check.id], task) if check.id in answers else (None, ("held", "unanswered"))
             records.append({"request_id": example.provenance.request_id, "label": example.label,
-                            "verdict": verdict, "action": cause[0], "cause": cause[1]})
-            if cause[0] == "dropped":
+                            "verdict": verdict, "action": action, "cause": cause})
+            if action == "held":
+                held.append((example, request, check))
+            elif action == "dropped":
                 rejections.append(Rejection(example.label, "self_correction_dropped", example.text,
-                                            _DROP_DETAIL[cause[1]], example.provenance))
+                                            _DROP_DETAIL[cause], example.provenance))
             else:
-                kept.append((dataclasses.replace(example, label=verdict) if cause[0] == "relabelled" else example, request))
+                kept.append((dataclasses.replace(example, label=verdict) if action == "relabelled" else example, request))
         return Review(kept, rejections, _review_report(records), held)
 
     def _correct_request(self, task: TaskSpec, example: Example, template: Template) -> Request:

@@ -4,15 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# shellcheck source=/dev/null
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1
+
+# Debian tools the suite needs: chromium + chromedriver (the review page is tested in a real
+# headless browser) and shellcheck (the scripts themselves are linted below).
+bash scripts/apt_install.sh chromium chromium-driver shellcheck
+
+echo "==> linting the shell scripts (bash -n, shellcheck)"
+scripts=(scripts/*.sh .ci/run)
+for script in "${scripts[@]}"; do bash -n "$script"; done
+shellcheck --severity=warning "${scripts[@]}"
+
 seedbed setup --model smollm2-135m
-# The review page is tested in a real headless browser: Debian's chromium and chromedriver.
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  echo "==> installing Debian chromium and chromium-driver (review-page browser test)"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  { $SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
-    || echo "warning: could not install chromium; the browser test will fail" >&2
-fi
 export SEEDBED_REQUIRE_INTEGRATION=1   # integration tests fail instead of skipping if the server is missing
 python -m pytest -q -p no:cacheprovider "$@"

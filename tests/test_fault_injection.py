@@ -49,10 +49,11 @@ def test_a_clean_answer_is_deterministic_with_usage_and_the_request_is_recorded(
 
 
 def test_an_answer_slower_than_the_client_timeout_is_retried():
-    with FakeOpenAIServer(schedule={1: Fault.slow(3.0)}) as srv:
+    with FakeOpenAIServer(schedule={1: Fault.slow(30.0)}) as srv:
         completion = complete(client(srv, timeout=0.3))
     assert completion.text == default_answer(MESSAGES)
-    assert srv.count == 2 and 0.3 <= gaps(srv)[0] < 1.5  # gave up on the first after its timeout
+    # gave up on the first after its timeout, long before the 30 s answer (the bound has 20 s of slack)
+    assert srv.count == 2 and 0.3 <= gaps(srv)[0] < 10.0
 
 
 def test_a_dropped_connection_is_retried():
@@ -72,7 +73,7 @@ def test_429_retry_after_is_honoured():
     with FakeOpenAIServer(schedule={1: Fault.rate_limit(retry_after=0.4)}) as srv:
         assert complete(client(srv, backoff=0.001)).text == default_answer(MESSAGES)
     assert srv.count == 2
-    assert 0.4 <= gaps(srv)[0] < 1.5  # the server's wait, not the client's 1 ms backoff
+    assert gaps(srv)[0] >= 0.4  # the server's wait, not the client's 1 ms backoff
 
 
 def test_500_is_retried_with_growing_backoff():
@@ -150,12 +151,13 @@ def test_slow_overload_degrades_latency_instead_of_rejecting():
         async with llm:
             return await asyncio.gather(*(llm.complete(MESSAGES, PARAMS) for _ in range(4)))
 
-    with FakeOpenAIServer(capacity=2, latency=0.5, overload="slow") as srv:
-        assert len(asyncio.run(burst(client(srv, max_retries=0)))) == 4
-    arrivals = sorted(r.received_at for r in srv.requests)
-    # all four sent at once: waiting for a slot would space arrivals by at least one latency (0.5 s);
-    # the margin absorbs scheduling delays on a loaded 2-CPU machine (0.21 s seen under an LLM run)
-    assert arrivals[-1] - arrivals[0] < 0.4 and srv.count == 4
+    # Past capacity the server slows down (4 in flight on 2 slots: 0.1 * (4/2)**2 = 0.4 s) instead of
+    # answering 429. What is asserted is counted by the server, not timed: all four were admitted at
+    # once and none was retried. The client's timeout is far above the slowest answer, so a loaded
+    # machine cannot turn a slow answer into a retry.
+    with FakeOpenAIServer(capacity=2, latency=0.1, overload="slow") as srv:
+        assert len(asyncio.run(burst(client(srv, max_retries=0, timeout=60.0)))) == 4
+    assert srv.max_in_flight == 4 and srv.count == 4
 
 
 def test_the_request_log_counts_every_call(tmp_path):

@@ -100,14 +100,14 @@ def test_fatal_error_stops_the_run_after_delivering_what_finished():
 
 def test_fatal_error_cancels_requests_in_flight():
     llm = PerPromptLLM(
-        {"prompt 0": 0.0, "prompt 1": 0.02, **{f"prompt {i}": 5.0 for i in range(2, 10)}},
+        {"prompt 0": 0.0, "prompt 1": 0.02, **{f"prompt {i}": 60.0 for i in range(2, 10)}},
         errors={"prompt 1": LLMFatalError("endpoint gone")},
     )
     delivered: list[str] = []
     started = time.perf_counter()
     with pytest.raises(LLMFatalError, match="endpoint gone"):
         run_requests_sync(llm, make_requests(10), concurrency=4, on_result=lambda r, c: delivered.append(r.id))
-    assert time.perf_counter() - started < 2.0  # the 5 s requests were cancelled, not awaited
+    assert time.perf_counter() - started < 30.0  # the 60 s requests were cancelled, not awaited
     assert delivered == ["r0"]
     assert llm.started == ["prompt 0", "prompt 1", "prompt 2", "prompt 3", "prompt 4"]  # 5+ never sent
 

@@ -138,10 +138,15 @@ def search(name, query, k, mode, as_json, root):
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Reuse answers from the shared LLM cache (see `seedbed cache`).")
 @click.option("--strategy", help="Override the task's strategy (synthesizrr, fewgen, attrprompt, targen, oneshot).")
 @click.option("--verify", type=click.Choice(["drop", "relabel", "keep", "off"]), help="Override the task's label verification.")
+@click.option("--reference", type=click.Path(path_type=Path),
+              help="Rows no example may near-duplicate and no prompt may carry (e.g. the test split): .csv/.jsonl/.parquet.")
+@click.option("--reference-text-field", default="text", show_default=True,
+              help="Text column(s) of --reference; digits = positions in a headerless CSV (AG News test.csv: 1,2).")
 @INDEX_ROOT
 @friendly
 def synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, resume, fake, examples_per_label,
-          max_calls, max_tokens_total, max_cost, price_in, price_out, cache, strategy, verify, root):
+          max_calls, max_tokens_total, max_cost, price_in, price_out, cache, strategy, verify, reference, reference_text_field,
+          root):
     """Synthesize a labelled dataset for TASK (a YAML/TOML spec) from an index."""
     from engine.cli_synth import Budget, Overrides, run_synth
 
@@ -156,8 +161,28 @@ def synth(task, index_name, out, base_url, model, api_key, concurrency, structur
     overrides = Overrides(examples_per_label, strategy, "" if verify == "off" else verify)
     prices = (price_in, price_out) if price_in is not None else None
     budget = Budget(max_calls, max_tokens_total, max_cost, prices)
+    texts = None
+    if reference is not None:
+        from engine.metrics.data import load_texts
+
+        texts = tuple(load_texts(reference, reference_text_field))
     run_synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, overrides, root,
-              budget, use_cache=cache and not fake)
+              budget, use_cache=cache and not fake, reference=texts)
+
+
+@main.command("plan")
+@click.argument("task", type=click.Path(path_type=Path))
+@click.option("--index", "index_name", help="Index to retrieve passages from (not needed by fewgen).")
+@click.option("-n", "--examples-per-label", type=click.IntRange(1), help="Override the task's examples_per_label.")
+@click.option("--strategy", help="Override the task's strategy.")
+@click.option("--model", envvar="SEEDBED_MODEL", help="Local catalog model whose measured speed turns tokens into time.")
+@INDEX_ROOT
+@friendly
+def plan_cmd(task, index_name, examples_per_label, strategy, model, root):
+    """Show what `synth` would do for TASK: coverage per label, routing, calls, tokens, time. No LLM call."""
+    from engine.cli_synth import Overrides, run_plan
+
+    run_plan(task, index_name, Overrides(examples_per_label, strategy, None), root, model or "qwen2.5-coder-1.5b")
 
 
 @main.group(invoke_without_command=True)

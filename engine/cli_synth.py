@@ -37,12 +37,12 @@ class Budget:
 
 def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_key, concurrency: int | str,
               structured: bool, fresh: bool, fake: bool, overrides: Overrides, root: Path,
-              budget: Budget = Budget(), use_cache: bool = True) -> SynthResult:
+              budget: Budget = Budget(), use_cache: bool = True, reference: tuple[str, ...] | None = None) -> SynthResult:
     """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
     from engine.config import load_task
     from engine.index.reader import Index
     from engine.llm.endpoint import EndpointSettings, open_llm
-    from engine.pipeline import SynthOptions, prepare, synthesize
+    from engine.pipeline import SynthOptions, plan, synthesize
 
     task = overrides.apply(load_task(task_path))
     index = Index.open(index_name, root) if index_name else None
@@ -58,8 +58,10 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
                f"strategy {task.strategy}, index {_describe(index)}, LLM {settings.describe()}", err=True)
     options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured,
                            max_calls=budget.max_calls, max_tokens_total=budget.max_tokens_total,
-                           max_cost=budget.max_cost, prices=budget.prices)
-    prepare(task, index, options)  # fail on spec problems before a model loads or a file is written
+                           max_cost=budget.max_cost, prices=budget.prices, reference=reference)
+    # spec problems and labels the index cannot support fail here, before a model loads or a file is written
+    synth_plan = plan(task, index, options)
+    print_plan(task, synth_plan, index, None if (base_url or fake) else (model or "qwen2.5-coder-1.5b"))
     with contextlib.ExitStack() as stack:
         if use_cache:
             from engine.cache import LLMCache
@@ -67,7 +69,8 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
             options = dataclasses.replace(options, cache=stack.enter_context(LLMCache()))
         llm = stack.enter_context(open_llm(settings, on_retry=adaptive.on_retry if adaptive else None))
         bar = stack.enter_context(_ProgressBar())
-        result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe())
+        result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe(),
+                            synth_plan=synth_plan)
     print_summary(result)
     if adaptive:
         click.echo(f"concurrency {adaptive.describe()}, peak {adaptive.peak}")
@@ -79,6 +82,49 @@ def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_
             "succeeded; re-run the same command to retry only those"
         )
     return result
+
+
+def run_plan(task_path: Path, index_name: str | None, overrides: Overrides, root: Path, model: str | None) -> None:
+    """`seedbed plan`: coverage per label, routing and the estimated calls, tokens and time; no LLM call."""
+    from engine.config import load_task
+    from engine.index.reader import Index
+    from engine.pipeline import SynthOptions, plan
+
+    task = overrides.apply(load_task(task_path))
+    index = Index.open(index_name, root) if index_name else None
+    synth_plan = plan(task, index, SynthOptions(out=Path("plan-only")))
+    print_plan(task, synth_plan, index, model, file_err=False)
+
+
+def print_plan(task, synth_plan, index, model: str | None, file_err: bool = True) -> None:
+    """The coverage table, which strategy makes which label, and the first round's estimate."""
+    echo = lambda line="": click.echo(line, err=file_err)  # noqa: E731
+    if synth_plan.coverage:
+        echo(f"coverage of index {index.manifest.name!r} for task {task.name!r} ({task.examples_per_label} examples "
+             f"per label, {synth_plan.per_label} passages wanted per label):")
+        width = max(len(name) for name in synth_plan.coverage)
+        echo(f"  {'label':<{width}}  {'in band':>7}  {'assigned':>8}  verdict      made by")
+        for name, c in synth_plan.coverage.items():
+            echo(f"  {name:<{width}}  {c.in_band:>7}  {c.assigned:>8}  {c.verdict:<11}  {synth_plan.routes[name]:<11}  {c.reason}")
+    estimate = synth_plan.estimate(task)
+    unknown = estimate["tokens_unknown_for"]
+    tokens = f"~{estimate['prompt_tokens']:,} prompt + at most {estimate['completion_tokens_max']:,} completion tokens"
+    if unknown:
+        tokens += f" (not counting {', '.join(unknown)}, whose prompts are known after its setup calls)"
+    echo(f"estimate for the first round: {estimate['requests']} requests, {tokens}{_time(task, estimate, model)}; "
+         "top-ups for rejections add to it")
+
+
+def _time(task, estimate: dict, model: str | None) -> str:
+    """Rough wall time on the embedded model from its measured speed (empty for other endpoints)."""
+    from engine.llm.catalog import CATALOG
+
+    entry = CATALOG.get(model or "")
+    if entry is None or not all(entry.speed):
+        return ""
+    expected = estimate["requests"] * min(task.sampling.max_tokens, 1.4 * (task.output.min_words + task.output.max_words) / 2)
+    seconds = estimate["prompt_tokens"] / entry.speed[0] + expected / entry.speed[1]
+    return f", about {seconds / 60:.0f} min on {entry.name} with 2 CPU cores"
 
 
 def _describe(index) -> str:
@@ -129,6 +175,20 @@ def print_summary(result: SynthResult) -> None:
     if result.rejected:
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(result.rejected.items(), key=lambda kv: -kv[1]))
         click.echo(f"rejected {counts['rejected']} ({reasons})")
+    coverage = result.manifest.get("coverage")
+    if coverage:
+        routes = result.manifest.get("routes") or {}
+        verdicts = ", ".join(f"{label} {c['verdict']}" + (f" (made by {routes[label]['strategy']})"
+                                                           if routes.get(label, {}).get("strategy_reason") else "")
+                             for label, c in coverage.items())
+        click.echo(f"corpus coverage: {verdicts}")
+    quality = (result.manifest.get("stages") or {}).get("quality")
+    if quality:
+        grounding = quality["grounding"]
+        rate = "n/a (no passage-grounded examples)" if grounding["ungrounded_rate"] is None else f"{grounding['ungrounded_rate']:.1%}"
+        dropped = ", ".join(f"{k} {v}" for k, v in quality["dropped"].items()) or "none dropped"
+        click.echo(f"quality filters: {dropped}; examples with an entity not in their passage: {rate} of "
+                   f"{grounding['checked']} checked (policy {quality['grounding_policy']})")
     verification = result.manifest.get("verification")
     if verification:
         shares = ", ".join(f"{label} {share:.2f}" for label, share in verification["agreement"].items())

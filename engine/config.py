@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from engine.errors import ConfigError
-from engine.types import LabelSpec, OutputSpec, RetrievalParams, SamplingParams, TaskSpec
+from engine.types import LabelSpec, OutputSpec, QualityParams, RetrievalParams, SamplingParams, TaskSpec
 
 __all__ = ["load_task", "parse_task", "validate_name", "task_to_dict"]
 
@@ -21,7 +21,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TOP_KEYS = {
     "name", "description", "labels", "output", "examples_per_label", "strategy",
     "template", "system_template", "sampling", "retrieval", "seed", "strategy_options", "verify",
+    "fallback", "fallback_options", "quality",
 }
+FALLBACKS = ("attrprompt", "fewgen")
 _VERIFY_POLICIES = ("drop", "relabel", "keep")
 _LABEL_KEYS = {"name", "verbalization", "seeds"}
 
@@ -93,6 +95,10 @@ def parse_task(raw: Any, source: str = "<task>") -> TaskSpec:
     _check_retrieval(retrieval, source)
     _check_sampling(sampling, source)
     output = _parse_output(raw["output"], source)
+    quality = _parse_section(raw.get("quality", {}), QualityParams, source, "quality")
+    from engine.quality import check_params
+
+    check_params(quality, source)
     task = TaskSpec(
         name=validate_name(str(raw["name"]), "task name"),
         labels=labels,
@@ -107,13 +113,25 @@ def parse_task(raw: Any, source: str = "<task>") -> TaskSpec:
         description=str(raw.get("description", "")),
         strategy_options=_strategy_options(raw.get("strategy_options", {}), source),
         verify=_verify_policy(raw.get("verify", False), source),
+        fallback=_fallback(raw.get("fallback"), source),
+        fallback_options=_strategy_options(raw.get("fallback_options", {}), source, "fallback_options"),
+        quality=quality,
     )
     return task
 
 
-def _strategy_options(raw: Any, source: str) -> dict[str, Any]:
+def _fallback(raw: Any, source: str) -> str:
+    """`fallback: attrprompt | fewgen | none` (absent or none: unsupported labels stop the run)."""
+    if raw is None or raw is False or raw == "none":
+        return ""
+    if isinstance(raw, str) and raw in FALLBACKS:
+        return raw
+    raise ConfigError(f"{source}: fallback={raw!r}; use one of {', '.join(FALLBACKS)} or none")
+
+
+def _strategy_options(raw: Any, source: str, where: str = "strategy_options") -> dict[str, Any]:
     if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
-        raise ConfigError(f"{source}: strategy_options must be a mapping of option names to values, e.g. {{shots: 4}}")
+        raise ConfigError(f"{source}: {where} must be a mapping of option names to values, e.g. {{shots: 4}}")
     return dict(raw)
 
 
@@ -194,12 +212,16 @@ def _parse_section(raw: Any, cls: type, source: str, where: str):
     return cls(**values)
 
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 def _coerce(value: Any, typ: type, source: str, where: str):
     wanted = _TYPE_NAMES.get(typ, typ.__name__)
-    if typ is bool or isinstance(value, bool) or (typ is str and not isinstance(value, str)):
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {where} must be {wanted}, got {value!r}")
+        return value
+    if isinstance(value, bool) or (typ is str and not isinstance(value, str)):
         raise ConfigError(f"{source}: {where} must be {wanted}, got {value!r}")
     try:
         if typ is int and isinstance(value, float) and not value.is_integer():
@@ -241,6 +263,12 @@ def _check_retrieval(r: RetrievalParams, source: str) -> None:
         raise ConfigError(f"{source}: retrieval.mmr_lambda={r.mmr_lambda} must be between 0 and 1")
     if r.max_reuse < 1 or r.candidates < 1:
         raise ConfigError(f"{source}: retrieval.max_reuse and retrieval.candidates must be at least 1")
+    if not -1.0 <= r.label_margin <= 1.0:
+        raise ConfigError(f"{source}: retrieval.label_margin={r.label_margin} must be between -1 and 1 (default 0.05)")
+    if r.passage_tokens < 16:
+        raise ConfigError(f"{source}: retrieval.passage_tokens={r.passage_tokens} must be at least 16 (the paper uses 400)")
+    if not 0.0 <= r.relax_limit <= 1.0:
+        raise ConfigError(f"{source}: retrieval.relax_limit={r.relax_limit} must be between 0 (never relax, the default) and 1")
 
 
 def task_to_dict(task: TaskSpec) -> dict[str, Any]:

@@ -28,14 +28,17 @@ DATASET_FILES = {
 
 
 def example_row(example: Example, passage_text: str | None = None, copy_rate: float | None = None,
-                judge_label: str | None = None) -> dict[str, Any]:
-    """One flat output row: text, label, then provenance fields (and the judge's label when verified)."""
+                judge_label: str | None = None, made_by: dict[str, str] | None = None) -> dict[str, Any]:
+    """One flat output row: text, label, then provenance fields (and the judge's label when verified).
+
+    `made_by` adds `strategy` and `strategy_reason` (why a fallback strategy made the example).
+    """
     prov = asdict(example.provenance)
     prov["sampling"] = json.dumps(prov["sampling"], sort_keys=True)
     # a JSON string, like sampling: the keys differ by strategy, and Parquet columns need one type
     prov["grounding"] = json.dumps(prov["grounding"], sort_keys=True, ensure_ascii=False) if prov["grounding"] else None
     return {"text": example.text, "label": example.label, **prov, "passage_text": passage_text, "copy_rate": copy_rate,
-            "judge_label": judge_label}
+            "judge_label": judge_label, **(made_by or {})}
 
 
 def rejection_row(rejection: Rejection) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     SeedbedError                  anything Seedbed raises on purpose
     ├── ConfigError               a task spec, option or name is wrong
+    │   └── CoverageError         the index cannot support some labels and the task has no fallback
     ├── CorpusError               a corpus file is missing, unreadable or empty
     ├── IndexStoreError           an index on disk cannot be used
     │   ├── IndexNotFound         no index under that name
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "SeedbedError",
     "ConfigError",
+    "CoverageError",
     "CorpusError",
     "IndexStoreError",
     "IndexNotFound",
@@ -41,6 +43,10 @@ class SeedbedError(Exception):
 
 class ConfigError(SeedbedError):
     """A task spec, CLI option or name is invalid."""
+
+
+class CoverageError(ConfigError):
+    """Labels the index cannot support, in a task without a `fallback`: raised before any LLM call."""
 
 
 class CorpusError(SeedbedError):

@@ -26,11 +26,14 @@ from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index
 from engine.cache import CachedJournal
 from engine.journal import JOURNAL_NAME, Journal
-from engine.refine import Outcomes, Progress, make_ask, run_rounds
+from engine.coverage import LabelCoverage, assess, routing
+from engine.quality import QualityChecks, ReferenceGuard
+from engine.llm.client import estimate_tokens
+from engine.refine import Outcomes, Part, Progress, make_ask, run_rounds
 from engine.strategies.base import get_strategy
 from engine.types import Hit, TaskSpec
 
-__all__ = ["index", "search", "bench", "prepare", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
+__all__ = ["index", "search", "bench", "prepare", "plan", "SynthPlan", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
 
 RUN_FILE = "run.json"
 
@@ -75,6 +78,8 @@ class SynthOptions:
         max_tokens_total: stop sending once this run's prompt + completion tokens would pass it.
         max_cost: stop sending once this run's spend would pass it (needs `prices`).
         prices: (input, output) price per million tokens, for cost estimates and `max_cost`.
+        reference: texts no example may near-duplicate and no prompt may carry (e.g. the test split
+            a student will be scored on); see engine/quality.py.
     """
 
     out: Path
@@ -89,6 +94,7 @@ class SynthOptions:
     max_tokens_total: int | None = None
     max_cost: float | None = None
     prices: tuple[float, float] | None = None
+    reference: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.max_cost is not None and self.prices is None:
@@ -131,36 +137,134 @@ def synthesize(
     options: SynthOptions,
     on_progress: Callable[[SynthProgress], None] | None = None,
     endpoint: str = "",
+    synth_plan: "SynthPlan | None" = None,
 ) -> SynthResult:
     """Retrieve passages per label, have the LLM refine each into an example, filter, write.
 
     Completed answers are journalled as they arrive; re-running into the same folder reuses
-    them, so an interrupted run continues without paying twice.
+    them, so an interrupted run continues without paying twice. Labels the index cannot support
+    are made by the task's fallback strategy in the same run (see `plan`; pass its result as
+    `synth_plan` when it was already made).
 
     Raises:
         ConfigError: the folder holds a different task (without `fresh`) or is locked by another run.
         LLMFatalError: the endpoint failed for good (what finished is kept in the journal).
     """
     started = time.monotonic()
-    strategy, templates = prepare(task, index, options)
+    synth_plan = synth_plan or plan(task, index, options)
     with _locked(options.out):
         _check_run_identity(options.out, task, llm.model, options.fresh)
-        picks, retrieval = None, {}
-        if strategy.uses_retrieval:
-            per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
-            picks, report = strategy.retrieve(index, task, per_label)
-            retrieval = report.per_label
         progress = Progress(budget=options.max_calls, max_tokens=options.max_tokens_total,
                             max_cost=options.max_cost, prices=options.prices)
         with Journal(options.out / JOURNAL_NAME) as run_journal:
             journal = CachedJournal(run_journal, options.cache, endpoint or llm.model) if options.cache else run_journal
             ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
-            setup_report = strategy.setup(task, templates, ask, options.out)
-            outcomes = run_rounds(task, strategy, templates, picks, llm, journal, options, progress, on_progress)
-            outcomes.stages["setup"] = setup_report
+            setup = {}
+            for part in synth_plan.parts:
+                setup[part.strategy.name] = part.strategy.setup(task, part.templates, ask, options.out)
+            quality = QualityChecks(task, synth_plan.reference, extractor=_entity_extractor)
+            outcomes = run_rounds(task, list(synth_plan.parts), llm, journal, options, progress, on_progress, quality)
+            outcomes.stages["quality"] = quality.report()
+            outcomes.stages["setup"] = next(iter(setup.values())) if len(setup) == 1 else setup
             progress.cache_hits = getattr(journal, "cache_hits", 0)
-        return _finish(task, index, llm, options, outcomes, retrieval, progress, started, endpoint)
+        return _finish(task, index, llm, options, outcomes, synth_plan, progress, started, endpoint)
 
+
+@dataclass(frozen=True)
+class SynthPlan:
+    """What a run will do, known before any LLM call: passages, coverage, which strategy makes which label.
+
+    Attributes:
+        parts: one `engine.refine.Part` per strategy (the task's own, and its fallback if used).
+        retrieval: per-label retrieval counts for the manifest ({} without retrieval).
+        coverage: per-label `engine.coverage.LabelCoverage` (None without retrieval).
+        routes: label -> the strategy that makes it.
+        per_label: passages retrieved per label (examples times the over-generation factor).
+    """
+
+    parts: tuple[Part, ...]
+    retrieval: dict[str, Any]
+    coverage: dict[str, LabelCoverage] | None
+    routes: dict[str, str]
+    per_label: int
+    reference: ReferenceGuard | None = None
+
+    def estimate(self, task: TaskSpec) -> dict[str, Any]:
+        """The first round's requests and tokens, from the rendered prompts (no LLM call).
+
+        A part whose plan needs its setup stage first (attrprompt's attributes) counts its
+        requests but not their tokens (`tokens_unknown_for`).
+        """
+        requests = prompt = completion = 0
+        unknown = []
+        for part in self.parts:
+            if part.picks is None and not part.strategy.plans_before_setup:
+                requests += task.examples_per_label * len(part.labels)
+                unknown.append(part.strategy.name)
+                continue
+            rendered = _first_round(task, part)
+            requests += len(rendered)
+            prompt += sum(estimate_tokens("".join(text for _, text in r.messages)) for r in rendered)
+            completion += sum(r.sampling.max_tokens or 0 for r in rendered)
+        return {"requests": requests, "prompt_tokens": prompt, "completion_tokens_max": completion,
+                "tokens_unknown_for": unknown}
+
+
+def _first_round(task: TaskSpec, part: Part) -> list:
+    if part.picks is None:
+        counts = dict.fromkeys(part.labels, task.examples_per_label)
+        return part.strategy.plan_counts(task, counts, part.templates, start=dict.fromkeys(part.labels, 0))
+    batch = {name: part.picks[name][:task.examples_per_label] for name in part.labels if part.picks.get(name)}
+    return part.strategy.plan(task, batch, part.templates) if batch else []
+
+
+def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPlan:
+    """Check the task, retrieve passages, judge the corpus's coverage per label and route labels.
+
+    Makes no LLM call and writes nothing: `seedbed plan` prints it, `seedbed synth` runs it.
+
+    Raises:
+        ConfigError: what `prepare` raises.
+        CoverageError: labels the index cannot support, in a task without `fallback`.
+    """
+    strategy, templates = prepare(task, index, options)
+    labels = tuple(spec.name for spec in task.labels)
+    reference = ReferenceGuard(options.reference, task.quality.near_duplicate or 0.7) if options.reference else None
+    if not strategy.uses_retrieval:
+        part = Part(strategy, templates, None, labels)
+        return SynthPlan((part,), {}, None, dict.fromkeys(labels, task.strategy), 0, reference)
+    per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
+    picks, report = strategy.retrieve(index, task, per_label)
+    if reference is not None:
+        picks = _without_leaks(picks, report.per_label, reference)
+    coverage = assess(task, report.per_label, per_label)
+    routes = routing(task, coverage, index.manifest.name)
+    own = tuple(name for name in labels if routes[name] == task.strategy)
+    parts = [Part(strategy, templates, picks, own)] if own else []
+    rest = tuple(name for name in labels if name not in own)
+    if rest:
+        fallback = get_strategy(task.fallback, structured_output=options.structured_output, **task.fallback_options)
+        parts.append(Part(fallback, fallback.load_templates(task, options.prompts_dir), None, rest,
+                          why=f"fallback: index {index.manifest.name!r} cannot support the label"))
+    return SynthPlan(tuple(parts), report.per_label, coverage, routes, per_label, reference)
+
+
+def _without_leaks(picks: dict[str, list[Hit]], counts: dict[str, dict], reference: ReferenceGuard) -> dict[str, list[Hit]]:
+    """Drop passages that near-duplicate a reference row, so none reaches a prompt; counted per label."""
+    kept = {}
+    for label, hits in picks.items():
+        clean = [hit for hit in hits if not reference.near(hit.passage.text)]
+        counts[label]["near_reference_dropped"] = len(hits) - len(clean)
+        counts[label]["assigned"] = max(0, counts[label]["assigned"] - (len(hits) - len(clean)))
+        counts[label]["picked"] = len(clean)
+        kept[label] = clean
+    return kept
+
+
+def _entity_extractor():
+    from engine.metrics.entities import spacy_extractor
+
+    return spacy_extractor()
 
 def prepare(task: TaskSpec, index: Index | None, options: SynthOptions):
     """Everything checkable before an LLM starts or a file is written: strategy, options, templates, index.
@@ -218,11 +322,13 @@ def _check_run_identity(out: Path, task: TaskSpec, model: str, fresh: bool) -> N
     write_json_atomic(path, identity)
 
 
-def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, started, endpoint) -> SynthResult:
+def _finish(task, index, llm, options, outcomes: Outcomes, synth_plan: SynthPlan, progress, started, endpoint) -> SynthResult:
+    part_of = {label: part for part in synth_plan.parts for label in part.labels}
     rows = [
         example_row(example, request.hit.passage.text if request.hit else None,
                     copy_rate(example.text, request.hit.passage.text) if request.hit else None,
-                    outcomes.verdicts.get((example.provenance.request_id, example.text)))
+                    outcomes.verdicts.get((example.provenance.request_id, example.text)),
+                    made_by=_made_by(part_of[request.label], request.label, synth_plan))
         for example, request in outcomes.examples
     ]
     kept = Counter(example.label for example, _ in outcomes.examples)
@@ -254,7 +360,9 @@ def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, 
         "tokens": {"prompt_this_run": progress.prompt_tokens, "completion_this_run": progress.completion_tokens,
                    "prompt_kept_examples": tokens["prompt"], "completion_kept_examples": tokens["completion"]},
         "wall_seconds": round(seconds, 2),
-        "retrieval": retrieval,
+        "retrieval": synth_plan.retrieval,
+        "coverage": {name: c.as_dict() for name, c in synth_plan.coverage.items()} if synth_plan.coverage else None,
+        "routes": {name: _made_by(part_of[name], name, synth_plan) for name in part_of},
         "verification": outcomes.verification,
         "stages": outcomes.stages,
         "options": {"concurrency": options.concurrency if isinstance(options.concurrency, int) else options.concurrency.describe(), "structured_output": options.structured_output,
@@ -270,6 +378,14 @@ def _finish(task, index, llm, options, outcomes: Outcomes, retrieval, progress, 
         prompt_tokens=progress.prompt_tokens, completion_tokens=progress.completion_tokens, seconds=seconds,
         manifest=manifest,
     )
+
+
+def _made_by(part: Part, label: str, synth_plan: SynthPlan) -> dict[str, str]:
+    """Which strategy made a label's examples, and why (empty for the task's own strategy)."""
+    reason = part.why
+    if reason and synth_plan.coverage:
+        reason = f"{reason} ({synth_plan.coverage[label].reason})"
+    return {"strategy": part.strategy.name, "strategy_reason": reason}
 
 
 def _index_facts(index) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ Label verification, when asked for, judges the kept examples through the same jo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from engine.errors import LLMError, LLMFatalError, LLMPromptTooLongError
 from engine.llm.client import estimate_tokens
@@ -16,7 +16,7 @@ from engine.filters import Deduper
 from engine.llm.runner import run_requests_sync
 from engine.types import Completion, Example, Hit, Rejection, Request, TaskSpec
 
-__all__ = ["Outcomes", "Progress", "run_rounds", "call_all", "make_ask", "FAIL_FAST_AFTER"]
+__all__ = ["Outcomes", "Part", "Progress", "run_rounds", "call_all", "make_ask", "FAIL_FAST_AFTER"]
 
 FAIL_FAST_AFTER = 8  # this many failures in a row with no success stops the run
 
@@ -90,25 +90,44 @@ class _Plan:
     cursor: dict[str, int]
 
 
-def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] | None, llm, journal,
-               options, progress: Progress, on_progress: Callable | None) -> Outcomes:
+@dataclass(frozen=True)
+class Part:
+    """One strategy's share of a run: the labels it makes, its templates and (if it retrieves) its passages.
+
+    A run has one part, or two when labels the corpus cannot support go to the task's fallback
+    strategy; `why` says why this part makes its labels (empty for the task's own strategy).
+    """
+
+    strategy: Any
+    templates: Any
+    picks: dict[str, list[Hit]] | None
+    labels: tuple[str, ...]
+    why: str = ""
+
+
+def run_rounds(task: TaskSpec, parts: list[Part], llm, journal, options, progress: Progress,
+               on_progress: Callable | None, quality=None) -> Outcomes:
     """Plan, call, parse, review and verify in rounds until every label has its examples.
 
-    Review (e.g. TarGEN's self-correction) and label verification run on each round's new
-    examples, so what they drop or move is replaced in the next round. There are up to
-    `max_rounds` rounds, plus the extra rounds a strategy spreads its plan over (oneshot's `rounds_of`).
+    Every part's requests of a round are sent together. Review (e.g. TarGEN's self-correction) and
+    label verification run on each round's new examples, so what they drop or move is replaced in
+    the next round. There are up to `max_rounds` rounds, plus the extra rounds a strategy spreads
+    its plan over (oneshot's `rounds_of`). One deduper spans every part, so no text is kept twice;
+    `quality` (an `engine.quality.QualityChecks`) adds near-duplicate, leakage and grounding checks.
     """
     outcomes = Outcomes()
-    deduper = Deduper()
+    deduper = _Checks(Deduper(), quality)
+    part_of = {label: part for part in parts for label in part.labels}
     ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
     judge = _Judge(task, llm, journal, options, progress, on_progress) if task.verify else None
-    state = _Plan(want={s.name: task.examples_per_label for s in task.labels}, cursor={s.name: 0 for s in task.labels})
+    state = _Plan(want={name: task.examples_per_label for name in part_of}, cursor=dict.fromkeys(part_of, 0))
     reviews = []
-    for _ in range(options.max_rounds + strategy.planned_rounds(task) - 1):
+    for _ in range(options.max_rounds + max(part.strategy.planned_rounds(task) for part in parts) - 1):
         if progress.unsent:  # the call budget is spent: stop planning
             break
         history = [example for example, _ in outcomes.examples]
-        requests = _plan_round(task, strategy, templates, picks, state, history)
+        requests = [request for part in parts
+                    for request in _plan_round(task, part, state, [e for e in history if e.label in part.labels])]
         if not requests:
             break
         outcomes.rounds += 1
@@ -116,30 +135,33 @@ def run_rounds(task: TaskSpec, strategy, templates, picks: dict[str, list[Hit]] 
             progress.estimate = estimate(requests, progress, judged=bool(judge))
         start = len(outcomes.examples)
         answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress)
-        _collect(task, strategy, requests, answers, deduper, outcomes, progress, state)
-        new = outcomes.examples[start:]
-        review = strategy.review(task, new, ask)
-        reviews.append(review.report)
-        outcomes.rejections.extend(review.rejections)
-        for _, request, check in review.held:  # unchecked: retried by a re-run, like a failed or unsent request
-            (outcomes.unsent if check.id in progress.unsent else outcomes.failed).append(request)
-        new = judge.check(review.kept, outcomes) if judge else review.kept
-        outcomes.examples[start:] = new
+        _collect(task, part_of, requests, answers, deduper, outcomes, progress, state)
+        kept = []
+        for part in parts:
+            new = [pair for pair in outcomes.examples[start:] if part_of[pair[1].label] is part]
+            review = part.strategy.review(task, new, ask)
+            reviews.append(review.report)
+            outcomes.rejections.extend(review.rejections)
+            for _, request, check in review.held:  # unchecked: retried by a re-run, like a failed or unsent request
+                (outcomes.unsent if check.id in progress.unsent else outcomes.failed).append(request)
+            kept.extend(review.kept)
+        outcomes.examples[start:] = judge.check(kept, outcomes) if judge else kept
         _trim_surplus(task, outcomes)
-        state.want = _still_wanted(task, outcomes)
+        state.want = {name: n for name, n in _still_wanted(task, outcomes).items() if name in part_of}
     outcomes.stages["review"] = reviews[0] if len(reviews) == 1 else reviews
     if judge:
         outcomes.verification = judge.summary()
     return outcomes
 
 
-def _collect(task, strategy, requests, answers, deduper, outcomes: Outcomes, progress: Progress, state: _Plan) -> None:
+def _collect(task, part_of: dict[str, Part], requests, answers, deduper, outcomes: Outcomes, progress: Progress,
+             state: _Plan) -> None:
     """Parse one round's answers into examples, rejections, failures and held-back requests."""
     for request in requests:
         if request.id in progress.unsent:
             outcomes.unsent.append(request)
             continue
-        results = _judge(strategy, task, request, answers.get(request.id), deduper)
+        results = _judge(part_of[request.label].strategy, task, request, answers.get(request.id), deduper)
         if results is None and request.id in progress.too_long:  # rejected, so topped up like any rejection
             outcomes.rejections.append(Rejection(request.label, "prompt_too_long", "", progress.too_long[request.id]))
             continue
@@ -184,15 +206,17 @@ def _still_wanted(task: TaskSpec, outcomes: Outcomes) -> dict[str, int]:
     return {name: task.examples_per_label - count for name, count in have.items() if name in have}
 
 
-def _plan_round(task, strategy, templates, picks, state: _Plan, history) -> list[Request]:
+def _plan_round(task, part: Part, state: _Plan, history) -> list[Request]:
+    strategy, templates, picks = part.strategy, part.templates, part.picks
+    want = {name: n for name, n in state.want.items() if name in part.labels}
     if picks is None:  # generation only: new sample indexes per label
-        counts = {name: n for name, n in state.want.items() if n > 0}
+        counts = {name: n for name, n in want.items() if n > 0}
         requests = strategy.plan_counts(task, counts, templates, start=dict(state.cursor), history=history) if counts else []
         for name, n in counts.items():
             state.cursor[name] += n
         return requests
     batch = {}
-    for name, n in state.want.items():
+    for name, n in want.items():
         hits = picks.get(name, [])[state.cursor[name]:state.cursor[name] + n] if n > 0 else []
         if hits:
             batch[name] = hits
@@ -304,17 +328,27 @@ def estimate(requests: list[Request], progress: Progress, judged: bool) -> dict:
             "cost_max": progress.cost(prompt, completion), "plus_judge_calls": judged}
 
 
-def _judge(strategy, task, request, completion, deduper) -> list[Example | Rejection] | None:
-    """Parse one answer (one or several examples) and drop duplicates; None when the request failed."""
+@dataclass
+class _Checks:
+    """Exact duplicates, then the quality filters, on each parsed example in plan order."""
+
+    exact: Deduper
+    quality: Any = None
+
+    def check(self, example: Example, request: Request) -> Example | Rejection:
+        if self.exact.check(example.text, example.label):
+            return Rejection(example.label, "duplicate", example.text, "same text as an earlier example", example.provenance)
+        rejection = self.quality.check(example, request) if self.quality is not None else None
+        return rejection or example
+
+
+def _judge(strategy, task, request, completion, checks: _Checks) -> list[Example | Rejection] | None:
+    """Parse one answer (one or several examples) and filter them; None when the request failed."""
     if completion is None:
         return None
     parsed = strategy.parse(request, completion, task)
-    results = []
-    for result in parsed if isinstance(parsed, list) else [parsed]:
-        if isinstance(result, Example) and deduper.check(result.text, result.label):
-            result = Rejection(result.label, "duplicate", result.text, "same text as an earlier example", result.provenance)
-        results.append(result)
-    return results
+    return [checks.check(result, request) if isinstance(result, Example) else result
+            for result in (parsed if isinstance(parsed, list) else [parsed])]
 
 
 def make_ask(llm, journal, concurrency: int, progress: Progress, on_progress: Callable | None):

@@ -6,18 +6,24 @@ seeds' particular stories). Candidates whose cosine to their query lies outside 
 max they are near-copies of the query, below min they are off-topic. The rest are ordered by
 maximal marginal relevance (MMR), and labels pick in turns so that no passage is used by more
 than `max_reuse` labels.
+
+Label assignment keeps a candidate for label y only when it belongs to y more than to any other
+label: its best cosine to y's queries must beat its best cosine to every other label's queries by
+`label_margin`. Without it, a corpus that covers some labels and not others fills the uncovered
+ones with passages about the covered ones (farm-policy stories rewritten "as" Sports).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from engine.types import Hit, LabelSpec, RetrievalParams, TaskSpec
 
-__all__ = ["label_queries", "LabelPool", "RetrievalReport", "retrieve_for_task", "mmr_order"]
+__all__ = ["label_queries", "LabelPool", "RetrievalReport", "retrieve_for_task", "mmr_order", "label_scores", "assignment"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +35,7 @@ def label_queries(label: LabelSpec) -> list[str]:
 
 @dataclass
 class LabelPool:
-    """Ordered candidate passages for one label (best next pick first)."""
+    """Ordered candidate passages for one label (best next pick first) and how they were found."""
 
     label: str
     hits: list[Hit] = field(default_factory=list)
@@ -37,13 +43,16 @@ class LabelPool:
     below_band: int = 0
     above_band: int = 0
     min_similarity: float = 0.0
+    assigned: int = 0  # candidates in the (possibly relaxed) band that belong to this label
+    lost_to: dict[str, int] = field(default_factory=dict)  # label -> candidates that belong to it instead
+    relaxed_from: float | None = None  # the task's lower bound when it was relaxed
 
 
 @dataclass(frozen=True)
 class RetrievalReport:
-    """Per-label counts for the run manifest: how many candidates the band kept or dropped."""
+    """Per-label counts for the run manifest: how many candidates the band and label assignment kept."""
 
-    per_label: dict[str, dict[str, float]]
+    per_label: dict[str, dict[str, Any]]
 
 
 def retrieve_for_task(index, task: TaskSpec, per_label: int) -> tuple[dict[str, list[Hit]], RetrievalReport]:
@@ -56,32 +65,53 @@ def retrieve_for_task(index, task: TaskSpec, per_label: int) -> tuple[dict[str, 
             used first; the rest top up labels that lose examples to rejections).
 
     Returns:
-        ({label: hits in pick order}, a report of band counts per label).
+        ({label: hits in pick order}, a report of band and assignment counts per label).
     """
     params = task.retrieval
-    pools = {spec.name: _pool(index, spec, params, per_label) for spec in task.labels}
+    queries = {spec.name: index.embed_queries(label_queries(spec)) for spec in task.labels}
+    pools = {spec.name: _pool(index, spec, params, per_label, queries) for spec in task.labels}
     picks = _round_robin(index, pools, per_label, params)
-    report = RetrievalReport({
-        name: {"candidates_in_band": p.in_band, "below_band": p.below_band, "above_band": p.above_band,
-               "min_similarity_used": p.min_similarity, "picked": len(picks[name])}
-        for name, p in pools.items()
-    })
+    report = RetrievalReport({name: _counts(p, len(picks[name])) for name, p in pools.items()})
     return picks, report
 
 
-def _pool(index, spec: LabelSpec, params: RetrievalParams, needed: int) -> LabelPool:
-    """Union of the label's query hits inside the band, each passage once with its best query.
+def _counts(pool: LabelPool, picked: int) -> dict[str, Any]:
+    return {"candidates_in_band": pool.in_band, "below_band": pool.below_band, "above_band": pool.above_band,
+            "assigned": pool.assigned, "lost_to": dict(sorted(pool.lost_to.items(), key=lambda kv: -kv[1])),
+            "min_similarity_used": pool.min_similarity, "relaxed_from": pool.relaxed_from, "picked": picked}
 
-    When fewer than `needed` passages lie in the band (a corpus far from the task, or an
-    embedder whose cosines run lower than the paper's), the lower bound is relaxed in steps of
-    0.05 until enough are found; the bound used is reported, never silently changed.
+
+def label_scores(vectors: np.ndarray, queries: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each passage's similarity to each label: its best cosine to any of the label's queries."""
+    return {name: (vectors @ q.T).max(axis=1) for name, q in queries.items()}
+
+
+def assignment(vectors: np.ndarray, label: str, queries: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """How far each passage belongs to `label` more than to any other label, and that closest other label.
+
+    Returns:
+        (margin per passage: its score for `label` minus its best score for another label, +inf
+        when the task has one label; the best other label per passage, "" when there is none).
     """
-    queries = label_queries(spec)
-    vectors = index.embed_queries(queries)
+    scores = label_scores(vectors, queries)
+    others = [name for name in queries if name != label]
+    if not others:
+        return np.full(len(vectors), np.inf), [""] * len(vectors)
+    other = np.stack([scores[name] for name in others])
+    best = other.argmax(axis=0)
+    return scores[label] - other.max(axis=0), [others[i] for i in best]
+
+
+def _pool(index, spec: LabelSpec, params: RetrievalParams, needed: int, queries: dict[str, np.ndarray]) -> LabelPool:
+    """Union of the label's query hits inside the band that belong to the label, each passage once.
+
+    When fewer than `needed` such passages exist, the lower bound is relaxed in steps of 0.05, by
+    at most `relax_limit`; the bound used is reported and logged, never silently changed.
+    """
     best: dict[str, Hit] = {}
     too_close: set[str] = set()  # near-copies of any query (e.g. of a seed) never reach a prompt
     pool = LabelPool(spec.name, min_similarity=params.min_similarity)
-    for query, qvec in zip(queries, vectors):
+    for query, qvec in zip(label_queries(spec), queries[spec.name]):
         for hit in index.search(query, k=params.candidates, mode=params.mode, query_vector=qvec):
             cos = hit.cosine if hit.cosine is not None else 0.0
             if cos > params.max_similarity:
@@ -91,20 +121,41 @@ def _pool(index, spec: LabelSpec, params: RetrievalParams, needed: int) -> Label
                 best[hit.passage.id] = hit
     ranked = sorted((h for h in best.values() if h.passage.id not in too_close),
                     key=lambda h: (-(h.cosine or 0.0), h.passage.id))
-    floor = params.min_similarity
-    while floor > 0.0 and sum((h.cosine or 0.0) >= floor for h in ranked) < needed:
-        floor = round(floor - 0.05, 2)
-    pool.hits = [h for h in ranked if (h.cosine or 0.0) >= floor]
+    belongs, rival = _belongs(index, ranked, spec.name, params, queries)
+    floor, lowest = params.min_similarity, round(max(-1.0, params.min_similarity - params.relax_limit), 4)
+    while round(floor - 0.05, 4) >= lowest - 1e-9 and _assigned_above(ranked, belongs, floor) < needed:
+        floor = round(floor - 0.05, 4)
+    in_floor = [(h, ok, r) for h, ok, r in zip(ranked, belongs, rival) if (h.cosine or 0.0) >= floor]
+    pool.hits = [h for h, ok, _ in in_floor if ok]
+    pool.assigned = len(pool.hits)
+    for _, ok, other in in_floor:
+        if not ok:
+            pool.lost_to[other] = pool.lost_to.get(other, 0) + 1
     pool.in_band = sum((h.cosine or 0.0) >= params.min_similarity for h in ranked)
-    pool.below_band = len(ranked) - len(pool.hits)
+    pool.below_band = len(ranked) - len(in_floor)
     if floor < params.min_similarity:
-        pool.min_similarity = floor
+        pool.min_similarity, pool.relaxed_from = floor, params.min_similarity
         log.warning(
-            "label %r: only %d passages within cosine %.2f-%.2f of its queries; relaxed the lower bound to %.2f "
-            "(set retrieval.min_similarity to silence this, or use a corpus closer to the task)",
-            spec.name, pool.in_band, params.min_similarity, params.max_similarity, floor,
+            "label %r: only %d passages within cosine %.2f-%.2f of its queries belong to it; relaxed the lower bound "
+            "to %.2f (at most retrieval.relax_limit=%.2f below; set it to 0 to never relax)",
+            spec.name, _assigned_above(ranked, belongs, params.min_similarity), params.min_similarity,
+            params.max_similarity, floor, params.relax_limit,
         )
     return pool
+
+
+def _belongs(index, ranked: list[Hit], label: str, params: RetrievalParams,
+             queries: dict[str, np.ndarray]) -> tuple[list[bool], list[str]]:
+    """Which candidates belong to `label` (label assignment), and the closest rival label of each."""
+    if not ranked or not params.assign_labels or len(queries) < 2:
+        return [True] * len(ranked), [""] * len(ranked)
+    vectors = index.vectors(np.array([index.row_of(h.passage.id) for h in ranked]))
+    margins, rivals = assignment(vectors, label, queries)
+    return [bool(m >= params.label_margin) for m in margins], rivals
+
+
+def _assigned_above(ranked: list[Hit], belongs: list[bool], floor: float) -> int:
+    return sum(ok and (h.cosine or 0.0) >= floor for h, ok in zip(ranked, belongs))
 
 
 def _round_robin(index, pools: dict[str, LabelPool], per_label: int, params: RetrievalParams) -> dict[str, list[Hit]]:

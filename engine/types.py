@@ -62,6 +62,9 @@ class OutputSpec:
     kind: str
     min_words: int = 3
     max_words: int = 60
+    # An answer over max_words, or cut off at max_tokens, keeps its whole sentences that fit
+    # (provenance `trimmed`) instead of being rejected as too_long / truncated.
+    fit_sentences: bool = True
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,33 @@ class RetrievalParams:
     mode: str = "hybrid"
     mmr_lambda: float = 0.5
     max_reuse: int = 1
+    # Label assignment: a candidate is kept for label y only when its similarity to y's queries
+    # beats its similarity to every other label's queries by at least this margin (measured by
+    # benchmarks/bench_label_margin.py); assign_labels=False turns the check off.
+    assign_labels: bool = True
+    label_margin: float = 0.05
+    # How far below min_similarity the lower bound may be relaxed when a label has too few
+    # passages (in steps of 0.05; every relaxation is reported). 0, the default, never relaxes:
+    # passages far from every label's queries have a margin over the others without being about any.
+    relax_limit: float = 0.0
+    # The longest passage a prompt carries, in tokens (about 4 characters each), cut at a sentence
+    # end: the paper caps at 400; a one-sentence summary needs far less, and prompt tokens are what
+    # a CPU server spends its time on.
+    passage_tokens: int = 400
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    """Filters on generated examples (see engine/quality.py).
+
+    Attributes:
+        near_duplicate: MinHash Jaccard threshold for near-duplicates and reference leaks (0 turns
+            near-duplicate removal off; a reference set is still checked).
+        grounding: ungrounded named entities: drop the example, flag (count) only, or off.
+    """
+
+    near_duplicate: float = 0.7
+    grounding: str = "drop"
 
 
 @dataclass(frozen=True)
@@ -111,6 +141,11 @@ class TaskSpec:
     description: str = ""
     strategy_options: dict[str, Any] = field(default_factory=dict)
     verify: str = ""  # "" (off), "drop", "relabel" or "keep": the label-verification policy
+    # What makes the labels the corpus cannot support: "" stops the run before any call (naming
+    # them), or a label-only strategy ("attrprompt", "fewgen") run for those labels in the same run.
+    fallback: str = ""
+    fallback_options: dict[str, Any] = field(default_factory=dict)
+    quality: QualityParams = QualityParams()
 
     def label(self, name: str) -> LabelSpec:
         for spec in self.labels:
@@ -150,6 +185,7 @@ class Provenance:
     # What a label-only request was grounded in instead of a passage: attrprompt's drawn attributes,
     # targen's context and seed ({name: value}); None when there is nothing beyond the passage.
     grounding: dict[str, str] | None = None
+    trimmed: bool = False  # whole sentences kept within max_words, or a cut-off last sentence dropped
 
 
 @dataclass(frozen=True)

@@ -77,3 +77,23 @@ def test_strategy_against_llama_server(name, server, hash_index, tmp_path):
 
     again = synthesize(task, hash_index.index, llm, options)  # resume: everything from the journal
     assert again.calls == 0 and again.manifest["counts"]["kept"] == counts["kept"]
+
+
+def test_a_fallback_task_against_llama_server(server, tmp_path):
+    """A label the corpus does not cover (Space) goes to fewgen; the covered ones are rewritten from passages."""
+    from test_coverage import build_mix_index, make_task
+
+    index = build_mix_index(tmp_path / "mix")
+    task = make_task(fallback="fewgen", fallback_options={"shots": 2}, examples_per_label=3)
+    llm = OpenAIChat(server.base_url, server.model, api_key=server.api_key, timeout=120)
+    result = synthesize(task, index, llm, SynthOptions(out=tmp_path / "run", concurrency=2, structured_output=True,
+                                                        max_rounds=3, max_calls=30))
+    manifest = result.manifest
+    assert manifest["coverage"]["Space"]["verdict"] == "unsupported"
+    assert manifest["routes"]["Space"]["strategy"] == "fewgen" and manifest["routes"]["Sports"]["strategy"] == "synthesizrr"
+    assert manifest["counts"]["llm_calls"] > 0 and manifest["counts"]["failed"] == 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "dataset.jsonl").read_text().splitlines()]
+    assert rows and all(r["model"] == TEST_MODEL for r in rows)
+    for row in rows:
+        assert row["strategy"] == ("fewgen" if row["label"] == "Space" else "synthesizrr")
+        assert (row["passage_id"] is None) == (row["label"] == "Space")

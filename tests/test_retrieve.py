@@ -67,9 +67,10 @@ def test_a_band_too_strict_is_relaxed_and_reported(hash_index, caplog):
     index = hash_index.index
     spec = LabelSpec("Oil", "crude oil prices and OPEC output")
     with caplog.at_level(logging.WARNING, logger="engine.retrieve"):
-        picks, report = retrieve_for_task(index, task(spec, min_similarity=0.8, max_similarity=0.9), per_label=5)
+        picks, report = retrieve_for_task(index, task(spec, min_similarity=0.8, max_similarity=0.9, relax_limit=0.8),
+                                          per_label=5)
     used = report.per_label["Oil"]["min_similarity_used"]
-    assert used < 0.8
+    assert used < 0.8 and report.per_label["Oil"]["relaxed_from"] == 0.8
     assert len(picks["Oil"]) == 5
     assert all(used <= h.cosine <= 0.9 for h in picks["Oil"])
     assert report.per_label["Oil"]["candidates_in_band"] < 5
@@ -77,11 +78,21 @@ def test_a_band_too_strict_is_relaxed_and_reported(hash_index, caplog):
     json.dumps(report.per_label)  # goes into the run manifest as is
 
 
+def test_relaxation_is_capped_by_relax_limit(hash_index):
+    index = hash_index.index
+    spec = LabelSpec("Oil", "crude oil prices and OPEC output")
+    capped, report = retrieve_for_task(index, task(spec, min_similarity=0.8, max_similarity=0.9, relax_limit=0.1), per_label=5)
+    assert report.per_label["Oil"]["min_similarity_used"] == 0.7  # two steps of 0.05, no further
+    assert all(h.cosine >= 0.7 for h in capped["Oil"]) and len(capped["Oil"]) < 5
+    never, report = retrieve_for_task(index, task(spec, min_similarity=0.8, max_similarity=0.9, relax_limit=0.0), per_label=5)
+    assert report.per_label["Oil"]["min_similarity_used"] == 0.8 and report.per_label["Oil"]["relaxed_from"] is None
+
+
 def test_reuse_cap_keeps_labels_apart(hash_index):
     index = hash_index.index
     same = "wheat grain exports to the soviet union"
     labels = (LabelSpec("A", same), LabelSpec("B", same), LabelSpec("C", "company quarterly earnings per share"))
-    picks, _ = retrieve_for_task(index, task(*labels, max_reuse=1), per_label=6)
+    picks, _ = retrieve_for_task(index, task(*labels, max_reuse=1, assign_labels=False), per_label=6)
     assert all(len(picks[name]) == 6 for name in "ABC")
     seen: dict[str, str] = {}
     for name in "ABC":
@@ -90,7 +101,7 @@ def test_reuse_cap_keeps_labels_apart(hash_index):
             seen[pid] = name
     assert len(set(picked_ids(picks, "A"))) == 6  # no passage twice under one label either
     # The cap is what keeps them apart: allowing reuse lets identical queries share passages.
-    shared, _ = retrieve_for_task(index, task(*labels, max_reuse=2), per_label=6)
+    shared, _ = retrieve_for_task(index, task(*labels, max_reuse=2, assign_labels=False), per_label=6)
     assert set(picked_ids(shared, "A")) & set(picked_ids(shared, "B"))
 
 

@@ -27,6 +27,8 @@ class ModelEntry:
         sha256: hex sha256 of the whole GGUF (after concatenation).
         size: size of the whole GGUF in bytes.
         licence: what we know of the licence and provenance.
+        speed: (prompt, aggregate decode) tokens/s of llama-server on 2 CPU cores with 4 slots, as
+            measured for STACK.md; `seedbed plan` turns token estimates into time with it.
     """
 
     name: str
@@ -36,6 +38,7 @@ class ModelEntry:
     sha256: str
     size: int
     licence: str
+    speed: tuple[float, float] = (0.0, 0.0)
 
     @property
     def chunked(self) -> bool:
@@ -69,6 +72,7 @@ CATALOG: dict[str, ModelEntry] = {
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size=98_362_432,
             licence="Apache-2.0 (SmolLM2 by Hugging Face; packaged by Simon Willison).",
+            speed=(310.0, 140.0),
         ),
         ModelEntry(
             name="qwen2.5-coder-1.5b",
@@ -78,6 +82,7 @@ CATALOG: dict[str, ModelEntry] = {
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=21 * 52_428_800 + 16_315_968,  # 21 full 50 MiB parts + the tail part
             licence=_CHUNK_LICENCE,
+            speed=(90.0, 30.0),
         ),
         ModelEntry(
             name="qwen2.5-coder-0.5b",
@@ -87,6 +92,7 @@ CATALOG: dict[str, ModelEntry] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=5 * 89_128_960 + 45_755_264,  # 5 full 85 MiB parts + the tail part
             licence=_CHUNK_LICENCE,
+            speed=(217.0, 52.0),
         ),
     )
 }

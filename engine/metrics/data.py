@@ -102,6 +102,28 @@ def load_labeled(path: str | Path, text_field: str = "text", label_field: str = 
     return _clean(display, str(file), role, texts, labels, sources)
 
 
+def load_texts(path: str | Path, text_field: str = "text", role: str = "reference") -> list[str]:
+    """The non-empty texts of a .parquet/.jsonl(.gz)/.csv/.tsv file (e.g. `synth --reference`).
+
+    Raises:
+        ConfigError: missing file, unknown format, missing column, or no text.
+    """
+    file = _resolve(Path(path), role)
+    fields = [f.strip() for f in text_field.split(",") if f.strip()]
+    if not fields:
+        raise ConfigError(f"{role} {file}: empty --{role}-text-field; name the column(s), e.g. text")
+    frame = _read(file, headerless=all(f.isdigit() for f in fields), role=role)
+    missing = [f for f in fields if f not in frame.columns]
+    if frame.height == 0 or missing:
+        raise ConfigError(f"{role} {file} has no text column {missing[0] if missing else fields[0]!r} "
+                          f"(columns: {frame.columns[:12]}); pass --{role}-text-field NAME "
+                          "(all-digit names are column positions in a headerless CSV)")
+    texts = [t for t in _joined(frame, fields) if t.strip()]
+    if not texts:
+        raise ConfigError(f"{role} {file}: column {text_field!r} holds no text")
+    return texts
+
+
 def _resolve(path: Path, role: str) -> Path:
     if path.is_dir():
         for candidate in _RUN_FILES:

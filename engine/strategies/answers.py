@@ -289,3 +289,67 @@ def _scan(body: str, pos: int) -> tuple[list[Any], list[str]]:
             broken.append(body[at:following.start() + 1].strip())
             pos = following.end() - 1
     return items, broken
+
+
+# A sentence ends at . ! or ? (optionally closed by a quote or bracket) followed by space; not after
+# an initial ("U.S.", "J.") or a common abbreviation.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+_ABBREVIATION = re.compile(r"(?:\b[A-Z]\.|\b(?:Mr|Mrs|Ms|Dr|St|Inc|Co|Corp|Ltd|Jr|Sr|vs|No|Gen|Gov|Sen|Rep|Jan|Feb|Mar|Apr|"
+                           r"Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.)$")
+
+
+def sentences(text: str) -> list[str]:
+    """Split text into sentences, keeping initials and common abbreviations inside them."""
+    parts, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        head = text[start:match.start()].rstrip("\"')]")
+        if _ABBREVIATION.search(head):
+            continue
+        parts.append(text[start:match.end()].strip())
+        start = match.end()
+    tail = text[start:].strip()
+    return parts + ([tail] if tail else [])
+
+
+def fit_sentences(text: str, output: OutputSpec, cut_off: bool) -> tuple[str, bool]:
+    """Keep whole sentences within `max_words`, and drop a fragment the server cut off.
+
+    An answer a little over the length, or cut off at max_tokens, usually holds complete sentences
+    that fit; keeping those instead of rejecting the answer saves the call. Nothing is kept that the
+    model did not write, and the result must still reach `min_words` (else the text is unchanged
+    and the usual filters reject it).
+
+    Returns:
+        (text, whether it was shortened).
+    """
+    parts = sentences(text)
+    if cut_off and parts and not re.search(r"[.!?][\"')\]]*$", parts[-1]):
+        parts = parts[:-1]  # the sentence the server stopped inside
+    elif len(text.split()) <= output.max_words:
+        return text, False
+    kept, words = [], 0
+    for part in parts:
+        if words + len(part.split()) > output.max_words:
+            break
+        kept.append(part)
+        words += len(part.split())
+    if not kept or words < output.min_words:
+        return text, False
+    return " ".join(kept), True
+
+
+def cut_passage(text: str, tokens: int) -> str:
+    """The passage's leading whole sentences within about `tokens` tokens (4 characters each).
+
+    A first sentence longer than the budget is cut at the last word that fits.
+    """
+    text = text.strip()
+    limit = tokens * 4
+    if len(text) <= limit:
+        return text
+    kept = ""
+    for sentence in sentences(text):
+        if len(kept) + len(sentence) + 1 > limit:
+            break
+        kept = f"{kept} {sentence}".strip()
+    return kept or text[:limit].rsplit(" ", 1)[0]

@@ -65,6 +65,7 @@ class AttrPrompt(LabelOnlyStrategy):
     """
 
     name = NAME
+    plans_before_setup = False
 
     def __init__(self, structured_output: bool = False, attributes: Mapping[str, Sequence[str]] | None = None,
                  class_specific: Sequence[str] | None = None, values_per_dimension: int = 8,

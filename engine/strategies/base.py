@@ -15,6 +15,7 @@ import importlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +23,7 @@ from typing import Any, ClassVar
 from engine import filters
 from engine.errors import ConfigError
 from engine.prompts import Template, load_template
-from engine.strategies.answers import SHORT_KIND_MAX_WORDS, clean_text, extract_text  # also exported from here
+from engine.strategies.answers import SHORT_KIND_MAX_WORDS, clean_text, extract_text, fit_sentences  # also exported from here
 from engine.types import Completion, Example, Hit, OutputSpec, Provenance, Rejection, Request, SamplingParams, TaskSpec
 
 __all__ = [
@@ -80,6 +81,7 @@ class Strategy(ABC):
 
     name: ClassVar[str] = ""
     uses_retrieval: ClassVar[bool] = True
+    plans_before_setup: ClassVar[bool] = True  # False when `plan_counts` needs `setup` to have run
 
     def template_names(self, task: TaskSpec) -> tuple[str, ...]:
         """The prompt templates `plan` needs: by default the task's system and main template."""
@@ -298,6 +300,12 @@ def parse_text_answer(
     text, note = extract_text(completion.text)
     text, dropped_tail = clean_text(text, output)
     finish_reason = "stop" if dropped_tail else completion.finish_reason
+    trimmed = False
+    if output.fit_sentences:
+        text, trimmed = fit_sentences(text, output, cut_off=finish_reason == "length")
+        finish_reason = "stop" if trimmed else finish_reason
+    if trimmed:
+        provenance = dataclasses.replace(provenance, trimmed=True)
     failure = first_failure(text, output, finish_reason, passage) or (check(text) if check else None)
     if failure:
         reason, detail = failure

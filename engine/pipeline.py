@@ -28,8 +28,7 @@ from engine.cache import CachedJournal
 from engine.journal import JOURNAL_NAME, Journal
 from engine.coverage import LabelCoverage, assess, routing
 from engine.quality import QualityChecks, ReferenceGuard
-from engine.llm.client import estimate_tokens
-from engine.refine import Outcomes, Part, Progress, make_ask, run_rounds
+from engine.refine import Outcomes, Part, Progress, first_round, make_ask, request_tokens, run_rounds
 from engine.strategies.base import get_strategy
 from engine.types import Hit, TaskSpec
 
@@ -178,16 +177,24 @@ class SynthPlan:
         parts: one `engine.refine.Part` per strategy (the task's own, and its fallback if used).
         retrieval: per-label retrieval counts for the manifest ({} without retrieval).
         coverage: per-label `engine.coverage.LabelCoverage` (None without retrieval).
-        routes: label -> the strategy that makes it.
         per_label: passages retrieved per label (examples times the over-generation factor).
+        reference: the leakage guard built from `SynthOptions.reference`, or None.
     """
 
     parts: tuple[Part, ...]
     retrieval: dict[str, Any]
     coverage: dict[str, LabelCoverage] | None
-    routes: dict[str, str]
     per_label: int
     reference: ReferenceGuard | None = None
+
+    def part_for(self, label: str) -> Part:
+        """The part (strategy) that makes `label`."""
+        return next(part for part in self.parts if label in part.labels)
+
+    @property
+    def routes(self) -> dict[str, str]:
+        """label -> the name of the strategy that makes it."""
+        return {label: part.strategy.name for part in self.parts for label in part.labels}
 
     def estimate(self, task: TaskSpec) -> dict[str, Any]:
         """The first round's requests and tokens, from the rendered prompts (no LLM call).
@@ -202,20 +209,11 @@ class SynthPlan:
                 requests += task.examples_per_label * len(part.labels)
                 unknown.append(part.strategy.name)
                 continue
-            rendered = _first_round(task, part)
-            requests += len(rendered)
-            prompt += sum(estimate_tokens("".join(text for _, text in r.messages)) for r in rendered)
-            completion += sum(r.sampling.max_tokens or 0 for r in rendered)
+            rendered = first_round(task, part)
+            tokens = request_tokens(rendered)
+            requests, prompt, completion = requests + len(rendered), prompt + tokens[0], completion + tokens[1]
         return {"requests": requests, "prompt_tokens": prompt, "completion_tokens_max": completion,
                 "tokens_unknown_for": unknown}
-
-
-def _first_round(task: TaskSpec, part: Part) -> list:
-    if part.picks is None:
-        counts = dict.fromkeys(part.labels, task.examples_per_label)
-        return part.strategy.plan_counts(task, counts, part.templates, start=dict.fromkeys(part.labels, 0))
-    batch = {name: part.picks[name][:task.examples_per_label] for name in part.labels if part.picks.get(name)}
-    return part.strategy.plan(task, batch, part.templates) if batch else []
 
 
 def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPlan:
@@ -232,7 +230,7 @@ def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPla
     reference = ReferenceGuard(options.reference, task.quality.near_duplicate or 0.7) if options.reference else None
     if not strategy.uses_retrieval:
         part = Part(strategy, templates, None, labels)
-        return SynthPlan((part,), {}, None, dict.fromkeys(labels, task.strategy), 0, reference)
+        return SynthPlan((part,), {}, None, 0, reference)
     per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
     picks, report = strategy.retrieve(index, task, per_label)
     if reference is not None:
@@ -246,7 +244,7 @@ def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPla
         fallback = get_strategy(task.fallback, structured_output=options.structured_output, **task.fallback_options)
         parts.append(Part(fallback, fallback.load_templates(task, options.prompts_dir), None, rest,
                           why=f"fallback: index {index.manifest.name!r} cannot support the label"))
-    return SynthPlan(tuple(parts), report.per_label, coverage, routes, per_label, reference)
+    return SynthPlan(tuple(parts), report.per_label, coverage, per_label, reference)
 
 
 def _without_leaks(picks: dict[str, list[Hit]], counts: dict[str, dict], reference: ReferenceGuard) -> dict[str, list[Hit]]:
@@ -323,12 +321,11 @@ def _check_run_identity(out: Path, task: TaskSpec, model: str, fresh: bool) -> N
 
 
 def _finish(task, index, llm, options, outcomes: Outcomes, synth_plan: SynthPlan, progress, started, endpoint) -> SynthResult:
-    part_of = {label: part for part in synth_plan.parts for label in part.labels}
     rows = [
         example_row(example, request.hit.passage.text if request.hit else None,
                     copy_rate(example.text, request.hit.passage.text) if request.hit else None,
                     outcomes.verdicts.get((example.provenance.request_id, example.text)),
-                    made_by=_made_by(part_of[request.label], request.label, synth_plan))
+                    made_by=_made_by(request.label, synth_plan))
         for example, request in outcomes.examples
     ]
     kept = Counter(example.label for example, _ in outcomes.examples)
@@ -362,7 +359,7 @@ def _finish(task, index, llm, options, outcomes: Outcomes, synth_plan: SynthPlan
         "wall_seconds": round(seconds, 2),
         "retrieval": synth_plan.retrieval,
         "coverage": {name: c.as_dict() for name, c in synth_plan.coverage.items()} if synth_plan.coverage else None,
-        "routes": {name: _made_by(part_of[name], name, synth_plan) for name in part_of},
+        "routes": {name: _made_by(name, synth_plan) for name in synth_plan.routes},
         "verification": outcomes.verification,
         "stages": outcomes.stages,
         "options": {"concurrency": options.concurrency if isinstance(options.concurrency, int) else options.concurrency.describe(), "structured_output": options.structured_output,
@@ -380,8 +377,9 @@ def _finish(task, index, llm, options, outcomes: Outcomes, synth_plan: SynthPlan
     )
 
 
-def _made_by(part: Part, label: str, synth_plan: SynthPlan) -> dict[str, str]:
+def _made_by(label: str, synth_plan: SynthPlan) -> dict[str, str]:
     """Which strategy made a label's examples, and why (empty for the task's own strategy)."""
+    part = synth_plan.part_for(label)
     reason = part.why
     if reason and synth_plan.coverage:
         reason = f"{reason} ({synth_plan.coverage[label].reason})"

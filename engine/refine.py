@@ -16,7 +16,7 @@ from engine.filters import Deduper
 from engine.llm.runner import run_requests_sync
 from engine.types import Completion, Example, Hit, Rejection, Request, TaskSpec
 
-__all__ = ["Outcomes", "Part", "Progress", "run_rounds", "call_all", "make_ask", "FAIL_FAST_AFTER"]
+__all__ = ["Outcomes", "Part", "Progress", "run_rounds", "first_round", "request_tokens", "call_all", "make_ask", "FAIL_FAST_AFTER"]
 
 FAIL_FAST_AFTER = 8  # this many failures in a row with no success stops the run
 
@@ -322,8 +322,7 @@ def estimate(requests: list[Request], progress: Progress, judged: bool) -> dict:
     Top-ups for rejected answers add to it; with verification each kept example also costs a
     short judge call.
     """
-    prompt = sum(estimate_tokens("".join(text for _, text in r.messages)) for r in requests)
-    completion = sum(r.sampling.max_tokens or 0 for r in requests)
+    prompt, completion = request_tokens(requests)
     return {"requests": len(requests), "prompt_tokens": prompt, "completion_tokens_max": completion,
             "cost_max": progress.cost(prompt, completion), "plus_judge_calls": judged}
 
@@ -340,6 +339,18 @@ class _Checks:
             return Rejection(example.label, "duplicate", example.text, "same text as an earlier example", example.provenance)
         rejection = self.quality.check(example, request) if self.quality is not None else None
         return rejection or example
+
+
+def request_tokens(requests: list[Request]) -> tuple[int, int]:
+    """(prompt tokens estimated from the rendered messages, the most completion tokens) of `requests`."""
+    prompt = sum(estimate_tokens("".join(text for _, text in r.messages)) for r in requests)
+    return prompt, sum(r.sampling.max_tokens or 0 for r in requests)
+
+
+def first_round(task: TaskSpec, part: Part) -> list[Request]:
+    """The requests a part's first round sends, planned as `run_rounds` plans them (no LLM call)."""
+    state = _Plan(want=dict.fromkeys(part.labels, task.examples_per_label), cursor=dict.fromkeys(part.labels, 0))
+    return _plan_round(task, part, state, [])
 
 
 def _judge(strategy, task, request, completion, checks: _Checks) -> list[Example | Rejection] | None:

@@ -28,7 +28,8 @@ from engine.cache import CachedJournal
 from engine.journal import JOURNAL_NAME, Journal
 from engine.coverage import LabelCoverage, assess, routing
 from engine.quality import QualityChecks, ReferenceGuard
-from engine.refine import Outcomes, Part, Progress, first_round, make_ask, request_tokens, run_rounds
+from engine.calls import Progress, make_ask, request_tokens
+from engine.refine import Outcomes, Part, first_round, run_rounds
 from engine.strategies.base import get_strategy
 from engine.types import Hit, TaskSpec
 

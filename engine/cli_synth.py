@@ -111,7 +111,9 @@ def print_plan(task, synth_plan, index, model: str | None, file_err: bool = True
     tokens = f"~{estimate['prompt_tokens']:,} prompt + at most {estimate['completion_tokens_max']:,} completion tokens"
     if unknown:
         tokens += f" (not counting {', '.join(unknown)}, whose prompts are known after its setup calls)"
-    echo(f"estimate for the first round: {estimate['requests']} requests, {tokens}{_time(task, estimate, model)}; "
+    screened = estimate.get("screen_requests", 0)
+    of_them = f" ({screened} of them yes/no screening questions)" if screened else ""
+    echo(f"estimate for the first round: {estimate['requests']} requests{of_them}, {tokens}{_time(task, estimate, model)}; "
          "top-ups for rejections add to it")
 
 
@@ -122,7 +124,9 @@ def _time(task, estimate: dict, model: str | None) -> str:
     entry = CATALOG.get(model or "")
     if entry is None or not all(entry.speed):
         return ""
-    expected = estimate["requests"] * min(task.sampling.max_tokens, 1.4 * (task.output.min_words + task.output.max_words) / 2)
+    screened = estimate.get("screen_requests", 0)
+    expected = (estimate["requests"] - screened) * min(task.sampling.max_tokens,
+                                                       1.4 * (task.output.min_words + task.output.max_words) / 2) + screened
     seconds = estimate["prompt_tokens"] / entry.speed[0] + expected / entry.speed[1]
     return f", about {seconds / 60:.0f} min on {entry.name} with 2 CPU cores"
 
@@ -189,6 +193,14 @@ def print_summary(result: SynthResult) -> None:
         dropped = ", ".join(f"{k} {v}" for k, v in quality["dropped"].items()) or "none dropped"
         click.echo(f"quality filters: {dropped}; examples with an entity not in their passage: {rate} of "
                    f"{grounding['checked']} checked (policy {quality['grounding_policy']})")
+    stages = result.manifest.get("stages") or {}
+    if stages.get("screen"):
+        said_no = ", ".join(f"{label} {c['no']}/{c['screened']}" for label, c in stages["screen"].items())
+        click.echo(f"retrieval screen: passages the LLM said are not about their label: {said_no}")
+    confidence = stages.get("confidence")
+    if confidence:
+        done = confidence.get("skipped") or f"dropped {confidence['dropped']} low-confidence examples"
+        click.echo(f"confidence filter (keep top {confidence['keep']:.0%} per label): {done}")
     verification = result.manifest.get("verification")
     if verification:
         shares = ", ".join(f"{label} {share:.2f}" for label, share in verification["agreement"].items())

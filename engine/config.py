@@ -272,7 +272,11 @@ def _check_retrieval(r: RetrievalParams, source: str) -> None:
 
 def _check_quality(q: QualityParams, source: str) -> None:
     if not 0.0 <= q.near_duplicate <= 1.0:
-        raise ConfigError(f"{source}: quality.near_duplicate={q.near_duplicate} must be between 0 (off) and 1 (default 0.7)")
+        raise ConfigError(f"{source}: quality.near_duplicate={q.near_duplicate} must be between 0 (off, the default) and 1 "
+                          "(0.7 recommended)")
+    if not 0.0 <= q.confidence_keep <= 1.0:
+        raise ConfigError(f"{source}: quality.confidence_keep={q.confidence_keep} must be between 0 (off, the default) "
+                          "and 1 (the SynthesizRR paper keeps 0.83)")
     if q.grounding not in _GROUNDING_POLICIES:
         raise ConfigError(f"{source}: quality.grounding={q.grounding!r}; use one of {', '.join(_GROUNDING_POLICIES)}")
 

@@ -31,7 +31,7 @@ from engine.quality import QualityChecks, ReferenceGuard
 from engine.calls import Progress, make_ask, request_tokens
 from engine.refine import Outcomes, Part, first_round, run_rounds
 from engine.strategies.base import get_strategy
-from engine.types import Hit, TaskSpec
+from engine.types import Hit, Request, TaskSpec
 
 __all__ = ["index", "search", "bench", "prepare", "plan", "SynthPlan", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
 
@@ -165,9 +165,23 @@ def synthesize(
             quality = QualityChecks(task, synth_plan.reference, extractor=_entity_extractor)
             outcomes = run_rounds(task, list(synth_plan.parts), llm, journal, options, progress, on_progress, quality)
             outcomes.stages["quality"] = quality.report()
+            if task.quality.confidence_keep:
+                _confidence_filter(task, index, outcomes)
             outcomes.stages["setup"] = next(iter(setup.values())) if len(setup) == 1 else setup
             progress.cache_hits = getattr(journal, "cache_hits", 0)
         return _finish(task, index, llm, options, outcomes, synth_plan, progress, started, endpoint)
+
+
+def _confidence_filter(task: TaskSpec, index: Index | None, outcomes: Outcomes) -> None:
+    """The cartography filter over the whole dataset (engine/cartography.py), in place."""
+    from engine.cartography import confidence_filter
+    from engine.embed import get_embedder
+
+    embedder = index.embedder if index is not None else get_embedder()
+    kept, dropped, report = confidence_filter(outcomes.examples, embedder, task.quality.confidence_keep, task.seed)
+    outcomes.examples[:] = kept
+    outcomes.rejections.extend(dropped)
+    outcomes.stages["confidence"] = report
 
 
 @dataclass(frozen=True)
@@ -201,9 +215,11 @@ class SynthPlan:
         """The first round's requests and tokens, from the rendered prompts (no LLM call).
 
         A part whose plan needs its setup stage first (attrprompt's attributes) counts its
-        requests but not their tokens (`tokens_unknown_for`).
+        requests but not their tokens (`tokens_unknown_for`). With `retrieval.screen`, each
+        first-round passage's yes/no question is counted too (`screen_requests`; a "no" costs one
+        more question and one more rewrite, which the estimate cannot know).
         """
-        requests = prompt = completion = 0
+        requests = prompt = completion = screened = 0
         unknown = []
         for part in self.parts:
             if part.picks is None and not part.strategy.plans_before_setup:
@@ -211,10 +227,27 @@ class SynthPlan:
                 unknown.append(part.strategy.name)
                 continue
             rendered = first_round(task, part)
+            if part.picks is not None and task.retrieval.screen:
+                screens = _screen_requests(task, rendered)
+                screened += len(screens)
+                rendered = rendered + screens
             tokens = request_tokens(rendered)
             requests, prompt, completion = requests + len(rendered), prompt + tokens[0], completion + tokens[1]
         return {"requests": requests, "prompt_tokens": prompt, "completion_tokens_max": completion,
-                "tokens_unknown_for": unknown}
+                "tokens_unknown_for": unknown, "screen_requests": screened}
+
+
+def _screen_requests(task: TaskSpec, rendered: list[Request]) -> list[Request]:
+    """The yes/no screening requests for the passages of `rendered` (engine/screen.py)."""
+    from engine.prompts import load_template
+    from engine.screen import SCREEN_TEMPLATE, plan_screen
+
+    template = load_template(SCREEN_TEMPLATE)
+    by_label: dict[str, list[Hit]] = {}
+    for request in rendered:
+        if request.hit is not None:
+            by_label.setdefault(request.label, []).append(request.hit)
+    return [r for label, hits in by_label.items() for r in plan_screen(task, label, hits, template)]
 
 
 def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPlan:
@@ -286,6 +319,11 @@ def prepare(task: TaskSpec, index: Index | None, options: SynthOptions):
         check_labels(task, ())  # label names the judge could confuse fail now, not after generation
     if strategy.uses_retrieval and index is None:
         raise ConfigError(f"strategy {task.strategy!r} retrieves passages: pass --index NAME")
+    if strategy.uses_retrieval and task.retrieval.screen:
+        from engine.prompts import load_template
+        from engine.screen import SCREEN_TEMPLATE
+
+        load_template(SCREEN_TEMPLATE, options.prompts_dir)  # a missing screen template fails now
     if options.out.exists() and not options.out.is_dir():
         raise ConfigError(f"--out {options.out} is a file; pass a folder for the dataset")
     return strategy, templates

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from engine.calls import Progress, call_all, estimate, make_ask
 from engine.filters import Deduper
+from engine.screen import Screen
 from engine.types import Example, Hit, Rejection, Request, TaskSpec
 
 __all__ = ["Outcomes", "Part", "run_rounds", "first_round"]
@@ -69,6 +70,7 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm, journal, options, progres
     part_of = {label: part for part in parts for label in part.labels}
     ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
     judge = _Judge(task, llm, journal, options, progress, on_progress) if task.verify else None
+    screen = Screen(task, llm, journal, options, progress, on_progress) if task.retrieval.screen else None
     state = _Plan(want={name: task.examples_per_label for name in part_of}, cursor=dict.fromkeys(part_of, 0))
     reviews = []
     for _ in range(options.max_rounds + max(part.strategy.planned_rounds(task) for part in parts) - 1):
@@ -76,7 +78,7 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm, journal, options, progres
             break
         history = [example for example, _ in outcomes.examples]
         requests = [request for part in parts
-                    for request in _plan_round(task, part, state, [e for e in history if e.label in part.labels])]
+                    for request in _plan_round(task, part, state, [e for e in history if e.label in part.labels], screen)]
         if not requests:
             break
         outcomes.rounds += 1
@@ -100,6 +102,8 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm, journal, options, progres
     outcomes.stages["review"] = reviews[0] if len(reviews) == 1 else reviews
     if judge:
         outcomes.verification = judge.summary()
+    if screen:
+        outcomes.stages["screen"] = screen.report()
     return outcomes
 
 
@@ -155,7 +159,7 @@ def _still_wanted(task: TaskSpec, outcomes: Outcomes) -> dict[str, int]:
     return {name: task.examples_per_label - count for name, count in have.items() if name in have}
 
 
-def _plan_round(task, part: Part, state: _Plan, history) -> list[Request]:
+def _plan_round(task, part: Part, state: _Plan, history, screen=None) -> list[Request]:
     strategy, templates, picks = part.strategy, part.templates, part.picks
     want = {name: n for name, n in state.want.items() if name in part.labels}
     if picks is None:  # generation only: new sample indexes per label
@@ -164,12 +168,20 @@ def _plan_round(task, part: Part, state: _Plan, history) -> list[Request]:
         for name, n in counts.items():
             state.cursor[name] += n
         return requests
-    batch = {}
-    for name, n in want.items():
-        hits = picks.get(name, [])[state.cursor[name]:state.cursor[name] + n] if n > 0 else []
-        if hits:
-            batch[name] = hits
-            state.cursor[name] += len(hits)
+    batch: dict[str, list[Hit]] = {}
+    while True:  # take each label's next passages; with a screen, until enough pass it or none are left
+        windows = {}
+        for name, n in want.items():
+            missing = n - len(batch.get(name, []))
+            hits = picks.get(name, [])[state.cursor[name]:state.cursor[name] + missing] if missing > 0 else []
+            if hits:
+                windows[name] = hits
+                state.cursor[name] += len(hits)
+        if not windows:
+            break
+        for name, hits in (screen.keep(windows) if screen else windows).items():
+            if hits:
+                batch.setdefault(name, []).extend(hits)
     return strategy.plan(task, batch, templates) if batch else []
 
 

@@ -108,6 +108,9 @@ class RetrievalParams:
     # end: the paper caps at 400; a one-sentence summary needs far less, and prompt tokens are what
     # a CPU server spends its time on.
     passage_tokens: int = 400
+    # Ask the LLM one short yes/no question per passage before rewriting it (engine/screen.py):
+    # "is it mainly about this label rather than the others?"; a "no" keeps it out of every prompt.
+    screen: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,13 @@ class QualityParams:
         near_duplicate: MinHash Jaccard threshold for near-duplicates and reference leaks (0 turns
             near-duplicate removal off; a reference set is still checked).
         grounding: ungrounded named entities: drop the example, flag (count) only, or off.
+        confidence_keep: the cartography filter (engine/cartography.py): the fraction of each
+            label's examples kept, by a student's confidence in their label (paper: 0.83; 0: off).
     """
 
     near_duplicate: float = 0.0  # opt-in (0.7 recommended, the AG News spec sets it)
     grounding: str = "drop"
+    confidence_keep: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,8 @@ def test_duplicate_label_is_rejected():
         ({"sampling": {"max_tokens": "many"}}, "sampling.max_tokens", "'many'"),
         ({"sampling": {"temperature": True}}, "sampling.temperature", "True"),
         ({"retrieval": {"candidates": 2.5}}, "retrieval.candidates", "2.5"),
+        ({"retrieval": {"screen": "sometimes"}}, "retrieval.screen", "'sometimes'"),
+        ({"quality": {"confidence_keep": "most"}}, "quality.confidence_keep", "'most'"),
         ({"output": {"kind": "headline", "max_words": "long"}}, "output.max_words", "'long'"),
     ],
 )
@@ -189,6 +191,7 @@ def test_numbers_written_as_whole_floats_or_numeric_strings_are_accepted():
         ({"retrieval": {"mode": "sparse"}}, "use dense, bm25 or hybrid"),
         ({"retrieval": {"mmr_lambda": 2}}, "must be between 0 and 1"),
         ({"retrieval": {"max_reuse": 0}}, "must be at least 1"),
+        ({"quality": {"confidence_keep": 1.5}}, "quality.confidence_keep=1.5 must be between 0 (off, the default) and 1"),
         ({"examples_per_label": 0}, "examples_per_label must be at least 1"),
         ({"output": {"kind": "  "}}, "output.kind must say what to write"),
     ],

@@ -113,3 +113,41 @@ def test_a_passage_near_a_reference_row_never_reaches_a_prompt(hash_index, tmp_p
     assert used[0].strip()[:100] not in prompts
     assert guarded.manifest["retrieval"]["Oil"]["near_reference_dropped"] >= 1
     assert guarded.manifest["stages"]["quality"]["reference_rows"] == 1
+
+
+def test_the_confidence_filter_drops_each_labels_least_confident_examples_out_of_fold():
+    """Real MiniLM embeddings: 8 sports and 8 business headlines, two of each labelled the other way."""
+    from engine.cartography import confidence_filter
+    from engine.embed import get_embedder
+    from engine.types import Example, Provenance
+
+    sports = ["The Rangers beat the Bruins 4-2 in overtime", "Gretzky scored twice as Edmonton won the series",
+              "The goalie made 41 saves in the playoff opener", "Montreal fired its coach after a losing streak",
+              "The striker's late goal sent the club into the final", "The pitcher threw a no-hitter at Fenway",
+              "The champion won the marathon in record time", "The quarterback threw three touchdown passes"]
+    business = ["Shares of the bank fell after quarterly earnings missed forecasts", "The oil company raised its dividend",
+                "Inflation rose to four percent, the central bank said", "The retailer cut 2,000 jobs to reduce costs",
+                "The merger creates the largest chemical maker in Europe", "Bond yields climbed as investors sold",
+                "The airline reported a record quarterly profit", "Exports fell for a third month as the dollar rose"]
+    swapped = {sports[0], business[0]}
+    texts = sports + business
+    labels = ["Sports" if (t in sports) != (t in swapped) else "Business" for t in texts]
+    pairs = [(Example(t, label, Provenance(None, None, None, None, None, "t", "h", "m", {}, 0, 0, 0)), None) for t, label in zip(texts, labels)]
+    kept, dropped, report = confidence_filter(pairs, get_embedder(), keep=0.75)
+    assert {r.raw for r in dropped} >= swapped and all(r.reason == "low_confidence" for r in dropped)
+    assert report["per_label"] == {"Business": {"kept": 6, "dropped": 2, "threshold": report["per_label"]["Business"]["threshold"]},
+                                   "Sports": {"kept": 6, "dropped": 2, "threshold": report["per_label"]["Sports"]["threshold"]}}
+    assert [p[0].text for p in kept] == [t for t in texts if t not in {r.raw for r in dropped}]  # order kept
+    again = confidence_filter(pairs, get_embedder(), keep=0.75)
+    assert [r.raw for r in again[1]] == [r.raw for r in dropped]  # deterministic: a resumed run drops the same
+
+
+def test_the_confidence_filter_keeps_everything_when_no_student_can_be_trained():
+    from engine.cartography import confidence_filter
+    from engine.embed import HashEmbedder
+    from engine.types import Example, Provenance
+
+    prov = Provenance(None, None, None, None, None, "t", "h", "m", {}, 0, 0, 0)
+    pairs = [(Example("a text", "A", prov), None), (Example("another", "A", prov), None), (Example("b", "B", prov), None)]
+    kept, dropped, report = confidence_filter(pairs, HashEmbedder(), keep=0.5)
+    assert kept == pairs and dropped == [] and "needs 2 labels with 2 examples each" in report["skipped"]

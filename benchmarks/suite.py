@@ -140,6 +140,7 @@ ROWS = [  # (column, path into a run's metrics, ending before the synthetic/huma
     ("label fidelity", ("label_fidelity",), ("fidelity",)),
     ("student MiniLM+LR acc", ("students", "embedding_logreg"), ("accuracy_mean",)),
     ("student TF-IDF+LR acc", ("students", "tfidf_logreg"), ("accuracy_mean",)),
+    ("student fine-tuned MiniLM acc", ("students", "finetuned_minilm"), ("accuracy_mean",)),
 ]
 
 

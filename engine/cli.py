@@ -316,13 +316,15 @@ def indexes_cmd(root):
 @click.option("--max-reference", default=2000, show_default=True, type=click.IntRange(2),
               help="Reference rows the students are tested on (a stratified random sample above).")
 @click.option("--entities/--no-entities", default=True, show_default=True, help="spaCy entity metrics.")
+@click.option("--finetune-student/--no-finetune-student", default=False, show_default=True,
+              help="Also fine-tune the MiniLM encoder with a classification head (minutes per fit on CPU; --seeds fits per side).")
 @click.option("--embed-cache/--no-embed-cache", default=True, show_default=True,
               help="Keep embeddings across runs (SEEDBED_EMBED_CACHE_DIR), so the human splits are embedded once.")
 @click.option("--html/--no-html", default=True, show_default=True, help="Also write report.html.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True, help="Folder for the report.")
 @friendly
 def bench(datasets, reference, train, text_field, label_field, reference_text_field, reference_label_field, train_text_field,
-          train_label_field, label_map, embedder, seeds, max_reference, entities, embed_cache, html, out):
+          train_label_field, label_map, embedder, seeds, max_reference, entities, finetune_student, embed_cache, html, out):
     """Measure DATASETS (run folders or .parquet/.jsonl/.csv files) against a human --reference split."""
     # Before torch loads OpenMP: idle threads sleep instead of spinning. On 2 busy cores this made
     # embedding 1.45x faster (400 AG News texts: 19 s -> 13 s); not yet measured on an idle machine.
@@ -341,7 +343,7 @@ def bench(datasets, reference, train, text_field, label_field, reference_text_fi
     human_train = load_labeled(train, train_text_field or ref_text, train_label_field or ref_label, label_map=mapping,
                                role="train") if train else None
     click.echo(f"loading embedder {embedder} ...", err=True)
-    config = BenchConfig(seeds=seeds, max_reference=max_reference, entities=entities)
+    config = BenchConfig(seeds=seeds, max_reference=max_reference, entities=entities, finetune=finetune_student)
     model = get_embedder(embedder)
     cache = EmbeddingCache() if embed_cache and not model.id.startswith("hash-") else None  # hashing beats a lookup
     try:

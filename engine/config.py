@@ -260,6 +260,8 @@ def _check_retrieval(r: RetrievalParams, source: str) -> None:
         raise ConfigError(f"{source}: retrieval.mode={r.mode!r}; use dense, bm25 or hybrid")
     if not 0.0 <= r.mmr_lambda <= 1.0:
         raise ConfigError(f"{source}: retrieval.mmr_lambda={r.mmr_lambda} must be between 0 and 1")
+    if r.mmr_relevance not in ("cosine", "margin", "both"):
+        raise ConfigError(f"{source}: retrieval.mmr_relevance={r.mmr_relevance!r}; use cosine, margin or both")
     if r.max_reuse < 1 or r.candidates < 1:
         raise ConfigError(f"{source}: retrieval.max_reuse and retrieval.candidates must be at least 1")
     if not -1.0 <= r.label_margin <= 1.0:

@@ -46,6 +46,7 @@ class LabelPool:
     assigned: int = 0  # candidates in the (possibly relaxed) band that belong to this label
     lost_to: dict[str, int] = field(default_factory=dict)  # label -> candidates that belong to it instead
     relaxed_from: float | None = None  # the task's lower bound when it was relaxed
+    margins: dict[str, float] = field(default_factory=dict)  # passage id -> its assignment margin for this label
 
 
 @dataclass(frozen=True)
@@ -121,12 +122,13 @@ def _pool(index, spec: LabelSpec, params: RetrievalParams, needed: int, queries:
                 best[hit.passage.id] = hit
     ranked = sorted((h for h in best.values() if h.passage.id not in too_close),
                     key=lambda h: (-(h.cosine or 0.0), h.passage.id))
-    belongs, rival = _belongs(index, ranked, spec.name, params, queries)
+    belongs, rival, margins = _belongs(index, ranked, spec.name, params, queries)
     floor, lowest = params.min_similarity, round(max(-1.0, params.min_similarity - params.relax_limit), 4)
     while round(floor - 0.05, 4) >= lowest - 1e-9 and _assigned_above(ranked, belongs, floor) < needed:
         floor = round(floor - 0.05, 4)
     in_floor = [(h, ok, r) for h, ok, r in zip(ranked, belongs, rival) if (h.cosine or 0.0) >= floor]
     pool.hits = [h for h, ok, _ in in_floor if ok]
+    pool.margins = {h.passage.id: m for h, m in zip(ranked, margins) if np.isfinite(m)}
     pool.assigned = len(pool.hits)
     for _, ok, other in in_floor:
         if not ok:
@@ -145,13 +147,13 @@ def _pool(index, spec: LabelSpec, params: RetrievalParams, needed: int, queries:
 
 
 def _belongs(index, ranked: list[Hit], label: str, params: RetrievalParams,
-             queries: dict[str, np.ndarray]) -> tuple[list[bool], list[str]]:
-    """Which candidates belong to `label` (label assignment), and the closest rival label of each."""
+             queries: dict[str, np.ndarray]) -> tuple[list[bool], list[str], list[float]]:
+    """Which candidates belong to `label` (label assignment), the closest rival label of each, and the margins."""
     if not ranked or not params.assign_labels or len(queries) < 2:
-        return [True] * len(ranked), [""] * len(ranked)
+        return [True] * len(ranked), [""] * len(ranked), [np.inf] * len(ranked)
     vectors = index.vectors(np.array([index.row_of(h.passage.id) for h in ranked]))
     margins, rivals = assignment(vectors, label, queries)
-    return [bool(m >= params.label_margin) for m in margins], rivals
+    return [bool(m >= params.label_margin) for m in margins], rivals, [float(m) for m in margins]
 
 
 def _assigned_above(ranked: list[Hit], belongs: list[bool], floor: float) -> int:
@@ -160,7 +162,8 @@ def _assigned_above(ranked: list[Hit], belongs: list[bool], floor: float) -> int
 
 def _round_robin(index, pools: dict[str, LabelPool], per_label: int, params: RetrievalParams) -> dict[str, list[Hit]]:
     """Labels take turns picking their next MMR passage, honouring the reuse cap."""
-    orders = {name: mmr_order(index, pool.hits, per_label * 3, params.mmr_lambda) for name, pool in pools.items()}
+    orders = {name: mmr_order(index, pool.hits, per_label * 3, params.mmr_lambda, _relevance(pool, params.mmr_relevance))
+              for name, pool in pools.items()}
     uses: dict[str, int] = {}
     picks: dict[str, list[Hit]] = {name: [] for name in pools}
     cursors = dict.fromkeys(pools, 0)
@@ -181,24 +184,34 @@ def _round_robin(index, pools: dict[str, LabelPool], per_label: int, params: Ret
     return picks
 
 
+def _relevance(pool: LabelPool, kind: str) -> np.ndarray | None:
+    """MMR's relevance per hit: the cosine to its query (None), the assignment margin, or their sum."""
+    if kind == "cosine" or not pool.margins:
+        return None
+    margin = np.array([pool.margins.get(h.passage.id, 0.0) for h in pool.hits], dtype=np.float32)
+    return margin if kind == "margin" else margin + np.array([h.cosine or 0.0 for h in pool.hits], dtype=np.float32)
+
+
 def _reranked(hit: Hit, rank: int) -> Hit:
     return Hit(passage=hit.passage, score=hit.score, rank=rank, query=hit.query, cosine=hit.cosine)
 
 
-def mmr_order(index, hits: list[Hit], limit: int, lam: float) -> list[Hit]:
-    """Greedy maximal marginal relevance: lam * cosine(query) - (1 - lam) * max cosine(picked).
+def mmr_order(index, hits: list[Hit], limit: int, lam: float, relevance: np.ndarray | None = None) -> list[Hit]:
+    """Greedy maximal marginal relevance: lam * relevance - (1 - lam) * max cosine(picked).
 
     Args:
         index: gives the stored vectors of the hits' passages.
         hits: candidates with `cosine` to their query.
         limit: how many to order (the rest are dropped).
         lam: 1.0 is pure relevance, 0.0 pure diversity.
+        relevance: per hit (default: its cosine to its query).
     """
     if not hits:
         return []
     rows = np.array([index.row_of(h.passage.id) for h in hits])
     vectors = index.vectors(rows)
-    relevance = np.array([h.cosine or 0.0 for h in hits], dtype=np.float32)
+    if relevance is None:
+        relevance = np.array([h.cosine or 0.0 for h in hits], dtype=np.float32)
     closest = np.full(len(hits), -np.inf, dtype=np.float32)
     chosen: list[int] = []
     available = np.ones(len(hits), dtype=bool)

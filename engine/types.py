@@ -94,6 +94,9 @@ class RetrievalParams:
     candidates: int = 200
     mode: str = "hybrid"
     mmr_lambda: float = 0.5
+    # What MMR calls relevance: the cosine to the query (the paper), the label-assignment margin,
+    # or both summed ("both" prefers passages that are near the label and far from the others).
+    mmr_relevance: str = "cosine"
     max_reuse: int = 1
     # Label assignment: a candidate is kept for label y only when its similarity to y's queries
     # beats its similarity to every other label's queries by at least this margin (measured by

@@ -190,6 +190,7 @@ def test_numbers_written_as_whole_floats_or_numeric_strings_are_accepted():
         ({"retrieval": {"max_similarity": 1.5}}, "must satisfy -1 <= min < max <= 1"),
         ({"retrieval": {"mode": "sparse"}}, "use dense, bm25 or hybrid"),
         ({"retrieval": {"mmr_lambda": 2}}, "must be between 0 and 1"),
+        ({"retrieval": {"mmr_relevance": "fame"}}, "retrieval.mmr_relevance='fame'; use cosine, margin or both"),
         ({"retrieval": {"max_reuse": 0}}, "must be at least 1"),
         ({"quality": {"confidence_keep": 1.5}}, "quality.confidence_keep=1.5 must be between 0 (off, the default) and 1"),
         ({"examples_per_label": 0}, "examples_per_label must be at least 1"),

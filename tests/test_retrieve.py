@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 from itertools import combinations
@@ -161,6 +163,31 @@ def test_mmr_lambda_one_is_relevance_order_and_lambda_zero_is_diverse(mmr_index)
 
     balanced = mmr_order(index, hits, limit=4, lam=0.5)
     assert balanced[0].passage.id == by_relevance[0].passage.id  # the first pick is always the most relevant
+
+
+def test_mmr_orders_by_the_relevance_it_is_given(mmr_index):
+    hits = mmr_index.search(BASE, k=6, mode="dense")
+    reverse = np.arange(len(hits), dtype=np.float32)  # the least similar hit is now the most relevant
+    order = mmr_order(mmr_index, hits, limit=len(hits), lam=1.0, relevance=reverse)
+    assert [h.passage.id for h in order] == [h.passage.id for h in reversed(hits)]
+
+
+def test_mmr_relevance_margin_prefers_passages_that_belong_to_the_label_most(tmp_path):
+    from test_coverage import LABELS, build_mix_index, make_task
+
+    index = build_mix_index(tmp_path)
+    base = make_task(labels=LABELS[:2])
+    by_cosine, _ = retrieve_for_task(index, base, 6)
+    task = make_task(labels=LABELS[:2], retrieval=dataclasses.replace(base.retrieval, mmr_lambda=1.0, mmr_relevance="margin"))
+    picks, _ = retrieve_for_task(index, task, 6)
+    queries = {spec.name: index.embed_queries(label_queries(spec)) for spec in task.labels}
+    from engine.retrieve import assignment
+
+    for label, hits in picks.items():
+        vectors = index.vectors(np.array([index.row_of(h.passage.id) for h in hits]))
+        margins = assignment(vectors, label, queries)[0]
+        assert list(margins) == sorted(margins, reverse=True)  # lambda 1: pure margin order
+    assert picks != by_cosine
 
 
 def test_mmr_edge_cases(mmr_index):

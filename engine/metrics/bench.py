@@ -24,7 +24,7 @@ from engine.metrics.entities import entity_metrics, spacy_extractor
 from engine.metrics.human import human_likeness
 from engine.metrics.lexical import lexical_metrics, tokenize
 from engine.metrics.semantic import semantic_metrics
-from engine.metrics.students import STUDENTS, label_fidelity, student_accuracy
+from engine.metrics.students import FINETUNED, STUDENTS, label_fidelity, student_accuracy
 from engine.metrics.vectors import EmbeddingCache, Vectors
 
 __all__ = ["BenchConfig", "BenchResult", "run_bench", "SCHEMA", "HUMAN_KEY"]
@@ -41,6 +41,7 @@ class BenchConfig:
     max_reference: int = 2000      # reference rows students are tested on (stratified sample above this)
     max_train: int = 2000          # human training rows used at least (more when a set is larger): oracle + gold ceiling
     entities: bool = True          # spaCy NER metrics
+    finetune: bool = False         # also the fine-tuned MiniLM student (minutes per fit; seeds = fine-tuning seeds)
     top_k: int = 10                # entities counted for popularity bias
     samples: int = 8               # example rows shown per set in the report
     seed: int = 13
@@ -246,7 +247,8 @@ def _supervised(ctx: _Context, dataset: LabeledSet, syn_vec, hum_vec, human: Lab
             warnings.append(f"the training split has fewer rows than the dataset for {short}: the gold ceiling uses fewer")
         gold = ([train.texts[i] for i in rows], train_vec[rows], [train.labels[i] for i in rows])
     students = {}
-    for kind in STUDENTS:
+    for kind in STUDENTS + ((FINETUNED,) if cfg.finetune else ()):
+        ctx.progress(f"{dataset.name}: student {kind}")
         synthetic = _try(student_accuracy, kind, (dataset.texts, syn_vec, dataset.labels), test, cfg.seeds)
         human_side = _try(student_accuracy, kind, gold, test, cfg.seeds) if gold else no_train
         students[kind] = {"synthetic": synthetic, "human": human_side}

@@ -7,6 +7,10 @@ because on a small busy machine two threads made each fit several times slower):
   semantic metrics use.
 - `tfidf_logreg`: on TF-IDF of word uni- and bigrams (sublinear tf, lowercased), fitted on the
   training set only.
+- `finetuned_minilm` (opt-in, `BenchConfig.finetune`): the MiniLM encoder fine-tuned end to end
+  with a linear head (`engine.metrics.finetune`); minutes per fit on CPU, so bench runs it only
+  when asked. It is not bootstrapped: its mean and spread are over fine-tuning seeds (head
+  initialisation, dropout and batch order) on the whole set, as the literature reports students.
 
 Student accuracy = accuracy (and macro-F1 over the test labels) on the test split. `full` is the
 student trained on the whole set; the mean and spread (population std) are over `seeds` bootstrap
@@ -27,9 +31,10 @@ import numpy as np
 
 from engine.errors import MetricUnavailable
 
-__all__ = ["STUDENTS", "student_accuracy", "label_fidelity", "fit_student"]
+__all__ = ["STUDENTS", "FINETUNED", "student_accuracy", "label_fidelity", "fit_student"]
 
 STUDENTS = ("embedding_logreg", "tfidf_logreg")
+FINETUNED = "finetuned_minilm"
 
 
 def _one_thread(func):
@@ -45,16 +50,26 @@ def _one_thread(func):
     return wrapper
 
 
-def fit_student(kind: str, texts: Sequence[str], vectors: np.ndarray, labels: Sequence[str]):
+def fit_student(kind: str, texts: Sequence[str], vectors: np.ndarray, labels: Sequence[str], seed: int = 0):
     """Fit one student; returns predict(texts, vectors) -> labels.
 
     Raises:
         MetricUnavailable: fewer than 2 distinct labels to learn.
     """
-    from sklearn.linear_model import LogisticRegression
-
     if len(set(labels)) < 2:
         raise MetricUnavailable(f"a student needs at least 2 labels to learn, got {sorted(set(labels))}")
+    if kind == FINETUNED:
+        from engine.metrics.finetune import fit_finetuned
+
+        predict_texts = fit_finetuned(list(texts), list(labels), seed=seed)
+        return lambda texts_, _vecs: np.asarray(predict_texts(list(texts_)))
+    return _fit_linear(kind, texts, vectors, labels)
+
+
+@_one_thread
+def _fit_linear(kind: str, texts: Sequence[str], vectors: np.ndarray, labels: Sequence[str]):
+    from sklearn.linear_model import LogisticRegression
+
     if kind == "embedding_logreg":
         model = LogisticRegression(C=1.0, max_iter=2000)
         model.fit(np.asarray(vectors), list(labels))
@@ -66,7 +81,7 @@ def fit_student(kind: str, texts: Sequence[str], vectors: np.ndarray, labels: Se
         model = LogisticRegression(C=1.0, max_iter=2000, solver="newton-cg")  # same optimum as lbfgs, ~6x fewer seconds on sparse input
         model.fit(tfidf.fit_transform(list(texts)), list(labels))
         return lambda texts_, _vecs: model.predict(tfidf.transform(list(texts_)))
-    raise ValueError(f"unknown student {kind!r}; use one of {STUDENTS}")
+    raise ValueError(f"unknown student {kind!r}; use one of {STUDENTS + (FINETUNED,)}")
 
 
 def _scores(predicted, truth: Sequence[str]) -> tuple[float, float]:
@@ -78,15 +93,15 @@ def _scores(predicted, truth: Sequence[str]) -> tuple[float, float]:
     return accuracy, macro_f1
 
 
-@_one_thread
 def student_accuracy(kind: str, train: tuple[Sequence[str], np.ndarray, Sequence[str]],
                      test: tuple[Sequence[str], np.ndarray, Sequence[str]], seeds: int = 5) -> dict[str, object]:
     """Accuracy and macro-F1 of one student trained on `train`, tested on `test`.
 
     Args:
-        kind: one of STUDENTS.
+        kind: one of STUDENTS, or FINETUNED.
         train, test: (texts, embeddings, labels).
-        seeds: bootstrap resamples for the mean and spread (0: the full fit only).
+        seeds: bootstrap resamples for the mean and spread (0: the full fit only); for FINETUNED,
+            fine-tuning seeds on the whole set (at least 1; the first is the full fit).
 
     Returns:
         {'accuracy', 'macro_f1' (full fit), 'accuracy_mean', 'accuracy_std', 'macro_f1_mean',
@@ -97,7 +112,22 @@ def student_accuracy(kind: str, train: tuple[Sequence[str], np.ndarray, Sequence
     """
     texts, vectors, labels = train
     test_texts, test_vectors, test_labels = test
-    full = _scores(fit_student(kind, texts, vectors, labels)(test_texts, test_vectors), test_labels)
+    if kind == FINETUNED:  # fine-tuning varies with its seed alone: each seed retrains on the whole set
+        runs = [_scores(fit_student(kind, texts, vectors, labels, seed=seed)(test_texts, test_vectors), test_labels)
+                for seed in range(max(1, seeds))]
+        full = runs[0]
+    else:
+        full = _scores(fit_student(kind, texts, vectors, labels)(test_texts, test_vectors), test_labels)
+        runs = _bootstrap_runs(kind, train, test, seeds)
+    acc = np.array([r[0] for r in runs] or [full[0]])
+    f1 = np.array([r[1] for r in runs] or [full[1]])
+    return {"accuracy": full[0], "macro_f1": full[1], "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "macro_f1_mean": float(f1.mean()), "macro_f1_std": float(f1.std()), "seeds": len(runs), "train_size": len(labels)}
+
+
+def _bootstrap_runs(kind: str, train, test, seeds: int) -> list[tuple[float, float]]:
+    texts, vectors, labels = train
+    test_texts, test_vectors, test_labels = test
     runs = []
     for seed in range(seeds):
         rows = np.random.default_rng(seed).integers(0, len(labels), size=len(labels))
@@ -106,10 +136,7 @@ def student_accuracy(kind: str, train: tuple[Sequence[str], np.ndarray, Sequence
             continue
         predict = fit_student(kind, [texts[i] for i in rows], np.asarray(vectors)[rows], sample_labels)
         runs.append(_scores(predict(test_texts, test_vectors), test_labels))
-    acc = np.array([r[0] for r in runs] or [full[0]])
-    f1 = np.array([r[1] for r in runs] or [full[1]])
-    return {"accuracy": full[0], "macro_f1": full[1], "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "macro_f1_mean": float(f1.mean()), "macro_f1_std": float(f1.std()), "seeds": len(runs), "train_size": len(labels)}
+    return runs
 
 
 @_one_thread

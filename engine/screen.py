@@ -1,5 +1,5 @@
 """Retrieval screening (`retrieval.screen: true`): one short yes/no LLM question per retrieved
-passage before it is rewritten: is it mainly about this label rather than the task's other labels?
+passage before it is rewritten: is it about this label?
 
 Label assignment (engine/retrieve.py) compares embeddings; the screen asks the model that will do
 the rewriting, and a "no" keeps the passage out of every prompt (the next retrieved passage takes
@@ -32,13 +32,11 @@ _ANSWER = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 def plan_screen(task: TaskSpec, label: str, hits: list[Hit], template) -> list[Request]:
     """One yes/no request per hit, in order; the passage is cut as the refine prompt cuts it."""
     spec = next(s for s in task.labels if s.name == label)
-    others = [s.verbalization or s.name for s in task.labels if s.name != label]
     sampling = dataclasses.replace(SCREEN_SAMPLING, seed=derive_seed(task.seed, _NAMESPACE))
     requests = []
     for hit in hits:
         messages = template.render_from({
             "label": spec.verbalization or spec.name,
-            "others": ", ".join(others) or "anything else",
             "passage": cut_passage(hit.passage.text, task.retrieval.passage_tokens),
         })
         rid = request_id(_NAMESPACE, template.sha256, messages, sampling, 0)

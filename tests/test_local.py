@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import re
 import signal
 import socket
@@ -166,8 +167,9 @@ def test_install_chunked_model_assembles_and_stamps(chunked, home):
     assert path.read_bytes() == data
     status = model_status(entry)
     assert (status.installed, status.verified, status.size) == (True, True, len(data))
-    stamp = json.loads((home / "models" / "fake-chunked.stamp.json").read_text())
-    assert stamp["sha256"] == entry.sha256 and stamp["size"] == len(data)
+    (stamp_file,) = (home / "models").glob("fake-chunked.*.stamp.json")
+    stamp = json.loads(stamp_file.read_text())
+    assert stamp["sha256"] == entry.sha256 and stamp["size"] == len(data) and stamp["path"] == str(path)
 
 
 def test_install_chunked_model_with_wrong_sha_fails(chunked, home):
@@ -211,6 +213,21 @@ def test_stamp_skips_rehash_until_file_changes(single, count_hashes):
     assert model_status(entry).verified is False
     with pytest.raises(RuntimeSetupError, match="sha256 mismatch"):
         ensure_model(entry, install=False, progress=False)
+
+
+def test_two_copies_of_a_model_sharing_one_home_keep_their_own_stamps(single, fake_site, count_hashes):
+    """Two checkouts (two venvs) share SEEDBED_HOME: verifying one copy must not unverify the other."""
+    entry, _ = single
+    first = ensure_model(entry, install=False, progress=False)
+    other_site = fake_site.parent / "other-venv-site"
+    shutil.copytree(first.parents[1], other_site / first.parents[1].name)
+    second = other_site / first.relative_to(fake_site)
+    from engine.llm import local
+
+    assert local._stamp_ok(entry, first) and not local._stamp_ok(entry, second)
+    local._verify(entry, second, progress=False)  # the other checkout's setup hashes its copy
+    assert len(count_hashes) == 2
+    assert local._stamp_ok(entry, first) and local._stamp_ok(entry, second)
 
 
 def test_corrupt_assembled_file_is_rebuilt_from_parts(chunked, home):

@@ -28,7 +28,7 @@ def mix_index(tmp_path_factory):
 
 
 def passage_of(messages) -> str:
-    return messages[-1]["content"].split("Passage:\n", 1)[1].strip()
+    return messages[-1]["content"].split("Passage:\n", 1)[1].split("\n\nQuestion:", 1)[0].strip()
 
 
 class Screener:
@@ -42,7 +42,7 @@ class Screener:
         if SCREEN_QUESTION not in user:
             return default_answer(messages)
         self.asked.append(user)
-        if "mainly about business news" in user:
+        if "is this passage business news" in user:
             if len(self.refused) < self.refuse:
                 self.refused.append(passage_of(messages))
                 return "No."

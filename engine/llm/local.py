@@ -99,8 +99,12 @@ def _gguf_path(entry: ModelEntry) -> Path | None:
     return _locate(entry.files[0])
 
 
-def _stamp_path(entry: ModelEntry) -> Path:
-    return _models_dir() / f"{entry.name}.stamp.json"
+def _stamp_path(entry: ModelEntry, path: Path) -> Path:
+    """One stamp per model file: two checkouts (two venvs) sharing SEEDBED_HOME each install a
+    PyPI model inside their own venv, and one stamp per model name made them overwrite each
+    other's, so the other checkout's model read as unverified."""
+    where = hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()[:12]
+    return _models_dir() / f"{entry.name}.{where}.stamp.json"
 
 
 def _stamp_record(entry: ModelEntry, path: Path) -> dict[str, object]:
@@ -110,13 +114,13 @@ def _stamp_record(entry: ModelEntry, path: Path) -> dict[str, object]:
 
 def _stamp_ok(entry: ModelEntry, path: Path) -> bool:
     try:
-        return json.loads(_stamp_path(entry).read_text()) == _stamp_record(entry, path)
+        return json.loads(_stamp_path(entry, path).read_text()) == _stamp_record(entry, path)
     except (OSError, ValueError):
         return False
 
 
 def _write_stamp(entry: ModelEntry, path: Path) -> None:
-    stamp = _stamp_path(entry)
+    stamp = _stamp_path(entry, path)
     stamp.parent.mkdir(parents=True, exist_ok=True)
     tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(_stamp_record(entry, path), indent=2) + "\n")

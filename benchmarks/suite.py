@@ -43,9 +43,15 @@ IMDB_NAMES = {"pos": "positive", "neg": "negative"}
 
 def datasets(out: Path, imdb_docs: int) -> dict[str, dict]:
     """Per dataset: task spec, index, and the `seedbed bench` arguments for its human splits."""
+    ag_bench = ["--reference", str(DATA / "ag_news/test.csv"), "--reference-text-field", "2",
+                "--reference-label-field", "0", "--train", str(DATA / "ag_news/train_subset_8k_jointmatch.csv"),
+                "--train-text-field", "content", "--train-label-field", "label",
+                "--label-map", ",".join(f"{k}={v}" for k, v in AG_NAMES.items())]
     return {
+        "ag_news_mix": {"task": ROOT / "benchmarks/tasks/ag_news.yaml", "index": "news-mix", "bench": ag_bench,
+                        "corpus": ["corpora/news-mix", "--text-field", "title,text"]},
         "ag_news": {
-            "task": ROOT / "benchmarks/tasks/ag_news.yaml", "index": "reuters-sample",
+            "task": ROOT / "benchmarks/tasks/ag_news.yaml", "index": "reuters-sample", "corpus": ["corpora/reuters-sample"],
             "bench": ["--reference", str(DATA / "ag_news/test.csv"), "--reference-text-field", "2",
                       "--reference-label-field", "0", "--train", str(DATA / "ag_news/train_subset_8k_jointmatch.csv"),
                       "--train-text-field", "content", "--train-label-field", "label",
@@ -56,6 +62,15 @@ def datasets(out: Path, imdb_docs: int) -> dict[str, dict]:
             "bench": ["--reference", str(out / "data/imdb-test.jsonl"), "--train", str(out / "data/imdb-train.jsonl")],
         },
     }
+
+
+def prepare_index(spec: dict, root: Path) -> None:
+    """Build a bundled corpus's index on first use (`seedbed index`)."""
+    if "corpus" not in spec or (root / spec["index"] / "manifest.json").exists():
+        return
+    print(f"== indexing {spec['corpus'][0]} as {spec['index']}", flush=True)
+    subprocess.run([sys.executable, "-m", "engine.cli", "index", spec["corpus"][0], "--name", spec["index"],
+                    "--root", str(root), *spec["corpus"][1:]], cwd=ROOT, check=True)
 
 
 def clean_review(text: str) -> str:
@@ -193,6 +208,8 @@ def main() -> None:
     parser.add_argument("--out", default=f"runs/suite-{date.today().isoformat()}")
     parser.add_argument("--fake", action="store_true", help="scripted LLM: checks the plumbing, not the methods")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
+    parser.add_argument("--finetune-student", action="store_true", help="bench also fine-tunes the MiniLM student")
+    parser.add_argument("--seeds", type=int, default=5, help="student seeds in the bench")
     args = parser.parse_args()
     if args.fake:
         args.model = "fake"
@@ -203,22 +220,23 @@ def main() -> None:
         sys.exit(f"--datasets: unknown {unknown}; choose from {sorted(specs)}")
     if "imdb" in names:
         prepare_imdb(out, Path(args.root), args.imdb_docs, seed=7)
+    for name in names:
+        prepare_index(specs[name], Path(args.root))
 
     from engine.llm.endpoint import EndpointSettings, open_llm
 
     runs: dict[str, list[Path]] = {}
     settings = EndpointSettings(base_url=args.base_url, model=args.model, fake=args.fake, parallel=args.concurrency)
-    with open_llm(settings) as llm:
-        for dataset in names:
+    summary = {}
+    for dataset in names:  # each dataset is benched as soon as its runs are made: results come early
+        with open_llm(settings) as llm:
             runs[dataset] = [reused(dataset, s, args) or synthesize_one(dataset, s, specs[dataset], llm, args, out)
                              for s in args.strategies.split(",")]
-
-    summary = {}
-    for dataset in names:
         report_dir = out / dataset / "report"
         print(f"== seedbed bench: {dataset}, {len(runs[dataset])} runs", flush=True)
+        extra = ["--seeds", str(args.seeds)] + (["--finetune-student"] if args.finetune_student else [])
         subprocess.run([sys.executable, "-m", "engine.cli", "bench", *map(str, runs[dataset]), *specs[dataset]["bench"],
-                        "--out", str(report_dir)], cwd=ROOT, check=True)
+                        *extra, "--out", str(report_dir)], cwd=ROOT, check=True)
         report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
         summary[dataset] = {"reference": Path(specs[dataset]["bench"][1]).name, "report": str(report_dir),
                             "runs": [{**row, "run": f"{Path(run).name}", "folder": str(run), "manifest": _facts(Path(run))}

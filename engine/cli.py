@@ -18,6 +18,36 @@ INDEX_ROOT = click.option("--root", type=click.Path(path_type=Path), default=Pat
                           envvar="SEEDBED_INDEXES", help="Folder holding indexes.")
 
 
+def _use_prompts(_ctx, _param, value):
+    if value is not None:
+        if not Path(value).is_dir():
+            raise click.BadParameter(f"{value} is not a folder of prompt templates; `seedbed init DIR --prompts` writes "
+                                     "a copy of the bundled ones to edit")
+        os.environ["SEEDBED_PROMPTS"] = str(Path(value).resolve())
+    return value
+
+
+PROMPTS = click.option("--prompts", type=click.Path(path_type=Path), envvar="SEEDBED_PROMPTS", expose_value=False,
+                       callback=_use_prompts, help="Folder of your own prompt templates (default: the bundled ones).")
+
+
+def bundled_path(path: Path, kind: str) -> Path:
+    """`bundled:NAME` -> the bundled sample corpus or task spec NAME; any other path as given."""
+    text = str(path)
+    if not text.startswith("bundled:"):
+        return path
+    from engine.resources import bundled
+
+    folder, name = bundled(kind), text.removeprefix("bundled:")
+    candidates = [folder / name] + ([folder / f"{name}.yaml"] if kind == "tasks" else [])
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    available = sorted(p.stem if kind == "tasks" else p.name for p in folder.iterdir() if not p.name.startswith("."))
+    raise click.BadParameter(f"no bundled {kind[:-1] if kind == 'tasks' else 'corpus'} {name!r}; "
+                             f"choose one of {', '.join(available)}")
+
+
 def friendly(func):
     """Turn SeedbedErrors (and Ctrl-C) into one line on stderr and a non-zero exit."""
 
@@ -64,7 +94,9 @@ def main(verbose: bool) -> None:
 @INDEX_ROOT
 @friendly
 def index_cmd(corpus, name, text_field, chunk_words, min_words, add, force, embedder, root):
-    """Index CORPUS (a .jsonl/.csv/.parquet/.txt file or a folder of them) as NAME."""
+    """Index CORPUS (a .jsonl/.csv/.parquet/.txt file or a folder of them, or bundled:reuters-sample /
+    bundled:news-mix, the sample corpora) as NAME."""
+    corpus = bundled_path(corpus, "corpora")
     from tqdm import tqdm
 
     from engine.config import validate_name
@@ -143,13 +175,15 @@ def search(name, query, k, mode, as_json, root):
 @click.option("--reference-text-field", default="text", show_default=True,
               help="Text column(s) of --reference; digits = positions in a headerless CSV (AG News test.csv: 1,2).")
 @INDEX_ROOT
+@PROMPTS
 @friendly
 def synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, resume, fake, examples_per_label,
           max_calls, max_tokens_total, max_cost, price_in, price_out, cache, strategy, verify, reference, reference_text_field,
           root):
-    """Synthesize a labelled dataset for TASK (a YAML/TOML spec) from an index."""
+    """Synthesize a labelled dataset for TASK (a YAML/TOML spec, or bundled:ag_news and the like) from an index."""
     from engine.cli_synth import Budget, Overrides, run_synth
 
+    task = bundled_path(task, "tasks")
     if resume and fresh:
         raise click.UsageError("--resume continues the run in --out; --fresh replaces it: give one of them")
     if resume and not (out / "run.json").exists():
@@ -177,11 +211,13 @@ def synth(task, index_name, out, base_url, model, api_key, concurrency, structur
 @click.option("--strategy", help="Override the task's strategy.")
 @click.option("--model", envvar="SEEDBED_MODEL", help="Local catalog model whose measured speed turns tokens into time.")
 @INDEX_ROOT
+@PROMPTS
 @friendly
 def plan_cmd(task, index_name, examples_per_label, strategy, model, root):
     """Show what `synth` would do for TASK: coverage per label, routing, calls, tokens, time. No LLM call."""
     from engine.cli_synth import Overrides, run_plan
 
+    task = bundled_path(task, "tasks")
     run_plan(task, index_name, Overrides(examples_per_label, strategy, None), root, model or "qwen2.5-coder-1.5b")
 
 
@@ -276,6 +312,7 @@ def setup(model):
 @click.option("--fake", is_flag=True, help="Use the deterministic scripted LLM (offline checks).")
 @click.option("--cache/--no-cache", default=True, show_default=True, help="Jobs reuse the shared LLM cache.")
 @INDEX_ROOT
+@PROMPTS
 @friendly
 def serve(index_names, host, port, api_key_file, no_auth, jobs_dir, cors, datasets, base_url, model, api_key, fake, cache,
           root):
@@ -286,6 +323,33 @@ def serve(index_names, host, port, api_key_file, no_auth, jobs_dir, cors, datase
     endpoint = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake)
     run_serve(index_names, root, host, port, api_key_file, no_auth, jobs_dir, cors, endpoint, cache and not fake,
               datasets)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path), default=Path("."))
+@click.option("--prompts", "with_prompts", is_flag=True, help="Also copy the bundled prompt templates to FOLDER/prompts to edit.")
+@friendly
+def init(folder, with_prompts):
+    """Start a project in FOLDER: a commented starter task spec (task.yaml) and, with --prompts, the templates."""
+    import shutil
+
+    from engine.errors import ConfigError
+    from engine.resources import bundled
+
+    spec, prompts = folder / "task.yaml", folder / "prompts"
+    clashes = [str(p) for p in (spec, prompts if with_prompts else None) if p is not None and p.exists()]
+    if clashes:
+        raise ConfigError(f"seedbed init: {', '.join(clashes)} already exists; move it away or pick another FOLDER "
+                          "(init never overwrites)")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundled("tasks") / "starter.yaml", spec)
+    click.echo(f"wrote {spec}")
+    if with_prompts:
+        shutil.copytree(bundled("prompts"), prompts)
+        click.echo(f"wrote {prompts}/ ({sum(1 for _ in prompts.rglob('*.md'))} templates); use them with "
+                   f"--prompts {prompts} or SEEDBED_PROMPTS={prompts}")
+    click.echo(f"next: seedbed index bundled:reuters-sample --name sample && "
+               f"seedbed synth {spec} --index sample --out runs/first --fake")
 
 
 @main.command("indexes")

@@ -120,9 +120,10 @@ def _substitute(body: str, snippets: Mapping[str, str], values: Mapping[str, str
 
 
 def default_prompts_dir() -> Path:
-    """The repository's `prompts/` folder (the package is installed editable), else `./prompts`."""
-    repo_prompts = Path(__file__).resolve().parent.parent / "prompts"
-    return repo_prompts if repo_prompts.is_dir() else Path.cwd() / "prompts"
+    """`SEEDBED_PROMPTS` when set, else the bundled templates (the wheel's copy or the checkout's `prompts/`)."""
+    from engine.resources import prompts_dir
+
+    return prompts_dir()
 
 
 def load_template(name_or_path: str | Path, root: Path | None = None) -> Template:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install, prepare the test model (SmolLM2-135M) and llama-server, then run the whole test suite,
-# integration tests against a real llama.cpp server included. CI runs exactly this (.ci/run).
+# integration tests against a real llama.cpp server included, then the wheel from an empty folder.
+# CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -20,3 +21,4 @@ shellcheck --severity=warning "${scripts[@]}"
 seedbed setup --model smollm2-135m
 export SEEDBED_REQUIRE_INTEGRATION=1   # integration tests fail instead of skipping if the server is missing
 python -m pytest -q -p no:cacheprovider "$@"
+bash scripts/wheel_check.sh   # the wheel, installed in a fresh venv, run from an empty folder

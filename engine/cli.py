@@ -417,8 +417,26 @@ def bench(datasets, reference, train, text_field, label_field, reference_text_fi
         if cache is not None:
             cache.close()
     paths = write_report(out, result, html=html)
+    _card_bench(datasets, result.report, reference)
     click.echo(format_summary(result.report))
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _card_bench(datasets, report: dict, reference: Path) -> None:
+    """Rewrite the dataset card of every run folder that was benched, with its headline metrics."""
+    from datetime import date
+
+    from engine.card import write_card
+    from engine.metrics.report import headline_rows
+
+    rows = headline_rows(report)
+    for position, path in enumerate(datasets):
+        manifest_path = Path(path) / "manifest.json"
+        if not manifest_path.is_file() or position >= len(report["runs"]):
+            continue
+        bench = {"reference": str(reference), "date": date.today().isoformat(),
+                 "rows": [(name, pairs[position]) for name, pairs in rows]}
+        write_card(Path(path), json.loads(manifest_path.read_text(encoding="utf-8")), bench)
 
 
 if __name__ == "__main__":

@@ -227,4 +227,4 @@ def print_summary(result: SynthResult) -> None:
         click.secho(f"labels short of the target: {', '.join(short)} (see rejected.jsonl; raise max_words or "
                     "examples_per_label, or use a corpus closer to the task)", fg="yellow")
     click.echo(f"dataset: {result.files['parquet']}  {result.files['jsonl']}\nmanifest: {result.files['manifest']}  "
-               f"rejections: {result.files['rejected']}")
+               f"rejections: {result.files['rejected']}  card: {result.files['card']}")

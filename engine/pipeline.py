@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from engine import __version__
 from engine.config import task_to_dict
+from engine.card import write_card
 from engine.dataset import example_row, rejection_row, write_dataset
 from engine.errors import ConfigError
 from engine.filters import copy_rate
@@ -408,6 +409,7 @@ def _finish(task, index, llm, options, outcomes: Outcomes, synth_plan: SynthPlan
                     "cache": str(options.cache.path) if options.cache else None},
     }
     files = write_dataset(options.out, rows, [rejection_row(r) for r in outcomes.rejections], manifest)
+    files["card"] = write_card(options.out, manifest)
     return SynthResult(
         out=options.out, files=files, kept={spec.name: kept.get(spec.name, 0) for spec in task.labels},
         rejected=dict(rejected), failed=len(outcomes.failed), calls=progress.sent, reused=progress.reused,
@@ -431,4 +433,5 @@ def _index_facts(index) -> dict[str, Any] | None:
     m = index.manifest
     return {"name": m.name, "passages": m.passages, "corpus_fingerprint": m.corpus_fingerprint,
             "updated_at": m.updated_at, "embedder": m.embedder, "engine_version": m.engine_version,
-            "format_version": m.format_version}
+            "format_version": m.format_version,
+            "sources": [{"path": s.get("path"), "documents": s.get("documents")} for s in m.sources]}

@@ -80,7 +80,7 @@ def first_run(hash_index, tmp_path):
 
 def test_synthesize_writes_every_file_with_full_provenance(hash_index, first_run):
     out, result, llm = first_run
-    assert {kind: path.name for kind, path in result.files.items()} == DATASET_FILES
+    assert {kind: path.name for kind, path in result.files.items()} == {**DATASET_FILES, "card": "README.md"}
     assert all(path.is_file() for path in result.files.values())
     frame = read_dataset(out)
     rows = jsonl(out / "dataset.jsonl")

@@ -1,0 +1,59 @@
+"""The public test kit (engine.testing): what it exports works as its docstring says."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import engine.testing as kit
+from engine.llm.build import find_llama_server
+from engine.llm.local import model_status
+
+
+def test_the_kit_exports_its_documented_names():
+    assert set(kit.__all__) == {"ScriptedLLM", "ScriptedCall", "default_answer", "FakeOpenAIServer", "Fault",
+                                "read_request_log", "local_llm", "TEST_MODEL"}
+    assert kit.TEST_MODEL == "smollm2-135m"
+
+
+def test_the_docstring_example_runs_a_task_spec_offline(hash_index, tmp_path):
+    from engine.config import load_task
+    from engine.pipeline import SynthOptions, synthesize
+
+    from conftest import REPO
+
+    spec = REPO / "benchmarks" / "tasks" / "starter.yaml"
+    task = load_task(spec)
+    llm = kit.ScriptedLLM()
+    result = synthesize(task, hash_index.index, llm, SynthOptions(out=tmp_path / "run"))
+    assert all(n == task.examples_per_label for n in result.kept.values())
+    assert len(llm.calls) == result.calls
+
+
+def test_the_fake_server_answers_through_the_real_client():
+    import asyncio
+
+    from engine.llm.client import OpenAIChat
+    from engine.types import SamplingParams
+
+    with kit.FakeOpenAIServer() as server:
+        llm = OpenAIChat(server.base_url, server.model)
+        answer = asyncio.run(llm.complete([{"role": "user", "content": "Write a headline.\n\nPassage:\nOil prices rose."}],
+                                          SamplingParams(max_tokens=20)))
+        assert answer.text and server.count == 1
+
+
+@pytest.mark.integration
+def test_local_llm_starts_the_small_model_and_stops_it():
+    if find_llama_server() is None or not model_status(kit.TEST_MODEL).verified:
+        if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
+            pytest.fail("llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m`")
+        pytest.skip("llama-server or SmolLM2 missing")
+    import asyncio
+
+    from engine.types import SamplingParams
+
+    with kit.local_llm() as llm:
+        answer = asyncio.run(llm.complete([{"role": "user", "content": "Say hello."}], SamplingParams(max_tokens=8)))
+        assert answer.completion_tokens > 0

@@ -18,7 +18,7 @@ from typing import Callable
 
 from engine.calls import Progress, call_all
 from engine.strategies.answers import cut_passage
-from engine.strategies.base import derive_seed, request_id
+from engine.ids import derive_seed, request_id
 from engine.types import Completion, Hit, Request, SamplingParams, TaskSpec
 
 __all__ = ["SCREEN_TEMPLATE", "SCREEN_SAMPLING", "plan_screen", "parse_answer", "Screen"]

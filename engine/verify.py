@@ -19,7 +19,7 @@ from typing import Any
 from engine import filters
 from engine.errors import ConfigError
 from engine.prompts import Template
-from engine.strategies.base import derive_seed, request_id
+from engine.ids import derive_seed, request_id
 from engine.types import Completion, Example, Rejection, Request, SamplingParams, TaskSpec
 
 __all__ = [

@@ -31,7 +31,7 @@ def test_init_prompts_copies_every_bundled_template(tmp_path):
     assert copied == bundled and len(copied) > 10
 
 
-def test_the_starter_spec_runs_as_is_with_the_fake_llm_and_edited_prompts_are_used(built, tmp_path):
+def test_the_starter_spec_runs_as_is_with_the_fake_llm_and_edited_prompts_are_used(built, tmp_path):  # noqa: F811
     root, _, _ = built
     assert invoke("init", tmp_path, "--prompts").exit_code == 0
     system = tmp_path / "prompts" / "system.md"

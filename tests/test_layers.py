@@ -17,7 +17,7 @@ ENGINE = REPO / "engine"
 ADAPTERS = ("engine.cli", "engine.cli_synth", "engine.cli_serve", "engine.api")
 BASE = ("engine.types", "engine.errors")
 LOW = ("engine.corpus", "engine.embed", "engine.index", "engine.llm", "engine.journal", "engine.cache", "engine.prompts",
-       "engine.resources")
+       "engine.resources", "engine.ids")
 HIGH = ("engine.pipeline", "engine.refine", "engine.calls", "engine.retrieve", "engine.strategies", "engine.metrics",
         "engine.quality", "engine.coverage", "engine.screen", "engine.cartography", "engine.verify", "engine.card",
         "engine.testing")
@@ -71,6 +71,11 @@ def test_types_and_errors_import_no_other_engine_module():
 
 def test_the_low_layers_never_import_the_ones_above():
     assert violations(lambda m, t: under(m, LOW) and under(t, HIGH + ADAPTERS)) == []
+
+
+def test_the_judge_does_not_depend_on_the_strategies():
+    """verify builds requests with engine.ids, a layer down; targen's self-correction uses verify."""
+    assert violations(lambda m, t: m in ("engine.verify", "engine.screen") and under(t, ("engine.strategies.base",))) == []
 
 
 def test_top_level_imports_have_no_cycle():

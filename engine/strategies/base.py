@@ -10,9 +10,7 @@ Siblings hold the rest of what strategies share: `answers` reads model answers (
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
@@ -21,10 +19,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from engine import filters
+from engine.ids import derive_seed, request_id  # noqa: F401 (re-exported: strategies use them from here)
 from engine.errors import ConfigError
 from engine.prompts import Template, load_template
 from engine.strategies.answers import SHORT_KIND_MAX_WORDS, clean_text, extract_text, fit_sentences  # also exported from here
-from engine.types import Completion, Example, Hit, OutputSpec, Provenance, Rejection, Request, SamplingParams, TaskSpec
+from engine.types import Completion, Example, Hit, OutputSpec, Provenance, Rejection, Request, TaskSpec
 
 __all__ = [
     "Ask",
@@ -199,33 +198,6 @@ def get_strategy(name: str, **options: Any) -> Strategy:
         return cls(**options)
     except TypeError as exc:
         raise ConfigError(f"strategy {name!r} does not accept options {sorted(options)}: {exc}") from exc
-
-
-def request_id(
-    strategy: str,
-    template_sha256: str,
-    messages: tuple[tuple[str, str], ...],
-    sampling: SamplingParams,
-    sample_index: int,
-    json_schema: Mapping[str, Any] | None = None,
-) -> str:
-    """Content hash of everything (except the model) that determines an answer."""
-    payload = {
-        "strategy": strategy,
-        "template_sha256": template_sha256,
-        "messages": [list(message) for message in messages],
-        "sampling": sampling.as_dict(),
-        "sample_index": sample_index,
-        "json_schema": json_schema,
-    }
-    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
-
-
-def derive_seed(task_seed: int, *parts: Any) -> int:
-    """A per-request sampling seed: stable for the same inputs, different across requests (0..2**31-1)."""
-    encoded = json.dumps([task_seed, *parts], ensure_ascii=False, default=str)
-    return int.from_bytes(hashlib.sha256(encoded.encode("utf-8")).digest()[:8], "big") % (2**31)
 
 
 def build_provenance(request: Request, completion: Completion) -> Provenance:

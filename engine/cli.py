@@ -18,12 +18,17 @@ INDEX_ROOT = click.option("--root", type=click.Path(path_type=Path), default=Pat
                           envvar="SEEDBED_INDEXES", help="Folder holding indexes.")
 
 
-def _use_prompts(_ctx, _param, value):
+def _use_prompts(ctx, _param, value):
+    """--prompts DIR: the templates are read from DIR for this command (SEEDBED_PROMPTS), restored after it,
+    so a command run in-process (tests, a notebook) leaves the environment as it found it."""
     if value is not None:
         if not Path(value).is_dir():
             raise click.BadParameter(f"{value} is not a folder of prompt templates; `seedbed init DIR --prompts` writes "
                                      "a copy of the bundled ones to edit")
+        before = os.environ.get("SEEDBED_PROMPTS")
         os.environ["SEEDBED_PROMPTS"] = str(Path(value).resolve())
+        ctx.call_on_close(lambda: os.environ.__setitem__("SEEDBED_PROMPTS", before) if before is not None
+                          else os.environ.pop("SEEDBED_PROMPTS", None))
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -51,6 +52,7 @@ def test_the_starter_spec_runs_as_is_with_the_fake_llm_and_edited_prompts_are_us
                                  load_template("synthesizrr/refine", resources.bundled("prompts"))))
     retrieved = [r for r in rows if r["strategy"] == "synthesizrr"]
     assert retrieved and {r["template_sha256"] for r in retrieved} == {own[1]} and own[1] != shipped[1]
+    assert "SEEDBED_PROMPTS" not in os.environ  # the command's --prompts does not outlive it
 
 
 def test_bundled_names_resolve_and_a_wrong_one_lists_the_choices(tmp_path):

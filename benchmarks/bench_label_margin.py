@@ -124,8 +124,12 @@ def main() -> None:
     record = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
               "task": str(args.task), "index": args.index, "embedder": index.manifest.embedder,
               "human_rows": len(texts), "human": human, "corpus": corpus}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"label-margin-{args.index}-{record['date']}.json"
+    write_record(args.out / f"label-margin-{args.index}-{record['date']}.json", record)
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Write a benchmark record as indented JSON (its folder made if needed) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     print(f"wrote {path}")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 from datetime import date
 from pathlib import Path
@@ -31,10 +30,12 @@ from engine.config import load_task
 from engine.index.reader import Index
 from engine.retrieve import retrieve_for_task
 
-VARIANTS = {  # name -> retrieval overrides
-    "margin 0.08, mmr 0.5": {"label_margin": 0.08},
+from bench_label_margin import human_rows, write_record  # noqa: E402 (a sibling script: benchmarks/ is on sys.path)
+
+VARIANTS = {  # name -> retrieval overrides; each names its order in full (the task spec's own order may change)
+    "margin 0.08, mmr 0.5": {"label_margin": 0.08, "mmr_lambda": 0.5, "mmr_relevance": "cosine"},
     "margin 0.08, 0.7 both": {"label_margin": 0.08, "mmr_lambda": 0.7, "mmr_relevance": "both"},
-    "min 0.3, mmr 0.5": {"min_similarity": 0.3},
+    "min 0.3, mmr 0.5": {"min_similarity": 0.3, "mmr_lambda": 0.5, "mmr_relevance": "cosine"},
     "mmr 0.5 on cosine": {"mmr_lambda": 0.5, "mmr_relevance": "cosine"},
     "mmr 0.7 on cosine": {"mmr_lambda": 0.7, "mmr_relevance": "cosine"},
     "mmr 0.9 on cosine": {"mmr_lambda": 0.9, "mmr_relevance": "cosine"},
@@ -59,14 +60,10 @@ def truth(passage) -> str:
 
 def oracle(index: Index, train: Path, per_label: int = 500):
     """Logistic regression on MiniLM embeddings of human AG News training rows: vectors -> label."""
-    import polars as pl
     from sklearn.linear_model import LogisticRegression
 
-    names = {1: "World", 2: "Sports", 3: "Business", 4: "Sci/Tech"}
-    frame = pl.read_csv(train).with_columns(pl.col("label").replace_strict(names, return_dtype=pl.Utf8).alias("name"))
-    rows = pl.concat([frame.filter(pl.col("name") == n).sample(n=per_label, seed=7) for n in names.values()])
-    model = LogisticRegression(C=1.0, max_iter=2000).fit(index.embedder.encode(rows["content"].to_list()), rows["name"].to_list())
-    return model.predict
+    texts, names = human_rows(train, per_label, seed=7)  # the rows bench_label_margin measures assignment on
+    return LogisticRegression(C=1.0, max_iter=2000).fit(index.embedder.encode(texts), names).predict
 
 
 def measure(index: Index, task, wanted: int, predict) -> dict:
@@ -112,10 +109,7 @@ def main() -> None:
         print(f"  {name:<18} purity {purity:.3f} oracle {agree:.3f}   {cells}", flush=True)
     record = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
               "task": str(args.task), "index": args.index, "wanted": args.wanted, "variants": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"pick-order-{args.index}-{record['date']}.json"
-    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    print(f"wrote {path}")
+    write_record(args.out / f"pick-order-{args.index}-{record['date']}.json", record)
 
 
 if __name__ == "__main__":

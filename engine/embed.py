@@ -31,16 +31,8 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "cpu"):
         folder = _model_dir(name)  # fail on an unknown name before importing torch (seconds)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-
         self.id = name
-        self._model = SentenceTransformer(str(folder), device=device)
+        self._model = load_sentence_transformer(folder, device)
         self.dim = int(_dimension(self._model))
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -52,6 +44,19 @@ class SentenceTransformerEmbedder:
             convert_to_numpy=True, show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def load_sentence_transformer(folder: Path, device: str = "cpu"):
+    """A sentence-transformers model from a local folder, offline and without progress bars
+    (the embedder and the fine-tuned student both load MiniLM this way)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    return SentenceTransformer(str(folder), device=device)
 
 
 def _dimension(model) -> int:

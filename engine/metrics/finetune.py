@@ -90,13 +90,9 @@ def fit_finetuned(texts: Sequence[str], labels: Sequence[str], config: FinetuneC
 
 
 def _encoder(folder, max_length: int):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
+    from engine.embed import load_sentence_transformer
 
-    hf_logging.disable_progress_bar()
-    encoder = SentenceTransformer(str(folder), device="cpu")
+    encoder = load_sentence_transformer(folder)
     encoder.max_seq_length = max_length
     return encoder
 

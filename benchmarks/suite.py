@@ -9,7 +9,8 @@ summary in benchmarks/results/suite-<model>-<date>.{json,md}.
 
 The IMDb corpus is an index of a seeded sample of `--imdb-docs` unsup reviews (`<br />` removed),
 built on first use; the IMDb test and train splits are cleaned the same way into <out>/data/ so
-human and synthetic text are measured alike. Re-running the command resumes: finished runs are
+human and synthetic text are measured alike. Every synthesis runs with the leakage guard against the
+split its students are scored on (`SynthOptions.reference`). Re-running the command resumes: finished runs are
 read from their folders (and unfinished ones continue from their journals).
 
 Usage:
@@ -108,6 +109,7 @@ def prepare_imdb(out: Path, root: Path, docs: int, seed: int) -> None:
 def synthesize_one(dataset: str, strategy: str, spec: dict, llm, args, out: Path) -> Path:
     from engine.config import load_task
     from engine.index.reader import Index
+    from engine.metrics.data import load_texts
     from engine.pipeline import SynthOptions, synthesize
 
     task = load_task(spec["task"])
@@ -116,7 +118,11 @@ def synthesize_one(dataset: str, strategy: str, spec: dict, llm, args, out: Path
     budget = int(len(task.labels) * args.per_label * args.budget_factor)
     print(f"== {dataset} / {strategy}: {len(task.labels)} labels x {args.per_label}, budget {budget} calls", flush=True)
     index = Index.open(spec["index"], Path(args.root)) if strategy == "synthesizrr" else None
-    options = SynthOptions(out=run, concurrency=args.concurrency, structured_output=True, max_calls=budget, fresh=True)
+    # the leakage guard against the split the students are scored on (the bench's --reference)
+    bench = spec["bench"]
+    reference = tuple(load_texts(bench[1], bench[3] if bench[2] == "--reference-text-field" else "text"))
+    options = SynthOptions(out=run, concurrency=args.concurrency, structured_output=True, max_calls=budget, fresh=True,
+                           reference=reference)
     synthesize(task, index, llm, options, endpoint=args.model)
     return run
 

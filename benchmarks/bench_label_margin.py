@@ -30,7 +30,7 @@ import polars as pl
 
 from engine.config import load_task
 from engine.index.reader import Index
-from engine.retrieve import label_queries, label_scores, retrieve_for_task
+from engine.retrieval.retrieve import label_queries, label_scores, retrieve_for_task
 
 MARGINS = (-1.0, 0.0, 0.02, 0.04, 0.05, 0.06, 0.08, 0.10, 0.15)
 AG_LABELS = {1: "World", 2: "Sports", 3: "Business", 4: "Sci/Tech"}

@@ -28,7 +28,7 @@ import numpy as np
 
 from engine.config import load_task
 from engine.index.reader import Index
-from engine.retrieve import retrieve_for_task
+from engine.retrieval.retrieve import retrieve_for_task
 
 from bench_label_margin import human_rows, write_record  # noqa: E402 (a sibling script: benchmarks/ is on sys.path)
 

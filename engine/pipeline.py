@@ -27,7 +27,7 @@ from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index
 from engine.cache import CachedJournal
 from engine.journal import JOURNAL_NAME, Journal
-from engine.coverage import LabelCoverage, assess, routing
+from engine.retrieval.coverage import LabelCoverage, assess, routing
 from engine.quality import QualityChecks, ReferenceGuard
 from engine.calls import Progress, make_ask, request_tokens
 from engine.refine import Outcomes, Part, first_round, run_rounds
@@ -192,7 +192,7 @@ class SynthPlan:
     Attributes:
         parts: one `engine.refine.Part` per strategy (the task's own, and its fallback if used).
         retrieval: per-label retrieval counts for the manifest ({} without retrieval).
-        coverage: per-label `engine.coverage.LabelCoverage` (None without retrieval).
+        coverage: per-label `engine.retrieval.coverage.LabelCoverage` (None without retrieval).
         per_label: passages retrieved per label (examples times the over-generation factor).
         reference: the leakage guard built from `SynthOptions.reference`, or None.
     """
@@ -239,9 +239,9 @@ class SynthPlan:
 
 
 def _screen_requests(task: TaskSpec, rendered: list[Request]) -> list[Request]:
-    """The yes/no screening requests for the passages of `rendered` (engine/screen.py)."""
+    """The yes/no screening requests for the passages of `rendered` (engine/retrieval/screen.py)."""
     from engine.prompts import load_template
-    from engine.screen import SCREEN_TEMPLATE, plan_screen
+    from engine.retrieval.screen import SCREEN_TEMPLATE, plan_screen
 
     template = load_template(SCREEN_TEMPLATE)
     by_label: dict[str, list[Hit]] = {}
@@ -322,7 +322,7 @@ def prepare(task: TaskSpec, index: Index | None, options: SynthOptions):
         raise ConfigError(f"strategy {task.strategy!r} retrieves passages: pass --index NAME")
     if strategy.uses_retrieval and task.retrieval.screen:
         from engine.prompts import load_template
-        from engine.screen import SCREEN_TEMPLATE
+        from engine.retrieval.screen import SCREEN_TEMPLATE
 
         load_template(SCREEN_TEMPLATE, options.prompts_dir)  # a missing screen template fails now
     if options.out.exists() and not options.out.is_dir():

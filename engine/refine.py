@@ -14,7 +14,7 @@ from typing import Any, Callable
 from engine.calls import Progress, call_all, estimate, make_ask
 from engine.filters import Deduper
 from engine.judge import RoundJudge
-from engine.screen import Screen
+from engine.retrieval.screen import Screen
 from engine.types import Example, Hit, Rejection, Request, TaskSpec
 
 __all__ = ["Outcomes", "Part", "run_rounds", "first_round"]

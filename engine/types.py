@@ -111,7 +111,7 @@ class RetrievalParams:
     # end: the paper caps at 400; a one-sentence summary needs far less, and prompt tokens are what
     # a CPU server spends its time on.
     passage_tokens: int = 400
-    # Ask the LLM one short yes/no question per passage before rewriting it (engine/screen.py):
+    # Ask the LLM one short yes/no question per passage before rewriting it (engine/retrieval/screen.py):
     # "is it mainly about this label rather than the others?"; a "no" keeps it out of every prompt.
     screen: bool = False
 

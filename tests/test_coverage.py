@@ -12,11 +12,11 @@ import json
 import polars as pl
 import pytest
 
-from engine.coverage import SUPPORTED, THIN, UNSUPPORTED, assess, routing
+from engine.retrieval.coverage import SUPPORTED, THIN, UNSUPPORTED, assess, routing
 from engine.errors import CoverageError
 from engine.llm.fake import ScriptedLLM
 from engine.pipeline import SynthOptions, plan, synthesize
-from engine.retrieve import retrieve_for_task
+from engine.retrieval.retrieve import retrieve_for_task
 from engine.types import LabelSpec, OutputSpec, QualityParams, RetrievalParams, SamplingParams, TaskSpec
 
 from conftest import REPO

@@ -14,7 +14,7 @@ import pytest
 from engine.embed import HashEmbedder
 from engine.index.builder import build_index
 from engine.index.reader import Index
-from engine.retrieve import label_queries, mmr_order, retrieve_for_task
+from engine.retrieval.retrieve import label_queries, mmr_order, retrieve_for_task
 from engine.types import LabelSpec, OutputSpec, RetrievalParams, TaskSpec
 
 
@@ -68,7 +68,7 @@ def test_passages_below_min_similarity_are_dropped(hash_index):
 def test_a_band_too_strict_is_relaxed_and_reported(hash_index, caplog):
     index = hash_index.index
     spec = LabelSpec("Oil", "crude oil prices and OPEC output")
-    with caplog.at_level(logging.WARNING, logger="engine.retrieve"):
+    with caplog.at_level(logging.WARNING, logger="engine.retrieval.retrieve"):
         picks, report = retrieve_for_task(index, task(spec, min_similarity=0.8, max_similarity=0.9, relax_limit=0.8),
                                           per_label=5)
     used = report.per_label["Oil"]["min_similarity_used"]
@@ -181,7 +181,7 @@ def test_mmr_relevance_margin_prefers_passages_that_belong_to_the_label_most(tmp
     task = make_task(labels=LABELS[:2], retrieval=dataclasses.replace(base.retrieval, mmr_lambda=1.0, mmr_relevance="margin"))
     picks, _ = retrieve_for_task(index, task, 6)
     queries = {spec.name: index.embed_queries(label_queries(spec)) for spec in task.labels}
-    from engine.retrieve import assignment
+    from engine.retrieval.retrieve import assignment
 
     for label, hits in picks.items():
         vectors = index.vectors(np.array([index.row_of(h.passage.id) for h in hits]))

@@ -14,7 +14,7 @@ import pytest
 
 from engine.llm.fake import ScriptedLLM, default_answer
 from engine.pipeline import SynthOptions, synthesize
-from engine.screen import parse_answer
+from engine.retrieval.screen import parse_answer
 from engine.types import Completion, QualityParams, RetrievalParams
 
 from test_coverage import LABELS, build_mix_index, make_task

@@ -27,7 +27,7 @@ from engine.api.jobs import JobManager, JobNotFound
 from engine.api import review
 from engine.api.schemas import ChatRequest, JobRequest, ReviewRequest, SearchRequest
 from engine.errors import ConfigError, LLMError, LLMFatalError, SeedbedError
-from engine.ground import filter_hits, ground
+from engine.retrieval.ground import filter_hits, ground
 from engine.types import SamplingParams
 
 __all__ = ["ServeConfig", "create_app", "ApiError"]

@@ -112,7 +112,7 @@ class Strategy(ABC):
 
     def retrieve(self, index, task: TaskSpec, per_label: int):
         """Passages per label for `plan` (retrieval strategies); returns (picks, RetrievalReport)."""
-        from engine.retrieve import retrieve_for_task
+        from engine.retrieval.retrieve import retrieve_for_task
 
         return retrieve_for_task(index, task, per_label)
 

@@ -75,7 +75,7 @@ class SynthesizRR(Strategy):
 
     def retrieve(self, index, task: TaskSpec, per_label: int):
         """Passages to rewrite per label; with RetrICL also the demonstration pairs, kept out of them."""
-        from engine.retrieve import retrieve_for_task
+        from engine.retrieval.retrieve import retrieve_for_task
 
         if self.variant != "retricl":
             return retrieve_for_task(index, task, per_label)

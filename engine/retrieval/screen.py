@@ -1,7 +1,7 @@
 """Retrieval screening (`retrieval.screen: true`): one short yes/no LLM question per retrieved
 passage before it is rewritten: is it about this label?
 
-Label assignment (engine/retrieve.py) compares embeddings; the screen asks the model that will do
+Label assignment (engine/retrieval/retrieve.py) compares embeddings; the screen asks the model that will do
 the rewriting, and a "no" keeps the passage out of every prompt (the next retrieved passage takes
 its place). The question is greedy, a few tokens, and its request id is a content hash: answers are
 journalled and cached like every call, so a resumed run or a second run over the same index asks

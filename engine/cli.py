@@ -104,7 +104,7 @@ def index_cmd(corpus, name, text_field, chunk_words, min_words, add, force, embe
     corpus = bundled_path(corpus, "corpora")
     from tqdm import tqdm
 
-    from engine.config import validate_name
+    from engine.files import validate_name
     from engine.corpus import CorpusOptions, count_documents
     from engine.embed import get_embedder
     from engine.pipeline import index

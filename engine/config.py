@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 import tomllib
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -12,11 +11,10 @@ from typing import Any
 import yaml
 
 from engine.errors import ConfigError
+from engine.files import validate_name
 from engine.types import LabelSpec, OutputSpec, QualityParams, RetrievalParams, SamplingParams, TaskSpec
 
-__all__ = ["load_task", "parse_task", "validate_name", "task_to_dict"]
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+__all__ = ["load_task", "parse_task", "task_to_dict"]
 
 _TOP_KEYS = {
     "name", "description", "labels", "output", "examples_per_label", "strategy",
@@ -27,20 +25,6 @@ FALLBACKS = ("attrprompt", "fewgen")
 _VERIFY_POLICIES = ("drop", "relabel", "keep")
 _GROUNDING_POLICIES = ("drop", "flag", "off")
 _LABEL_KEYS = {"name", "verbalization", "seeds"}
-
-
-def validate_name(name: str, what: str = "index name") -> str:
-    """Check a name used as a folder: letters, digits, '.', '_', '-' only; no path separators.
-
-    Raises:
-        ConfigError: the name is empty, too long or contains other characters.
-    """
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
-        raise ConfigError(
-            f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit (no '/', '\\' or spaces), e.g. 'reuters-sample'"
-        )
-    return name
 
 
 def load_task(path: str | Path) -> TaskSpec:

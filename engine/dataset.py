@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import polars as pl
 
-from engine.index.manifest import write_json_atomic
+from engine.files import write_atomic, write_json_atomic
 from engine.types import Example, Rejection
 
 __all__ = ["example_row", "rejection_row", "write_dataset", "read_dataset", "DATASET_FILES"]
@@ -59,9 +59,9 @@ def write_dataset(out: Path, rows: list[dict[str, Any]], rejected: list[dict[str
     _remove_stale_temps(out)
     paths = {kind: out / name for kind, name in DATASET_FILES.items()}
     frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(schema={"text": pl.Utf8, "label": pl.Utf8})
-    _atomic(paths["parquet"], lambda tmp: frame.write_parquet(tmp))
-    _atomic(paths["jsonl"], lambda tmp: _write_jsonl(tmp, rows))
-    _atomic(paths["rejected"], lambda tmp: _write_jsonl(tmp, rejected))
+    write_atomic(paths["parquet"], lambda tmp: frame.write_parquet(tmp))
+    write_atomic(paths["jsonl"], lambda tmp: _write_jsonl(tmp, rows))
+    write_atomic(paths["rejected"], lambda tmp: _write_jsonl(tmp, rejected))
     write_json_atomic(paths["manifest"], manifest)
     return paths
 
@@ -77,17 +77,6 @@ def _remove_stale_temps(out: Path) -> None:
     for tmp in out.glob(".*.tmp-*"):
         if tmp.is_file() and not tmp.name.endswith(f".tmp-{os.getpid()}"):
             tmp.unlink(missing_ok=True)
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_dataset(path: Path) -> pl.DataFrame:

@@ -355,7 +355,7 @@ def _check_run_identity(out: Path, task: TaskSpec, model: str, fresh: bool) -> N
                 f"{previous.get('model')!r}); pass --fresh to run the new spec there (answers that still match "
                 "are reused), or choose another --out"
             )
-    from engine.index.manifest import write_json_atomic
+    from engine.files import write_json_atomic
 
     write_json_atomic(path, identity)
 

@@ -8,7 +8,8 @@ import re
 import pytest
 import yaml
 
-from engine.config import load_task, parse_task, task_to_dict, validate_name
+from engine.config import load_task, parse_task, task_to_dict
+from engine.files import validate_name
 from engine.errors import ConfigError
 from engine.types import LabelSpec, OutputSpec, RetrievalParams, SamplingParams, TaskSpec
 

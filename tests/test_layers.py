@@ -17,7 +17,7 @@ ENGINE = REPO / "engine"
 ADAPTERS = ("engine.cli", "engine.cli_synth", "engine.cli_serve", "engine.api")
 BASE = ("engine.types", "engine.errors")
 LOW = ("engine.corpus", "engine.embed", "engine.index", "engine.llm", "engine.journal", "engine.cache", "engine.prompts",
-       "engine.resources", "engine.ids")
+       "engine.resources", "engine.ids", "engine.files")
 HIGH = ("engine.pipeline", "engine.refine", "engine.calls", "engine.retrieval", "engine.strategies", "engine.metrics",
         "engine.quality", "engine.cartography", "engine.verify", "engine.card", "engine.testing")
 

@@ -15,7 +15,8 @@ from engine import __version__
 from engine.corpus import CorpusOptions, CorpusStats, iter_passages, list_files
 from engine.errors import ConfigError, CorpusError, IndexNotFound
 from engine.index import dense, lexical, store
-from engine.index.manifest import Manifest, manifest_dict, read_manifest, write_json_atomic
+from engine.files import write_json_atomic
+from engine.index.manifest import Manifest, manifest_dict, read_manifest
 from engine.index.reader import index_path, recover as _recover
 from engine.types import Passage
 

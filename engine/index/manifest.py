@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import IndexMismatch, IndexStoreError
 
-__all__ = ["Manifest", "FORMAT_VERSION", "read_manifest", "write_json_atomic", "manifest_dict"]
+__all__ = ["Manifest", "FORMAT_VERSION", "read_manifest", "manifest_dict"]
 
 FORMAT_VERSION = 1
 
@@ -41,16 +40,6 @@ class Manifest:
                 f"{embedder_id!r} ({dim}-d) was given; open it with --embedder {self.embedder} or rebuild it "
                 f"with `seedbed index CORPUS --name {self.name} --embedder {embedder_id} --force`"
             )
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file, fsync, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine.config import validate_name
+from engine.files import validate_name
 from engine.errors import ConfigError, IndexNotFound, IndexStoreError
 from engine.index import dense, lexical, store
 from engine.index.manifest import Manifest, read_manifest

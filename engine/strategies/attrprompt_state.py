@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
-from engine.index.manifest import write_json_atomic
+from engine.files import write_json_atomic
 from engine.strategies.base import derive_seed
 from engine.types import TaskSpec
 

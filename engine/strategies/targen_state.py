@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.index.manifest import write_json_atomic
+from engine.files import write_json_atomic
 from engine.strategies.base import derive_seed
 
 __all__ = ["NAME", "SEEDS_FILE", "SeedPool", "write_seeds"]

@@ -1,0 +1,55 @@
+"""Small file helpers shared by every layer: atomic writes, and names that are safe as folder names.
+
+Both atomic writes go through a temporary `.NAME.tmp-PID` beside the target, fsync it, and rename
+it over the target, so a reader sees the old file or the new one, never a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.errors import ConfigError
+
+__all__ = ["write_json_atomic", "write_atomic", "validate_name"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file, fsync, then rename over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp)` to fill a temp file, fsync it, then rename it over `path` (the temp never survives)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def validate_name(name: str, what: str = "index name") -> str:
+    """Check a name used as a folder: letters, digits, '.', '_', '-' only; no path separators.
+
+    Raises:
+        ConfigError: the name is empty, too long or contains other characters.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
+        raise ConfigError(
+            f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (no '/', '\\' or spaces), e.g. 'reuters-sample'"
+        )
+    return name

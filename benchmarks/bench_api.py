@@ -30,7 +30,7 @@ import uvicorn
 
 from engine.api import ServeConfig, create_app
 from engine.index.reader import Index
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 
 AG_NEWS_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ag_news" / "test.csv"
 RESULTS = Path(__file__).parent / "results"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from engine.llm.adaptive import AdaptiveLimit
 from engine.llm.client import OpenAIChat
-from engine.llm.fake_server import FakeOpenAIServer
+from engine.testing import FakeOpenAIServer
 from engine.llm.runner import run_requests
 from engine.types import Completion, Request, SamplingParams
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import engine.pipeline as pipeline
 from engine.cache import LLMCache
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, synthesize
 from engine.types import LabelSpec, OutputSpec, SamplingParams, TaskSpec
 

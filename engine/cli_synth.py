@@ -119,7 +119,7 @@ def print_plan(task, synth_plan, index, model: str | None, file_err: bool = True
 
 def _time(task, estimate: dict, model: str | None) -> str:
     """Rough wall time on the embedded model from its measured speed (empty for other endpoints)."""
-    from engine.llm.catalog import CATALOG
+    from engine.runtime.catalog import CATALOG
 
     entry = CATALOG.get(model or "")
     if entry is None or not all(entry.speed):

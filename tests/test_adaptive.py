@@ -9,8 +9,8 @@ import pytest
 from engine.errors import ConfigError, LLMFatalError, LLMRetryableError
 from engine.llm.adaptive import AdaptiveLimit, parse_concurrency
 from engine.llm.client import OpenAIChat
-from engine.llm.fake import ScriptedLLM
-from engine.llm.fake_server import FakeOpenAIServer, Fault
+from engine.testing import ScriptedLLM
+from engine.testing import FakeOpenAIServer, Fault
 from engine.llm.runner import run_requests, run_requests_sync
 from engine.types import Completion, Request, SamplingParams
 

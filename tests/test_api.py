@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from engine.api import ServeConfig, create_app
 from engine.errors import ConfigError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 
 KEY = "k" * 24
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from engine.api import ServeConfig, create_app
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 
 KEY = "f" * 24
 

@@ -11,12 +11,12 @@ import openai
 import pytest
 
 from engine.api import ServeConfig, create_app
-from engine.llm.build import find_llama_server
-from engine.llm.catalog import TEST_MODEL
+from engine.runtime.build import find_llama_server
+from engine.runtime.catalog import TEST_MODEL
 from engine.llm.client import OpenAIChat
-from engine.llm.local import model_status
-from engine.llm.server import LocalServer, ServerConfig
-from engine.llm.supervise import SupervisedLLM
+from engine.runtime.local import model_status
+from engine.runtime.server import LocalServer, ServerConfig
+from engine.runtime.supervise import SupervisedLLM
 
 pytestmark = pytest.mark.integration
 KEY = "e2e-key-0123456789abcdef"

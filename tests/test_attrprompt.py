@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import load_task
 from engine.errors import ConfigError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, prepare, synthesize
 from engine.strategies.attrprompt import (
     ATTRIBUTES_FILE, FILTER_SCHEMA, FORMAT, LIST_SCHEMA, AttributeSet, AttrPrompt, parse_similar, parse_values,

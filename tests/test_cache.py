@@ -10,12 +10,12 @@ import pytest
 from engine.cache import CachedJournal, LLMCache, cache_key, parse_size
 from engine.errors import ConfigError
 from engine.journal import Journal
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, synthesize
 from engine.types import Completion
 
 from engine.dataset import read_dataset
-from engine.llm.fake import default_answer
+from engine.testing import default_answer
 
 from test_pipeline import TASK
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from engine.card import render_card, size_category
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, synthesize
 from engine.types import QualityParams
 

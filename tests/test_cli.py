@@ -451,7 +451,7 @@ def test_setup_with_an_unknown_model_fails_before_building():
 
 
 def test_adaptive_concurrency_against_a_throttling_endpoint(built, tmp_path):
-    from engine.llm.fake_server import FakeOpenAIServer
+    from engine.testing import FakeOpenAIServer
 
     root, task, _ = built
     out = tmp_path / "out"

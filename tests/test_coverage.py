@@ -14,7 +14,7 @@ import pytest
 
 from engine.retrieval.coverage import SUPPORTED, THIN, UNSUPPORTED, assess, routing
 from engine.errors import CoverageError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, plan, synthesize
 from engine.retrieval.retrieve import retrieve_for_task
 from engine.types import LabelSpec, OutputSpec, QualityParams, RetrievalParams, SamplingParams, TaskSpec

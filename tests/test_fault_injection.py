@@ -9,8 +9,8 @@ import pytest
 
 from engine.errors import ConfigError, LLMFatalError, LLMPromptTooLongError, LLMRetryableError
 from engine.llm.client import OpenAIChat
-from engine.llm.fake import default_answer
-from engine.llm.fake_server import FakeOpenAIServer, Fault, read_request_log
+from engine.testing import default_answer
+from engine.testing import FakeOpenAIServer, Fault, read_request_log
 from engine.types import Completion, SamplingParams
 
 MESSAGES = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.prompts import load_template
 from engine.strategies.base import Strategy, available_strategies, get_strategy
 from engine.strategies.fewgen import DEFAULT_SHOTS, FewGen

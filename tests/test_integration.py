@@ -14,9 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.llm.build import find_llama_server
-from engine.llm.catalog import TEST_MODEL
-from engine.llm.local import model_status
+from engine.runtime.build import find_llama_server
+from engine.runtime.catalog import TEST_MODEL
+from engine.runtime.local import model_status
 
 pytestmark = pytest.mark.integration
 

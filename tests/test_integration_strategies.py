@@ -15,11 +15,11 @@ import os
 import pytest
 
 from engine.config import load_task
-from engine.llm.build import find_llama_server
-from engine.llm.catalog import TEST_MODEL
+from engine.runtime.build import find_llama_server
+from engine.runtime.catalog import TEST_MODEL
 from engine.llm.client import OpenAIChat
-from engine.llm.local import model_status
-from engine.llm.server import LocalServer, ServerConfig
+from engine.runtime.local import model_status
+from engine.runtime.server import LocalServer, ServerConfig
 from engine.pipeline import SynthOptions, synthesize
 
 from conftest import REPO

@@ -4,6 +4,12 @@ types/errors <- corpus, embed, index, llm <- retrieval, strategies, filters, met
 <- cli, api (the HTTP server). Nothing imports the CLI or the server; engine never imports
 benchmarks or tests. Imports inside functions count too (a lazy import is still a dependency);
 only the import graph of top-level imports must be free of cycles.
+
+engine.testing (the public test kit: ScriptedLLM, FakeOpenAIServer, local_llm) is deliberately in
+the low layer, beside the client (engine.llm) and the llama.cpp runtime (engine.runtime) it builds
+on: `--fake` is chosen in engine.llm.endpoint, so the kit may import only types, errors, the client
+and the runtime, never the pipeline or the strategies. Inside the LLM layer the client proper
+(client, adaptive, runner) knows neither the runtime nor the kit; only endpoint.py picks one.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from conftest import REPO
 ENGINE = REPO / "engine"
 ADAPTERS = ("engine.cli", "engine.cli_synth", "engine.cli_serve", "engine.api")
 BASE = ("engine.types", "engine.errors")
-LOW = ("engine.corpus", "engine.embed", "engine.index", "engine.llm", "engine.journal", "engine.cache", "engine.prompts",
-       "engine.resources", "engine.ids", "engine.files")
+LOW = ("engine.corpus", "engine.embed", "engine.index", "engine.llm", "engine.runtime", "engine.testing", "engine.journal",
+       "engine.cache", "engine.prompts", "engine.resources", "engine.ids", "engine.files")
 HIGH = ("engine.pipeline", "engine.refine", "engine.calls", "engine.retrieval", "engine.strategies", "engine.metrics",
-        "engine.quality", "engine.cartography", "engine.verify", "engine.card", "engine.testing")
+        "engine.quality", "engine.cartography", "engine.verify", "engine.card")
 
 
 def module_name(path: Path) -> str:
@@ -70,6 +76,20 @@ def test_types_and_errors_import_no_other_engine_module():
 
 def test_the_low_layers_never_import_the_ones_above():
     assert violations(lambda m, t: under(m, LOW) and under(t, HIGH + ADAPTERS)) == []
+
+
+def test_the_client_knows_neither_the_runtime_nor_the_test_kit():
+    client = ("engine.llm.client", "engine.llm.adaptive", "engine.llm.runner")
+    assert violations(lambda m, t: under(m, client) and under(t, ("engine.runtime", "engine.testing"))) == []
+
+
+def test_only_the_endpoint_chooser_and_the_kit_import_the_test_kit():
+    """Production code reaches the scripted LLM only through `--fake` (engine.llm.endpoint)."""
+    assert violations(lambda m, t: under(t, ("engine.testing",)) and not under(m, ("engine.testing", "engine.llm.endpoint"))) == []
+
+
+def test_the_runtime_does_not_import_the_test_kit():
+    assert violations(lambda m, t: under(m, ("engine.runtime",)) and under(t, ("engine.testing",))) == []
 
 
 def test_the_judge_does_not_depend_on_the_strategies():

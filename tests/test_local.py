@@ -23,16 +23,16 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError, RuntimeSetupError
-from engine.llm import build, local
-from engine.llm.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL, ModelEntry, get_model
-from engine.llm.local import (
+from engine.runtime import build, local
+from engine.runtime.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL, ModelEntry, get_model
+from engine.runtime.local import (
     assemble_parts,
     ensure_model,
     find_llama_server,
     install_model,
     model_status,
 )
-from engine.llm.server import LocalServer, ServerConfig, free_port
+from engine.runtime.server import LocalServer, ServerConfig, free_port
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -222,7 +222,7 @@ def test_two_copies_of_a_model_sharing_one_home_keep_their_own_stamps(single, fa
     other_site = fake_site.parent / "other-venv-site"
     shutil.copytree(first.parents[1], other_site / first.parents[1].name)
     second = other_site / first.relative_to(fake_site)
-    from engine.llm import local
+    from engine.runtime import local
 
     assert local._stamp_ok(entry, first) and not local._stamp_ok(entry, second)
     local._verify(entry, second, progress=False)  # the other checkout's setup hashes its copy
@@ -484,7 +484,7 @@ def test_real_server_dies_with_its_parent(tmp_path, runtime, sig):
     code = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from engine.llm.server import LocalServer, ServerConfig
+        from engine.runtime.server import LocalServer, ServerConfig
         server = LocalServer(Path({str(model)!r}), "t", ServerConfig(parallel=1, ctx_per_slot=512),
                              binary=Path({str(binary)!r}), log_path=Path({str(tmp_path / 's.log')!r}))
         server.start()
@@ -508,7 +508,7 @@ def test_a_server_killed_mid_run_is_restarted_and_the_requests_resent(tmp_path, 
     import asyncio
 
     from engine.llm.client import OpenAIChat
-    from engine.llm.supervise import SupervisedLLM
+    from engine.runtime.supervise import SupervisedLLM
     from engine.types import SamplingParams
 
     params = SamplingParams(temperature=0.0, max_tokens=8)
@@ -536,7 +536,7 @@ def test_a_server_that_is_up_is_not_restarted_for_a_request_error():
     import asyncio
 
     from engine.errors import LLMFatalError
-    from engine.llm.supervise import SupervisedLLM
+    from engine.runtime.supervise import SupervisedLLM
 
     class Up:
         log_path = Path("server.log")
@@ -561,7 +561,7 @@ def test_a_server_that_keeps_dying_stops_the_run_naming_its_log():
     import asyncio
 
     from engine.errors import LLMFatalError
-    from engine.llm.supervise import SupervisedLLM
+    from engine.runtime.supervise import SupervisedLLM
 
     class Dead:
         log_path = Path("/tmp/llama-server.log")

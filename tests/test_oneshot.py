@@ -13,7 +13,7 @@ import pytest
 
 from engine.config import load_task
 from engine.errors import ConfigError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, synthesize
 from engine.strategies.base import get_strategy
 from engine.strategies.oneshot import OneShot, example_text, read_objects

@@ -14,7 +14,7 @@ import pytest
 from engine.dataset import DATASET_FILES, read_dataset
 from engine.errors import ConfigError, LLMFatalError
 from engine.journal import JOURNAL_NAME
-from engine.llm.fake import ScriptedLLM, default_answer
+from engine.testing import ScriptedLLM, default_answer
 from engine.pipeline import SynthOptions, synthesize, task_fingerprint
 from engine.types import LabelSpec, OutputSpec, RetrievalParams, SamplingParams, TaskSpec
 

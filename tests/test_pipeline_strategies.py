@@ -7,7 +7,7 @@ import json
 
 import polars as pl
 
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, synthesize
 from engine.types import LabelSpec, OutputSpec, SamplingParams, TaskSpec
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.config import parse_task
 from engine.errors import ConfigError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.metrics.entities import spacy_extractor
 from engine.pipeline import SynthOptions, synthesize
 from engine.quality import NearDuplicateIndex, QualityChecks, ReferenceGuard

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from engine.errors import ConfigError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, synthesize
 from engine.strategies.base import get_strategy
 from engine.types import LabelSpec, OutputSpec, RetrievalParams, SamplingParams, TaskSpec

@@ -17,7 +17,7 @@ import pytest
 
 from engine.api import ServeConfig, create_app
 from engine.config import parse_task
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, synthesize
 
 from test_api import TASK

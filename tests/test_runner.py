@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import ConfigError, LLMFatalError, LLMRetryableError
 from engine.llm.client import OpenAIChat
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.llm.runner import ChatLLM, run_requests, run_requests_sync
 from engine.types import Completion, Request, SamplingParams
 
@@ -153,7 +153,7 @@ def test_blocking_runs_close_their_connections_in_their_own_event_loop(capfd):
     import gc
 
     from engine.llm.client import OpenAIChat
-    from engine.llm.fake_server import FakeOpenAIServer
+    from engine.testing import FakeOpenAIServer
 
     answers = []
     with FakeOpenAIServer() as server:

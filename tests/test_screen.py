@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from engine.llm.fake import ScriptedLLM, default_answer
+from engine.testing import ScriptedLLM, default_answer
 from engine.pipeline import SynthOptions, synthesize
 from engine.retrieval.screen import parse_answer
 from engine.types import Completion, QualityParams, RetrievalParams

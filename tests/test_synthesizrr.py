@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.llm.runner import run_requests_sync
 from engine.strategies.base import available_strategies, clean_text, extract_text, get_strategy
 from engine.strategies.synthesizrr import ANSWER_SCHEMA, SynthesizRR

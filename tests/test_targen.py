@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from engine.errors import ConfigError, LLMFatalError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.pipeline import SynthOptions, synthesize
 from engine.strategies.base import get_strategy
 from engine.strategies.synthesizrr import ANSWER_SCHEMA

@@ -7,8 +7,8 @@ import os
 import pytest
 
 import engine.testing as kit
-from engine.llm.build import find_llama_server
-from engine.llm.local import model_status
+from engine.runtime.build import find_llama_server
+from engine.runtime.local import model_status
 
 
 def test_the_kit_exports_its_documented_names():

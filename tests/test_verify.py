@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.llm.fake import ScriptedLLM
+from engine.testing import ScriptedLLM
 from engine.prompts import load_template
 from engine.types import Completion, Example, LabelSpec, OutputSpec, Provenance, Rejection, TaskSpec
 from engine.verify import (

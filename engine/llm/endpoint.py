@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from engine.llm.catalog import DEFAULT_MODEL
+from engine.runtime.catalog import DEFAULT_MODEL
 
 __all__ = ["EndpointSettings", "open_llm", "FAKE_DELAY_ENV"]
 
@@ -56,7 +56,7 @@ def open_llm(settings: EndpointSettings, *, on_retry: Callable[[Exception], None
         RuntimeSetupError: the embedded server or model cannot be prepared.
     """
     if settings.fake:
-        from engine.llm.fake import ScriptedLLM
+        from engine.testing.fake import ScriptedLLM
 
         yield ScriptedLLM(model=settings.model or "scripted", delay=_fake_delay())
         return
@@ -72,10 +72,10 @@ def open_llm(settings: EndpointSettings, *, on_retry: Callable[[Exception], None
         _check(llm)
         yield llm
         return
-    from engine.llm.server import LocalServer, ServerConfig
+    from engine.runtime.server import LocalServer, ServerConfig
 
     with LocalServer.from_catalog(settings.model or DEFAULT_MODEL, ServerConfig(parallel=settings.parallel)) as server:
-        from engine.llm.supervise import SupervisedLLM
+        from engine.runtime.supervise import SupervisedLLM
 
         llm = OpenAIChat(server.base_url, server.model, api_key=server.api_key, timeout=settings.timeout,
                          on_retry=on_retry)

@@ -11,6 +11,10 @@ Everything here is what Seedbed's own suite uses, exported in one public place:
   and installed by `seedbed setup --model smollm2-135m`), as a context manager yielding a client,
   for integration tests against a real model.
 
+Where they live: `fake.py` (ScriptedLLM), `server.py` with `faults.py` (FakeOpenAIServer, Fault);
+`local_llm` starts `engine.runtime`'s server. The kit imports nothing above the client and the
+runtime, so the CLI's `--fake` (engine.llm.endpoint) can use it too.
+
 Testing a task spec offline, e.g. in your project's tests::
 
     from engine.config import load_task
@@ -31,13 +35,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from engine.llm.fake import ScriptedCall, ScriptedLLM, default_answer
-from engine.llm.fake_server import FakeOpenAIServer, Fault, read_request_log
+from engine.testing.fake import ScriptedCall, ScriptedLLM, default_answer
+from engine.testing.server import FakeOpenAIServer, Fault, read_request_log
 
 __all__ = ["ScriptedLLM", "ScriptedCall", "default_answer", "FakeOpenAIServer", "Fault", "read_request_log",
            "local_llm", "TEST_MODEL"]
 
-from engine.llm.catalog import TEST_MODEL  # noqa: E402 (the small model the integration tests use)
+from engine.runtime.catalog import TEST_MODEL  # noqa: E402 (the small model the integration tests use)
 
 
 @contextmanager
@@ -50,7 +54,7 @@ def local_llm(model: str = TEST_MODEL, parallel: int = 2, timeout: float = 120.0
             (the message names `seedbed setup --model ...`).
     """
     from engine.llm.client import OpenAIChat
-    from engine.llm.server import LocalServer, ServerConfig
+    from engine.runtime.server import LocalServer, ServerConfig
 
     with LocalServer.from_catalog(model, ServerConfig(parallel=parallel), install=False, build=False) as server:
         yield OpenAIChat(server.base_url, server.model, api_key=server.api_key, timeout=timeout)

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import ConfigError, RuntimeSetupError
-from engine.llm.build import (
+from engine.runtime.build import (
     ensure_llama_server,
     seedbed_home,
 )
-from engine.llm.catalog import DEFAULT_MODEL
-from engine.llm.local import ensure_model
+from engine.runtime.catalog import DEFAULT_MODEL
+from engine.runtime.local import ensure_model
 
 __all__ = ["LocalServer", "ServerConfig", "free_port"]
 

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.errors import RuntimeSetupError
-from engine.llm.build import (
+from engine.runtime.build import (
     build_llama_server,
     ensure_llama_server,
     find_llama_server,
     seedbed_home,
 )
-from engine.llm.catalog import CATALOG, ModelEntry, get_model
+from engine.runtime.catalog import CATALOG, ModelEntry, get_model
 
 __all__ = [
     "ModelStatus",

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ConfigError
-from engine.llm.fake import default_answer
-from engine.llm.fake_faults import Fault, RecordedRequest, Schedule, chat_response, error_body, send
+from engine.testing.fake import default_answer
+from engine.testing.faults import Fault, RecordedRequest, Schedule, chat_response, error_body, send
 
 __all__ = ["FakeOpenAIServer", "Fault", "RecordedRequest", "Schedule", "read_request_log"]
 

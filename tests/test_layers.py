@@ -20,12 +20,13 @@ from pathlib import Path
 from conftest import REPO
 
 ENGINE = REPO / "engine"
-ADAPTERS = ("engine.cli", "engine.cli_synth", "engine.cli_serve", "engine.api")
+ADAPTERS = ("engine.cli", "engine.cli_common", "engine.cli_synth", "engine.cli_serve", "engine.cli_bench", "engine.cli_runtime",
+            "engine.api")
 BASE = ("engine.types", "engine.errors")
 LOW = ("engine.corpus", "engine.embed", "engine.index", "engine.llm", "engine.runtime", "engine.testing", "engine.journal",
        "engine.cache", "engine.prompts", "engine.resources", "engine.ids", "engine.files")
-HIGH = ("engine.pipeline", "engine.refine", "engine.calls", "engine.retrieval", "engine.strategies", "engine.metrics",
-        "engine.quality", "engine.cartography", "engine.verify", "engine.card")
+HIGH = ("engine.pipeline", "engine.plan", "engine.run_folder", "engine.refine", "engine.calls", "engine.retrieval",
+        "engine.strategies", "engine.metrics", "engine.quality", "engine.cartography", "engine.verify", "engine.card")
 
 
 def module_name(path: Path) -> str:

@@ -1,0 +1,75 @@
+"""What every `seedbed` command shares: the --root and --prompts options, `bundled:NAME` paths, and
+the wrapper that turns errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from engine.errors import SeedbedError
+
+__all__ = ["INDEX_ROOT", "PROMPTS", "bundled_path", "friendly"]
+
+INDEX_ROOT = click.option("--root", type=click.Path(path_type=Path), default=Path("indexes"), show_default=True,
+                          envvar="SEEDBED_INDEXES", help="Folder holding indexes.")
+
+
+def _use_prompts(ctx, _param, value):
+    """--prompts DIR: the templates are read from DIR for this command (SEEDBED_PROMPTS), restored after it,
+    so a command run in-process (tests, a notebook) leaves the environment as it found it."""
+    if value is not None:
+        if not Path(value).is_dir():
+            raise click.BadParameter(f"{value} is not a folder of prompt templates; `seedbed init DIR --prompts` writes "
+                                     "a copy of the bundled ones to edit")
+        before = os.environ.get("SEEDBED_PROMPTS")
+        os.environ["SEEDBED_PROMPTS"] = str(Path(value).resolve())
+        ctx.call_on_close(lambda: os.environ.__setitem__("SEEDBED_PROMPTS", before) if before is not None
+                          else os.environ.pop("SEEDBED_PROMPTS", None))
+    return value
+
+
+PROMPTS = click.option("--prompts", type=click.Path(path_type=Path), envvar="SEEDBED_PROMPTS", expose_value=False,
+                       callback=_use_prompts, help="Folder of your own prompt templates (default: the bundled ones).")
+
+
+def bundled_path(path: Path, kind: str) -> Path:
+    """`bundled:NAME` -> the bundled sample corpus or task spec NAME; any other path as given."""
+    text = str(path)
+    if not text.startswith("bundled:"):
+        return path
+    from engine.resources import bundled
+
+    folder, name = bundled(kind), text.removeprefix("bundled:")
+    candidates = [folder / name] + ([folder / f"{name}.yaml"] if kind == "tasks" else [])
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    available = sorted(p.stem if kind == "tasks" else p.name for p in folder.iterdir() if not p.name.startswith("."))
+    raise click.BadParameter(f"no bundled {kind[:-1] if kind == 'tasks' else 'corpus'} {name!r}; "
+                             f"choose one of {', '.join(available)}")
+
+
+def friendly(func):
+    """Turn SeedbedErrors (and Ctrl-C) into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SeedbedError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except OSError as exc:  # a path that is a file, a full disk, no permission: say which path
+            where = f" {exc.filename}" if exc.filename else ""
+            click.secho(f"error:{where}: {exc.strerror or exc}", fg="red", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.secho("interrupted; nothing half-written was kept (synth: re-run the same command to resume "
+                        "without paying again for finished requests)", fg="yellow", err=True)
+            sys.exit(130)
+
+    return wrapper

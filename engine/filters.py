@@ -1,7 +1,7 @@
 """Checks on one model answer. Each returns a short, stable reason code, or None when the answer passes.
 
 Reason codes (counted and reported per run): empty, refusal, too_short, too_long, truncated,
-copy_of_passage, duplicate.
+copy_of_passage, duplicate; engine/injection.py adds follows_passage_instructions.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from engine.api.jobs import JobManager, JobNotFound
 from engine.api import review
 from engine.api.schemas import ChatRequest, JobRequest, ReviewRequest, SearchRequest
 from engine.errors import ConfigError, LLMError, LLMFatalError, SeedbedError
-from engine.retrieval.ground import filter_hits, ground
+from engine.retrieval.ground import GUARDED_ANSWER, filter_hits, ground
 from engine.types import SamplingParams
 
 __all__ = ["ServeConfig", "create_app", "ApiError"]
@@ -109,15 +109,15 @@ def create_app(config: ServeConfig, llm, job_llm=None) -> FastAPI:
         citations = [_citation(n, hit) for n, hit in enumerate(grounded.hits, start=1)]
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": llm.model}
         if body.stream:
-            return StreamingResponse(_stream(llm, grounded.messages, params, meta, name, citations),
+            return StreamingResponse(_stream(llm, grounded, params, meta, name, citations),
                                      media_type="text/event-stream")
         answer = await llm.complete(grounded.messages, params)
+        text, finish, seedbed = _guarded(grounded, answer.text, answer.finish_reason, name, citations)
         return {**meta, "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
-                             "finish_reason": answer.finish_reason}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                 "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
                           "total_tokens": answer.prompt_tokens + answer.completion_tokens},
-                "seedbed": {"index": name, "citations": citations}}
+                "seedbed": seedbed}
 
     @app.post("/v1/jobs", dependencies=[guard], status_code=202)
     async def submit(body: JobRequest) -> dict:
@@ -275,23 +275,38 @@ def _job(job: dict) -> dict:
     return {k: job.get(k) for k in ("id", "state", "created", "updated", "index", "progress", "result", "error", "resumed")}
 
 
-async def _stream(llm, messages, params, meta, index_name, citations):
-    """OpenAI-style server-sent events: role, text pieces, the finish with Seedbed's citations, [DONE]."""
+def _guarded(grounded, text: str, finish: str, index_name: str, citations: list) -> tuple[str, str, dict]:
+    """The answer, or GUARDED_ANSWER with finish_reason 'content_filter' and the reason when it must be withheld."""
+    reason = grounded.check(text)
+    if reason is None:
+        return text, finish, {"index": index_name, "citations": citations}
+    log.warning("grounded answer withheld: %s", reason)
+    return GUARDED_ANSWER, "content_filter", {"index": index_name, "citations": citations, "guard": reason}
+
+
+async def _stream(llm, grounded, params, meta, index_name, citations):
+    """OpenAI-style server-sent events: role, text pieces, the finish with Seedbed's citations, [DONE].
+
+    When a cited passage gives orders, the answer is checked whole before any of it is sent.
+    """
+    messages = grounded.messages
     def event(delta: dict, finish: str | None = None, extra: dict | None = None) -> str:
         chunk = {**meta, "object": "chat.completion.chunk",
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **(extra or {})}
         return f"data: {json.dumps(chunk)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
+    finish, seedbed = "stop", {"index": index_name, "citations": citations}
     try:
-        if hasattr(llm, "stream"):
+        if hasattr(llm, "stream") and not grounded.gives_orders:
             async for piece in llm.stream(messages, params):
                 yield event({"content": piece})
         else:
             answer = await llm.complete(messages, params)
-            yield event({"content": answer.text})
+            text, finish, seedbed = _guarded(grounded, answer.text, "stop", index_name, citations)
+            yield event({"content": text})
     except SeedbedError as exc:  # headers are sent: report in-band, as OpenAI does
         yield f"data: {json.dumps({'error': {'code': 'llm_unavailable', 'message': str(exc)}})}\n\n"
         return
-    yield event({}, "stop", {"seedbed": {"index": index_name, "citations": citations}})
+    yield event({}, finish, {"seedbed": seedbed})
     yield "data: [DONE]\n\n"

@@ -12,12 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.injection import followed, instructions, leaks_prompt
 from engine.prompts import Template, load_template
 from engine.types import Hit
 
-__all__ = ["GROUND_TEMPLATE", "Grounded", "ground", "filter_hits", "passages_block"]
+__all__ = ["GROUND_TEMPLATE", "GUARDED_ANSWER", "Grounded", "ground", "filter_hits", "passages_block"]
 
 GROUND_TEMPLATE = "ground/answer"
+# What the caller gets instead of an answer that obeyed a passage or repeated the rules.
+GUARDED_ANSWER = ("The retrieved passages contain instructions addressed to the assistant, and the answer followed "
+                  "them, so it was withheld. Rephrase the question or filter the index to other sources.")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,20 @@ class Grounded:
     messages: list[dict[str, str]]
     hits: list[Hit]
     template: Template
+
+    @property
+    def gives_orders(self) -> bool:
+        """Whether a cited passage holds instructions addressed to a model (engine/injection.py)."""
+        return any(instructions(hit.passage.text) for hit in self.hits)
+
+    def check(self, answer: str) -> str | None:
+        """Why `answer` must not reach the caller: it obeys a passage's orders or repeats the system prompt; else None."""
+        if self.gives_orders:
+            reason = followed(answer, "\n".join(hit.passage.text for hit in self.hits))
+            if reason:
+                return reason
+        system = " ".join(m["content"] for m in self.messages if m["role"] == "system")
+        return "repeats the system prompt" if leaks_prompt(answer, system) else None
 
 
 def filter_hits(hits: list[Hit], filters: dict[str, Any] | None) -> list[Hit]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine import filters
+from engine import filters, injection
 from engine.ids import derive_seed, request_id  # noqa: F401 (re-exported: strategies use them from here)
 from engine.errors import ConfigError
 from engine.prompts import Template, load_template
@@ -242,6 +242,9 @@ def first_failure(
             return reason, detail
     if passage is not None and filters.copy_of_passage(text, passage):
         return "copy_of_passage", f"copy rate {filters.copy_rate(text, passage):.2f} of the source passage"
+    obeyed = injection.followed(text, passage or "")
+    if obeyed:
+        return "follows_passage_instructions", obeyed
     return None
 
 

@@ -6,15 +6,21 @@ and token/cost caps, with live counters for the progress bar and a first-round e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from engine.errors import LLMError, LLMFatalError, LLMPromptTooLongError
 from engine.llm.client import estimate_tokens
-from engine.llm.runner import run_requests_sync
-from engine.types import Completion, Request
+from engine.llm.runner import ChatLLM, run_requests_sync
+from engine.types import Completion, Request, SamplingParams
 
-__all__ = ["Progress", "call_all", "make_ask", "estimate", "request_tokens", "FAIL_FAST_AFTER"]
+if TYPE_CHECKING:
+    from engine.cache import CachedJournal
+    from engine.journal import Journal
+    from engine.llm.adaptive import AdaptiveLimit
+
+__all__ = ["Progress", "OnProgress", "call_all", "make_ask", "estimate", "request_tokens", "FAIL_FAST_AFTER"]
 
 FAIL_FAST_AFTER = 8  # this many failures in a row with no success stops the run
 
@@ -66,8 +72,11 @@ class Progress:
         return round(spent * max(1.0, self.planned / self.done), 6)
 
 
-def call_all(requests: list[Request], llm, journal, concurrency: int, progress: Progress,
-             on_progress: Callable | None, budgeted: bool = True) -> dict[str, Completion]:
+OnProgress = Callable[[Progress], None]  # called with the live counters after every answer
+
+
+def call_all(requests: list[Request], llm: ChatLLM, journal: Journal | CachedJournal, concurrency: int | AdaptiveLimit,
+             progress: Progress, on_progress: OnProgress | None, budgeted: bool = True) -> dict[str, Completion]:
     """Answers for `requests`: from the journal when recorded, else from the LLM (journalled on arrival).
 
     With a budget, requests beyond it are not sent (their ids go to `progress.unsent`); a later
@@ -91,7 +100,7 @@ def call_all(requests: list[Request], llm, journal, concurrency: int, progress: 
     if not budgeted:
         progress.unbudgeted += len(to_send)
 
-    def on_result(request: Request, result) -> None:
+    def on_result(request: Request, result: Completion | LLMError) -> None:
         if isinstance(result, _OverCap):  # never sent: a re-run with a larger cap sends it
             progress.unsent.add(request.id)
             progress.capped += 1
@@ -137,7 +146,7 @@ class _Capped:
     running together cannot pass the cap between them; the real counts replace the reservation.
     """
 
-    def __init__(self, llm, progress: Progress):
+    def __init__(self, llm: ChatLLM, progress: Progress) -> None:
         self.llm, self.progress, self.model = llm, progress, llm.model
 
     async def release_loop(self) -> None:
@@ -145,7 +154,8 @@ class _Capped:
         if release is not None:
             await release()
 
-    async def complete(self, messages, params, json_schema=None) -> Completion:
+    async def complete(self, messages: list[dict[str, str]], params: SamplingParams,
+                       json_schema: dict[str, Any] | None = None) -> Completion:
         need = (estimate_tokens("".join(m["content"] for m in messages)), params.max_tokens or 0)
         if self.progress.would_pass_cap(*need):
             raise _OverCap("held back by the token or cost cap")
@@ -158,7 +168,7 @@ class _Capped:
             self.progress.reserved[1] -= need[1]
 
 
-def estimate(requests: list[Request], progress: Progress, judged: bool) -> dict:
+def estimate(requests: list[Request], progress: Progress, judged: bool) -> dict[str, Any]:
     """Requests, prompt tokens (from the rendered messages) and the most completion tokens of a round.
 
     Top-ups for rejected answers add to it; with verification each kept example also costs a
@@ -175,6 +185,7 @@ def request_tokens(requests: list[Request]) -> tuple[int, int]:
     return prompt, sum(r.sampling.max_tokens or 0 for r in requests)
 
 
-def make_ask(llm, journal, concurrency: int, progress: Progress, on_progress: Callable | None):
+def make_ask(llm: ChatLLM, journal: Journal | CachedJournal, concurrency: int | AdaptiveLimit, progress: Progress,
+             on_progress: OnProgress | None) -> Callable[[Sequence[Request]], dict[str, Completion]]:
     """The `ask` callable strategies use for their own stages: answers through the journal and runner."""
     return lambda requests: call_all(list(requests), llm, journal, concurrency, progress, on_progress)

@@ -47,7 +47,8 @@ main.add_command(setup)
 @click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True, help="Embedding model (must match when adding).")
 @INDEX_ROOT
 @friendly
-def index_cmd(corpus, name, text_field, chunk_words, min_words, add, force, embedder, root):
+def index_cmd(corpus: Path, name: str, text_field: str, chunk_words: int, min_words: int, add: bool, force: bool,
+              embedder: str, root: Path) -> None:
     """Index CORPUS (a .jsonl/.csv/.parquet/.txt file or a folder of them, or bundled:reuters-sample /
     bundled:news-mix, the sample corpora) as NAME."""
     corpus = bundled_path(corpus, "corpora")
@@ -87,7 +88,7 @@ def index_cmd(corpus, name, text_field, chunk_words, min_words, add, force, embe
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @INDEX_ROOT
 @friendly
-def search(name, query, k, mode, as_json, root):
+def search(name: str, query: str, k: int, mode: str, as_json: bool, root: Path) -> None:
     """Search index NAME for QUERY and print ranked passages with scores."""
     from engine.pipeline import search as run_search
 
@@ -131,9 +132,11 @@ def search(name, query, k, mode, as_json, root):
 @INDEX_ROOT
 @PROMPTS
 @friendly
-def synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, resume, fake, examples_per_label,
-          max_calls, max_tokens_total, max_cost, price_in, price_out, cache, strategy, verify, reference, reference_text_field,
-          root):
+def synth(task: Path, index_name: str | None, out: Path, base_url: str | None, model: str | None, api_key: str | None,
+          concurrency: str, structured: bool, fresh: bool, resume: bool, fake: bool, examples_per_label: int | None,
+          max_calls: int | None, max_tokens_total: int | None, max_cost: float | None, price_in: float | None,
+          price_out: float | None, cache: bool, strategy: str | None, verify: str | None, reference: Path | None,
+          reference_text_field: str, root: Path) -> None:
     """Synthesize a labelled dataset for TASK (a YAML/TOML spec, or bundled:ag_news and the like) from an index."""
     from engine.cli_synth import Budget, Overrides, run_synth
 
@@ -167,7 +170,8 @@ def synth(task, index_name, out, base_url, model, api_key, concurrency, structur
 @INDEX_ROOT
 @PROMPTS
 @friendly
-def plan_cmd(task, index_name, examples_per_label, strategy, model, root):
+def plan_cmd(task: Path, index_name: str | None, examples_per_label: int | None, strategy: str | None, model: str | None,
+             root: Path) -> None:
     """Show what `synth` would do for TASK: coverage per label, routing, calls, tokens, time. No LLM call."""
     from engine.cli_synth import Overrides, run_plan
 
@@ -178,7 +182,7 @@ def plan_cmd(task, index_name, examples_per_label, strategy, model, root):
 @main.group(invoke_without_command=True)
 @click.pass_context
 @friendly
-def cache(ctx):
+def cache(ctx: click.Context) -> None:
     """The shared LLM answer cache: `seedbed cache info`, `seedbed cache clear`."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(cache_info)
@@ -186,7 +190,7 @@ def cache(ctx):
 
 @cache.command("info")
 @friendly
-def cache_info():
+def cache_info() -> None:
     """Where the cache is, how many answers it holds and how big it is."""
     from engine.cache import LLMCache
 
@@ -200,7 +204,7 @@ def cache_info():
 @cache.command("clear")
 @click.confirmation_option(prompt="Delete every cached LLM answer?")
 @friendly
-def cache_clear():
+def cache_clear() -> None:
     """Delete every cached answer (run journals in output folders are kept)."""
     from engine.cache import LLMCache
 
@@ -213,7 +217,7 @@ def cache_clear():
 @click.argument("folder", type=click.Path(path_type=Path), default=Path("."))
 @click.option("--prompts", "with_prompts", is_flag=True, help="Also copy the bundled prompt templates to FOLDER/prompts to edit.")
 @friendly
-def init(folder, with_prompts):
+def init(folder: Path, with_prompts: bool) -> None:
     """Start a project in FOLDER: a commented starter task spec (task.yaml) and, with --prompts, the templates."""
     import shutil
 
@@ -239,7 +243,7 @@ def init(folder, with_prompts):
 @main.command("indexes")
 @INDEX_ROOT
 @friendly
-def indexes_cmd(root):
+def indexes_cmd(root: Path) -> None:
     """List the indexes under --root."""
     from engine.index.reader import list_indexes
 

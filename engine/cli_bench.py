@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,8 +39,10 @@ __all__ = ["bench"]
 @click.option("--html/--no-html", default=True, show_default=True, help="Also write report.html.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True, help="Folder for the report.")
 @friendly
-def bench(datasets, reference, train, text_field, label_field, reference_text_field, reference_label_field, train_text_field,
-          train_label_field, label_map, embedder, seeds, max_reference, entities, finetune_student, embed_cache, html, out):
+def bench(datasets: tuple[Path, ...], reference: Path, train: Path | None, text_field: str, label_field: str,
+          reference_text_field: str | None, reference_label_field: str | None, train_text_field: str | None,
+          train_label_field: str | None, label_map: str | None, embedder: str, seeds: int, max_reference: int,
+          entities: bool, finetune_student: bool, embed_cache: bool, html: bool, out: Path) -> None:
     """Measure DATASETS (run folders or .parquet/.jsonl/.csv files) against a human --reference split."""
     # Before torch loads OpenMP: idle threads sleep instead of spinning. On 2 busy cores this made
     # embedding 1.45x faster (400 AG News texts: 19 s -> 13 s); not yet measured on an idle machine.
@@ -72,7 +76,7 @@ def bench(datasets, reference, train, text_field, label_field, reference_text_fi
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-def _card_bench(datasets, report: dict, reference: Path) -> None:
+def _card_bench(datasets: Sequence[Path], report: dict[str, Any], reference: Path) -> None:
     """Rewrite the dataset card of every run folder that was benched, with its headline metrics."""
     from datetime import date
 

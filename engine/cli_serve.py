@@ -5,11 +5,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from engine.cli_common import INDEX_ROOT, PROMPTS, friendly
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from engine.llm.endpoint import EndpointSettings
 
 __all__ = ["serve", "run_serve", "load_keys"]
 
@@ -42,8 +46,9 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def run_serve(index_names, root: Path, host: str, port: int, key_file, no_auth: bool, jobs_dir: Path,
-              cors: tuple[str, ...], endpoint, use_cache: bool, datasets=()) -> None:
+def run_serve(index_names: tuple[str, ...], root: Path, host: str, port: int, key_file: Path | None, no_auth: bool,
+              jobs_dir: Path, cors: tuple[str, ...], endpoint: EndpointSettings, use_cache: bool,
+              datasets: tuple[Path, ...] = ()) -> None:
     """Load everything, then serve until Ctrl-C. Raises ConfigError before binding on bad settings."""
     import uvicorn
 
@@ -91,8 +96,9 @@ def run_serve(index_names, root: Path, host: str, port: int, key_file, no_auth: 
 @INDEX_ROOT
 @PROMPTS
 @friendly
-def serve(index_names, host, port, api_key_file, no_auth, jobs_dir, cors, datasets, base_url, model, api_key, fake, cache,
-          root):
+def serve(index_names: tuple[str, ...], host: str, port: int, api_key_file: Path | None, no_auth: bool, jobs_dir: Path,
+          cors: tuple[str, ...], datasets: tuple[Path, ...], base_url: str | None, model: str | None, api_key: str | None,
+          fake: bool, cache: bool, root: Path) -> None:
     """Serve search, grounded chat completions and synthesis jobs over HTTP (see /openapi.json)."""
     from engine.llm.endpoint import EndpointSettings
 

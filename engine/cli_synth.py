@@ -6,10 +6,15 @@ import contextlib
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine.pipeline import SynthProgress, SynthResult
+from engine.pipeline import SynthPlan, SynthProgress, SynthResult
+from engine.types import TaskSpec
+
+if TYPE_CHECKING:
+    from engine.index.reader import Index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +25,8 @@ class Overrides:
     strategy: str | None = None
     verify: str | None = None
 
-    def apply(self, task):
+    def apply(self, task: TaskSpec) -> TaskSpec:
+        """`task` with the overridden fields replaced."""
         changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
         return dataclasses.replace(task, **changes) if changes else task
 
@@ -35,9 +41,10 @@ class Budget:
     prices: tuple[float, float] | None = None  # (input, output) per million tokens
 
 
-def run_synth(task_path: Path, index_name: str, out: Path, base_url, model, api_key, concurrency: int | str,
-              structured: bool, fresh: bool, fake: bool, overrides: Overrides, root: Path,
-              budget: Budget = Budget(), use_cache: bool = True, reference: tuple[str, ...] | None = None) -> SynthResult:
+def run_synth(task_path: Path, index_name: str | None, out: Path, base_url: str | None, model: str | None,
+              api_key: str | None, concurrency: int | str, structured: bool, fresh: bool, fake: bool, overrides: Overrides,
+              root: Path, budget: Budget = Budget(), use_cache: bool = True,
+              reference: tuple[str, ...] | None = None) -> SynthResult:
     """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
     from engine.config import load_task
     from engine.index.reader import Index
@@ -96,7 +103,7 @@ def run_plan(task_path: Path, index_name: str | None, overrides: Overrides, root
     print_plan(task, synth_plan, index, model, file_err=False)
 
 
-def print_plan(task, synth_plan, index, model: str | None, file_err: bool = True) -> None:
+def print_plan(task: TaskSpec, synth_plan: SynthPlan, index: Index | None, model: str | None, file_err: bool = True) -> None:
     """The coverage table, which strategy makes which label, and the first round's estimate."""
     echo = lambda line="": click.echo(line, err=file_err)  # noqa: E731
     if synth_plan.coverage:
@@ -117,7 +124,7 @@ def print_plan(task, synth_plan, index, model: str | None, file_err: bool = True
          "top-ups for rejections add to it")
 
 
-def _time(task, estimate: dict, model: str | None) -> str:
+def _time(task: TaskSpec, estimate: dict[str, Any], model: str | None) -> str:
     """Rough wall time on the embedded model from its measured speed (empty for other endpoints)."""
     from engine.runtime.catalog import CATALOG
 
@@ -131,7 +138,7 @@ def _time(task, estimate: dict, model: str | None) -> str:
     return f", about {seconds / 60:.0f} min on {entry.name} with 2 CPU cores"
 
 
-def _describe(index) -> str:
+def _describe(index: Index | None) -> str:
     return "none" if index is None else f"{index.manifest.name!r} ({len(index)} passages)"
 
 
@@ -164,7 +171,7 @@ class _ProgressBar:
         self._bar.close()
 
 
-def _estimate_line(estimate: dict) -> str:
+def _estimate_line(estimate: dict[str, Any]) -> str:
     cost = f", at most ${estimate['cost_max']:.4f}" if estimate.get("cost_max") is not None else ""
     judge = "; label verification adds one short judge call per kept example" if estimate["plus_judge_calls"] else ""
     return (f"estimate for the first round: {estimate['requests']} requests, ~{estimate['prompt_tokens']} prompt tokens, "

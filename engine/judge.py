@@ -5,12 +5,16 @@ drops or relabels it, so what is dropped is topped up by the next round.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from engine.calls import Progress, call_all
+from engine.calls import OnProgress, Progress, call_all
+from engine.llm.runner import ChatLLM
 from engine.types import Example, Request, TaskSpec
 
 if TYPE_CHECKING:  # the rounds' record, which the judge adds its rejections and held-back requests to
+    from engine.cache import CachedJournal
+    from engine.journal import Journal
+    from engine.plan import SynthOptions
     from engine.refine import Outcomes
 
 __all__ = ["RoundJudge"]
@@ -19,7 +23,8 @@ __all__ = ["RoundJudge"]
 class RoundJudge:
     """Label verification round by round: an LLM judge says which label fits each new example."""
 
-    def __init__(self, task: TaskSpec, llm, journal, options, progress: Progress, on_progress: Callable | None):
+    def __init__(self, task: TaskSpec, llm: ChatLLM, journal: Journal | CachedJournal, options: SynthOptions,
+                 progress: Progress, on_progress: OnProgress | None) -> None:
         from engine.prompts import load_template
         from engine.verify import JUDGE_TEMPLATE
 

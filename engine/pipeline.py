@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from engine.cache import CachedJournal
 from engine.calls import Progress, make_ask
@@ -22,23 +22,35 @@ from engine.refine import Outcomes, run_rounds
 from engine.run_folder import SynthResult, check_run_identity, finish, locked, task_fingerprint
 from engine.types import Hit, TaskSpec
 
+if TYPE_CHECKING:
+    from engine.corpus import CorpusOptions
+    from engine.embed import Embedder
+    from engine.llm.runner import ChatLLM
+    from engine.metrics.bench import BenchConfig, BenchResult
+    from engine.metrics.data import LabeledSet
+    from engine.metrics.entities import Extractor
+
 __all__ = ["index", "search", "bench", "prepare", "plan", "SynthPlan", "SynthOptions", "SynthProgress", "SynthResult", "synthesize", "task_fingerprint"]
 
 
-def index(corpus, name, embedder, root=Path("indexes"), options=None, add=False, force=False, progress=None) -> BuildResult:
+def index(corpus: str | Path, name: str, embedder: Embedder, root: Path = Path("indexes"), options: CorpusOptions | None = None,
+          add: bool = False, force: bool = False, progress: Callable[[int, int], None] | None = None) -> BuildResult:
     """Build or extend an index (see engine.index.builder.build_index)."""
     from engine.corpus import CorpusOptions
 
     return build_index(corpus, name, embedder, root=root, options=options or CorpusOptions(), add=add, force=force, progress=progress)
 
 
-def search(name: str, query: str, k: int = 10, mode: str = "hybrid", root: Path = Path("indexes"), embedder=None) -> list[Hit]:
+def search(name: str, query: str, k: int = 10, mode: str = "hybrid", root: Path = Path("indexes"),
+           embedder: Embedder | None = None) -> list[Hit]:
     """Ranked passages of index `name` for `query`."""
     return Index.open(name, root, embedder=embedder).search(query, k=k, mode=mode)
 
 
-def bench(datasets, reference, train, embedder, config=None, **kwargs):
-    """Measure synthetic datasets against human splits (see engine.metrics.bench.run_bench)."""
+def bench(datasets: list[LabeledSet], reference: LabeledSet, train: LabeledSet | None, embedder: Embedder,
+          config: BenchConfig | None = None, **kwargs: Any) -> BenchResult:
+    """Measure synthetic datasets against human splits (see engine.metrics.bench.run_bench, which takes
+    `kwargs`: extractor, progress, cache)."""
     from engine.metrics.bench import BenchConfig, run_bench
 
     return run_bench(datasets, reference, train, embedder, config or BenchConfig(), **kwargs)
@@ -50,11 +62,11 @@ SynthProgress = Progress  # live counters handed to the progress callback
 def synthesize(
     task: TaskSpec,
     index: Index | None,
-    llm,
+    llm: ChatLLM,
     options: SynthOptions,
     on_progress: Callable[[SynthProgress], None] | None = None,
     endpoint: str = "",
-    synth_plan: "SynthPlan | None" = None,
+    synth_plan: SynthPlan | None = None,
 ) -> SynthResult:
     """Retrieve passages per label, have the LLM refine each into an example, filter, write.
 
@@ -101,7 +113,7 @@ def _confidence_filter(task: TaskSpec, index: Index | None, outcomes: Outcomes) 
     outcomes.stages["confidence"] = report
 
 
-def _entity_extractor():
+def _entity_extractor() -> Extractor:
     from engine.metrics.entities import spacy_extractor
 
     return spacy_extractor()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError
 from engine.quality import ReferenceGuard
@@ -19,6 +19,12 @@ from engine.retrieval.coverage import LabelCoverage, assess, routing
 from engine.strategies.base import get_strategy
 from engine.index.reader import Index
 from engine.types import Hit, Request, TaskSpec
+
+if TYPE_CHECKING:
+    from engine.cache import LLMCache
+    from engine.llm.adaptive import AdaptiveLimit
+    from engine.prompts import Template
+    from engine.strategies.base import Strategy
 
 __all__ = ["SynthOptions", "SynthPlan", "plan", "prepare"]
 
@@ -49,20 +55,20 @@ class SynthOptions:
     """
 
     out: Path
-    concurrency: Any = 4  # int, or an AdaptiveLimit
+    concurrency: int | AdaptiveLimit = 4
     fresh: bool = False
     structured_output: bool = False
     overgenerate: float = 2.0
     max_rounds: int = 5
     prompts_dir: Path | None = None
     max_calls: int | None = None
-    cache: Any = None
+    cache: LLMCache | None = None
     max_tokens_total: int | None = None
     max_cost: float | None = None
     prices: tuple[float, float] | None = None
     reference: tuple[str, ...] | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.max_cost is not None and self.prices is None:
             raise ConfigError("--max-cost needs prices: give --price-in and --price-out (per million tokens)")
         for name in ("max_calls", "max_tokens_total", "max_cost"):
@@ -167,7 +173,8 @@ def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPla
     return SynthPlan(tuple(parts), report.per_label, coverage, per_label, reference)
 
 
-def _without_leaks(picks: dict[str, list[Hit]], counts: dict[str, dict], reference: ReferenceGuard) -> dict[str, list[Hit]]:
+def _without_leaks(picks: dict[str, list[Hit]], counts: dict[str, dict[str, Any]],
+                   reference: ReferenceGuard) -> dict[str, list[Hit]]:
     """Drop passages that near-duplicate a reference row, so none reaches a prompt; counted per label."""
     kept = {}
     for label, hits in picks.items():
@@ -179,7 +186,7 @@ def _without_leaks(picks: dict[str, list[Hit]], counts: dict[str, dict], referen
     return kept
 
 
-def prepare(task: TaskSpec, index: Index | None, options: SynthOptions):
+def prepare(task: TaskSpec, index: Index | None, options: SynthOptions) -> tuple[Strategy, dict[str, Template]]:
     """Everything checkable before an LLM starts or a file is written: strategy, options, templates, index.
 
     Returns:

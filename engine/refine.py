@@ -8,14 +8,24 @@ Label verification, when asked for, judges the kept examples through the same jo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
-from engine.calls import Progress, call_all, estimate, make_ask
+from engine.calls import OnProgress, Progress, call_all, estimate, make_ask
 from engine.filters import Deduper
 from engine.judge import RoundJudge
+from engine.llm.runner import ChatLLM
 from engine.retrieval.screen import Screen
-from engine.types import Example, Hit, Rejection, Request, TaskSpec
+from engine.types import Completion, Example, Hit, Rejection, Request, TaskSpec
+
+if TYPE_CHECKING:  # engine.plan plans a run's parts with this module, so these are for the type checker only
+    from engine.cache import CachedJournal
+    from engine.journal import Journal
+    from engine.plan import SynthOptions
+    from engine.prompts import Template
+    from engine.quality import QualityChecks
+    from engine.strategies.base import Strategy
 
 __all__ = ["Outcomes", "Part", "run_rounds", "first_round"]
 
@@ -50,15 +60,15 @@ class Part:
     strategy; `why` says why this part makes its labels (empty for the task's own strategy).
     """
 
-    strategy: Any
-    templates: Any
+    strategy: Strategy
+    templates: Mapping[str, Template]
     picks: dict[str, list[Hit]] | None
     labels: tuple[str, ...]
     why: str = ""
 
 
-def run_rounds(task: TaskSpec, parts: list[Part], llm, journal, options, progress: Progress,
-               on_progress: Callable | None, quality=None) -> Outcomes:
+def run_rounds(task: TaskSpec, parts: list[Part], llm: ChatLLM, journal: Journal | CachedJournal, options: SynthOptions,
+               progress: Progress, on_progress: OnProgress | None, quality: QualityChecks | None = None) -> Outcomes:
     """Plan, call, parse, review and verify in rounds until every label has its examples.
 
     Every part's requests of a round are sent together. Review (e.g. TarGEN's self-correction) and
@@ -109,8 +119,8 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm, journal, options, progres
     return outcomes
 
 
-def _collect(task, part_of: dict[str, Part], requests, answers, deduper, outcomes: Outcomes, progress: Progress,
-             state: _Plan) -> None:
+def _collect(task: TaskSpec, part_of: dict[str, Part], requests: list[Request], answers: dict[str, Completion],
+             deduper: _Checks, outcomes: Outcomes, progress: Progress, state: _Plan) -> None:
     """Parse one round's answers into examples, rejections, failures and held-back requests."""
     for request in requests:
         if request.id in progress.unsent:
@@ -161,7 +171,7 @@ def _still_wanted(task: TaskSpec, outcomes: Outcomes) -> dict[str, int]:
     return {name: task.examples_per_label - count for name, count in have.items() if name in have}
 
 
-def _plan_round(task, part: Part, state: _Plan, history, screen=None) -> list[Request]:
+def _plan_round(task: TaskSpec, part: Part, state: _Plan, history: list[Example], screen: Screen | None = None) -> list[Request]:
     strategy, templates, picks = part.strategy, part.templates, part.picks
     want = {name: n for name, n in state.want.items() if name in part.labels}
     if picks is None:  # generation only: new sample indexes per label
@@ -192,7 +202,7 @@ class _Checks:
     """Exact duplicates, then the quality filters, on each parsed example in plan order."""
 
     exact: Deduper
-    quality: Any = None
+    quality: QualityChecks | None = None
 
     def check(self, example: Example, request: Request) -> Example | Rejection:
         if self.exact.check(example.text, example.label):
@@ -207,7 +217,8 @@ def first_round(task: TaskSpec, part: Part) -> list[Request]:
     return _plan_round(task, part, state, [])
 
 
-def _judge(strategy, task, request, completion, checks: _Checks) -> list[Example | Rejection] | None:
+def _judge(strategy: Strategy, task: TaskSpec, request: Request, completion: Completion | None,
+           checks: _Checks) -> list[Example | Rejection] | None:
     """Parse one answer (one or several examples) and filter them; None when the request failed."""
     if completion is None:
         return None

@@ -16,17 +16,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from engine import __version__
 from engine.card import write_card
 from engine.config import task_to_dict
 from engine.dataset import example_row, rejection_row, write_dataset
 from engine.errors import ConfigError
+from engine.calls import Progress
 from engine.filters import copy_rate
-from engine.plan import SynthPlan
+from engine.index.reader import Index
+from engine.plan import SynthOptions, SynthPlan
 from engine.refine import Outcomes
 from engine.types import TaskSpec
+
+if TYPE_CHECKING:
+    from engine.llm.runner import ChatLLM
 
 __all__ = ["RUN_FILE", "SynthResult", "task_fingerprint", "locked", "check_run_identity", "finish"]
 
@@ -96,7 +101,8 @@ def check_run_identity(out: Path, task: TaskSpec, model: str, fresh: bool) -> No
 
 
 
-def finish(task, index, llm, options, outcomes: Outcomes, synth_plan: SynthPlan, progress, started, endpoint) -> SynthResult:
+def finish(task: TaskSpec, index: Index | None, llm: ChatLLM, options: SynthOptions, outcomes: Outcomes,
+           synth_plan: SynthPlan, progress: Progress, started: float, endpoint: str) -> SynthResult:
     """Write the dataset, its manifest and its card into `options.out`, and say what the run produced."""
     rows = [
         example_row(example, request.hit.passage.text if request.hit else None,
@@ -164,7 +170,7 @@ def _made_by(label: str, synth_plan: SynthPlan) -> dict[str, str]:
     return {"strategy": part.strategy.name, "strategy_reason": reason}
 
 
-def _index_facts(index) -> dict[str, Any] | None:
+def _index_facts(index: Index | None) -> dict[str, Any] | None:
     if index is None:
         return None
     m = index.manifest

@@ -6,9 +6,12 @@ import asyncio
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from engine.runtime.catalog import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from engine.llm.runner import ChatLLM
 
 __all__ = ["EndpointSettings", "open_llm", "FAKE_DELAY_ENV"]
 
@@ -43,7 +46,7 @@ class EndpointSettings:
 
 
 @contextmanager
-def open_llm(settings: EndpointSettings, *, on_retry: Callable[[Exception], None] | None = None) -> Iterator[object]:
+def open_llm(settings: EndpointSettings, *, on_retry: Callable[[Exception], None] | None = None) -> Iterator[ChatLLM]:
     """Yield a ready chat LLM; the embedded server (if started) is stopped on exit, even on error.
 
     Args:

@@ -1,6 +1,6 @@
 """The use cases, each short: index(), search(), plan(), synthesize(), bench().
 
-cli.py and server.py are thin adapters over these functions; nothing here prints. A synthesis is
+The CLI (cli*.py) and the HTTP API (engine/api/) are thin adapters over these functions; nothing here prints. A synthesis is
 planned before any LLM call (engine/plan.py), run in rounds (engine/refine.py) and written into
 its folder (engine/run_folder.py).
 """

@@ -1,7 +1,7 @@
 """The dependency direction of DESIGN.md, enforced: an upward import or a cycle fails here.
 
-types/errors <- corpus, embed, index, llm <- retrieval, strategies, filters, metrics, ... <- pipeline
-<- cli, api (the HTTP server). Nothing imports the CLI or the server; engine never imports
+types/errors <- corpus, embed, index, llm, runtime, testing, files, ... <- retrieval, strategies, plan,
+refine, metrics, ... <- pipeline <- cli*, api (the HTTP server). Nothing imports the CLI or the server; engine never imports
 benchmarks or tests. Imports inside functions count too (a lazy import is still a dependency);
 only the import graph of top-level imports must be free of cycles.
 

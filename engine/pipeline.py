@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from engine.cache import CachedJournal
 from engine.calls import Progress, make_ask
 from engine.index.builder import BuildResult, build_index
-from engine.index.reader import Index
+from engine.index.reader import Index, check_query
 from engine.journal import JOURNAL_NAME, Journal
 from engine.plan import SynthOptions, SynthPlan, plan, prepare
 from engine.quality import QualityChecks
@@ -43,7 +43,8 @@ def index(corpus: str | Path, name: str, embedder: Embedder, root: Path = Path("
 
 def search(name: str, query: str, k: int = 10, mode: str = "hybrid", root: Path = Path("indexes"),
            embedder: Embedder | None = None) -> list[Hit]:
-    """Ranked passages of index `name` for `query`."""
+    """Ranked passages of index `name` for `query` (an empty query is refused before the index is opened)."""
+    check_query(query)
     return Index.open(name, root, embedder=embedder).search(query, k=k, mode=mode)
 
 

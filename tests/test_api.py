@@ -78,6 +78,7 @@ def test_search_filters_on_metadata(make_client, hash_index):
 @pytest.mark.parametrize(("body", "field"), [
     ({"query": "oil", "k": 101}, "k"),
     ({"query": ""}, "query"),
+    ({"query": "   \n\t"}, "query"),
     ({"query": "oil", "mode": "fuzzy"}, "mode"),
     ({"query": "oil", "index": "../etc"}, "index"),
     ({"query": "oil", "surprise": 1}, "surprise"),
@@ -86,6 +87,11 @@ def test_bad_search_requests_are_422_naming_the_field(make_client, body, field):
     response = make_client().post("/v1/search", json=body, headers=AUTH)
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
     assert field in response.json()["error"]["message"]
+
+
+def test_a_whitespace_query_says_what_to_pass(make_client):
+    message = make_client().post("/v1/search", json={"query": "  "}, headers=AUTH).json()["error"]["message"]
+    assert "only whitespace" in message and "words to search for" in message
 
 
 def test_unknown_index_and_oversized_body(make_client):

@@ -212,6 +212,12 @@ def test_unknown_embedder(tmp_path):
 # --- search errors ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("query", ["", "   ", "\t\n"])
+def test_an_empty_search_query_is_a_clear_error(built, query):
+    root, _, _ = built
+    assert_clean_error(invoke("search", "news", query, "--root", root), "search query is empty", "words to search for")
+
+
 def test_searching_a_missing_index(built):
     root, _, _ = built
     assert_clean_error(invoke("search", "nope", "oil", "--root", root), "no index named 'nope'", "existing: news")

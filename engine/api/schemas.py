@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["MAX_K", "MAX_QUERY_CHARS", "SearchRequest", "ChatMessage", "ChatRequest", "JobRequest", "ReviewRequest"]
 
@@ -25,11 +25,18 @@ class SearchRequest(BaseModel):
     """POST /v1/search."""
 
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="the words to search for (not only whitespace)")
     k: int = Field(default=10, ge=1, le=MAX_K)
     mode: Mode = "hybrid"
     index: str | None = IndexName
     filters: dict[str, str | int | float | bool] | None = Filters
+
+    @field_validator("query")
+    @classmethod
+    def _has_words(cls, query: str) -> str:
+        if not query.strip():
+            raise ValueError("the query is only whitespace; pass the words to search for")
+        return query
 
 
 class ChatMessage(BaseModel):

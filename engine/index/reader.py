@@ -16,7 +16,7 @@ from engine.index import dense, lexical, store
 from engine.index.manifest import Manifest, read_manifest
 from engine.types import Hit, Passage
 
-__all__ = ["Index", "MODES", "RRF_K", "index_path", "list_indexes", "recover"]
+__all__ = ["Index", "MODES", "check_query", "RRF_K", "index_path", "list_indexes", "recover"]
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al. (2009)
@@ -35,6 +35,12 @@ def list_indexes(root: Path) -> list[Manifest]:
         if folder.is_dir() and not folder.name.startswith(".") and (folder / "manifest.json").is_file():
             found.append(read_manifest(folder))
     return found
+
+
+def check_query(query: str) -> None:
+    """Raise ConfigError for an empty or whitespace-only search query (it would match arbitrary passages)."""
+    if not str(query).strip():
+        raise ConfigError(f"search query is empty (got {query!r}); pass the words to search for")
 
 
 @dataclass
@@ -115,8 +121,9 @@ class Index:
             Hits best first; each carries its dense cosine to the query.
 
         Raises:
-            ConfigError: unknown mode or k < 1.
+            ConfigError: an empty or whitespace-only query, unknown mode or k < 1.
         """
+        check_query(query)
         if mode not in MODES:
             raise ConfigError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
         if k < 1:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +22,7 @@ from engine.index.manifest import Manifest, manifest_dict, read_manifest
 from engine.index.reader import index_path, recover as _recover
 from engine.types import Passage
 
-__all__ = ["BuildResult", "build_index"]
+__all__ = ["BuildResult", "build_index", "writer_lock"]
 
 BATCH = 256
 
@@ -68,16 +70,44 @@ def build_index(
     started = time.monotonic()
     target = index_path(name, root)
     list_files(corpus)  # fail fast on a bad path before any work
-    _check_target(target, name, add, force)
-    Path(root).mkdir(parents=True, exist_ok=True)
-    work = Path(root) / f".{name}.tmp-{os.getpid()}-{int(time.time())}"
-    try:
-        result = _build_in(work, target, corpus, name, embedder, options, add, progress, started)
-        _swap_into_place(work, target)
-        return result
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    with writer_lock(Path(root), name):
+        _check_target(target, name, add, force)
+        work = Path(root) / f".{name}.tmp-{os.getpid()}-{int(time.time())}"
+        try:
+            result = _build_in(work, target, corpus, name, embedder, options, add, progress, started)
+            _swap_into_place(work, target)
+            return result
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+
+@contextmanager
+def writer_lock(root: Path, name: str) -> Iterator[None]:
+    """Hold `root/.NAME.lock` while index NAME is built or added to: one writer at a time.
+
+    Two `--add`s that overlapped would each copy the old index and the later rename would drop
+    the other's passages; the second is refused instead. The lock is an flock, so it dies with
+    its process (a killed build blocks nothing). Readers never take it.
+
+    Raises:
+        ConfigError: another process is writing this index (its pid is named).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".{name}.lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(f"index {name!r} under {root} is being built or added to by another process "
+                              f"(pid {holder}, lock {path}); wait for it to finish, then run this again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
 
 
 def _check_target(target: Path, name: str, add: bool, force: bool) -> None:

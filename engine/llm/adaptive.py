@@ -21,12 +21,15 @@ latency sample: its time includes the backoff wait, not the server's speed.
 A limit is plain state, not tied to an event loop: one instance can serve many `run_requests`
 calls (a pipeline's rounds) and keeps what it learned; each call starts by forgetting the
 latency baseline (`new_run`), because different stages send requests of different sizes.
-It is not locked: feed one limit from one event loop at a time (give each thread its own).
+Its state is guarded by a lock and it counts the requests in flight across all its callers, so
+runs in several threads (each with its own event loop) can share one limit for one endpoint:
+together they keep at most `limit` requests in flight.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -82,6 +85,8 @@ class AdaptiveLimit:
         self.increases = 0
         self.decreases = 0
         self.peak = start
+        self._in_flight = 0
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"AdaptiveLimit(start={self.start}, min={self.min}, max={self.max}, limit={self._limit})"
@@ -95,14 +100,31 @@ class AdaptiveLimit:
         """How many requests may be in flight now."""
         return self._limit
 
+    @property
+    def in_flight(self) -> int:
+        """Requests dispatched under this limit (by any caller, in any thread) and not yet `done`."""
+        return self._in_flight
+
+    def has_room(self) -> bool:
+        """Whether one more request may be dispatched now."""
+        return self._in_flight < self._limit
+
     def new_run(self) -> None:
         """Forget the latency baseline and the current window; keep the limit learned so far."""
-        self._baseline = None
-        self._reset_window()
+        with self._lock:
+            self._baseline = None
+            self._reset_window()
 
     def ticket(self) -> Ticket:
-        """A ticket for one request about to be sent: take it when dispatching, then `bind` it."""
-        return Ticket(id(self), self._epoch)
+        """A ticket for one request about to be sent (counted in flight until `done`); then `bind` it."""
+        with self._lock:
+            self._in_flight += 1
+            return Ticket(id(self), self._epoch)
+
+    def done(self, ticket: Ticket) -> None:
+        """The request of `ticket` is over (answered, failed or cancelled): its slot is free."""
+        with self._lock:
+            self._in_flight -= 1
 
     def bind(self, ticket: Ticket) -> None:
         """Make `ticket` the current request's for `on_retry`; call inside the task that sends it."""
@@ -110,23 +132,25 @@ class AdaptiveLimit:
 
     def record_success(self, latency: float, ticket: Ticket | None = None) -> None:
         """A request finished well after `latency` seconds; may raise the limit or, if slow, lower it."""
-        if ticket is not None and (ticket.retried or ticket.epoch != self._epoch):
-            return  # its latency says nothing about the current limit
-        self._window_n += 1
-        self._window_sum += latency
-        if self._window_n >= self._limit:
-            self._close_window()
+        with self._lock:
+            if ticket is not None and (ticket.retried or ticket.epoch != self._epoch):
+                return  # its latency says nothing about the current limit
+            self._window_n += 1
+            self._window_sum += latency
+            if self._window_n >= self._limit:
+                self._close_window()
 
     def record_failure(self, ticket: Ticket | None = None) -> None:
         """A request (or one attempt of it) failed transiently: back off once per congestion event."""
-        if ticket is not None:
-            if ticket.epoch != self._epoch:
-                ticket.epoch, ticket.retried = self._epoch, True
-                return  # sent before the last back-off, which already answered this event
-            ticket.retried = True
-        self._decrease()
-        if ticket is not None:
-            ticket.epoch = self._epoch  # its retry is sent at the new limit
+        with self._lock:
+            if ticket is not None:
+                if ticket.epoch != self._epoch:
+                    ticket.epoch, ticket.retried = self._epoch, True
+                    return  # sent before the last back-off, which already answered this event
+                ticket.retried = True
+            self._decrease()
+            if ticket is not None:
+                ticket.epoch = self._epoch  # its retry is sent at the new limit
 
     def on_retry(self, error: Exception | None = None) -> None:
         """Hook for OpenAIChat(on_retry=...): an attempt failed transiently and will be retried.

@@ -100,11 +100,14 @@ async def _run_adaptive(llm: ChatLLM, requests: Sequence[Request], limit: Adapti
     running: set[asyncio.Future[None]] = set()
     try:
         for request in requests:
-            while len(running) >= limit.limit:
-                running = await _reap(running)
+            while not limit.has_room():  # counts other runs sharing this limit too
+                running = await _reap(running) if running else await _pause()
             # The ticket is taken now, not when the task first runs, so it records the epoch
             # (the limit) this request was dispatched under.
-            running.add(asyncio.ensure_future(_limited_call(llm, request, limit, limit.ticket(), on_result)))
+            ticket = limit.ticket()
+            task = asyncio.ensure_future(_limited_call(llm, request, limit, ticket, on_result))
+            task.add_done_callback(lambda _, t=ticket: limit.done(t))  # also when cancelled before it starts
+            running.add(task)
         while running:
             running = await _reap(running)
     except BaseException:
@@ -120,6 +123,12 @@ async def _reap(running: set[asyncio.Future[None]]) -> set[asyncio.Future[None]]
     for task in done:
         task.result()  # the caller cancels the rest, and collects any other errors, when this raises
     return still_running
+
+
+async def _pause() -> set[asyncio.Future[None]]:
+    """Wait a moment for a slot that another thread's run holds (this run has nothing in flight)."""
+    await asyncio.sleep(0.01)
+    return set()
 
 
 async def _limited_call(llm: ChatLLM, request: Request, limit: AdaptiveLimit, ticket: Ticket, on_result: OnResult) -> None:

@@ -36,6 +36,8 @@ class Progress:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server took from its prefix cache (of answers that said)
+    cache_reported: int = 0  # answers whose endpoint reported its cached prompt tokens
     budget: int | None = None  # most new LLM calls for generation (verification is not counted)
     unsent: set[str] = field(default_factory=set)  # request ids held back by the budget
     unbudgeted: int = 0  # calls outside the budget (label verification)
@@ -111,6 +113,9 @@ def call_all(requests: list[Request], llm: ChatLLM, journal: Journal | CachedJou
             answers[request.id] = result
             progress.prompt_tokens += result.prompt_tokens
             progress.completion_tokens += result.completion_tokens
+            if result.cached_tokens is not None:
+                progress.cached_tokens += result.cached_tokens
+                progress.cache_reported += 1
         elif isinstance(result, LLMPromptTooLongError):  # this prompt's fault, not the endpoint's
             journal.record_failed(request.id, llm.model, str(result))
             progress.too_long[request.id] = str(result)

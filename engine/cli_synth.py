@@ -225,9 +225,13 @@ def print_summary(result: SynthResult) -> None:
     if result.failed:
         click.secho(f"failed {result.failed} requests after retries; re-run the same command to retry them", fg="yellow")
     spent = result.manifest.get("cost_this_run")
+    cached = result.manifest["tokens"].get("prompt_cached_this_run")
+    prefix = f" ({cached} of them from the server's prefix cache)" if cached is not None else ""
+    kept = sum(result.kept.values())
+    per_kept = f", {(result.prompt_tokens + result.completion_tokens) / kept:.0f} tokens per kept example" if kept else ""
     click.echo(f"LLM calls {result.calls} (+{counts['reused_from_journal']} reused from the journal, "
-               f"+{counts['reused_from_cache']} from the cache), tokens {result.prompt_tokens} prompt + "
-               f"{result.completion_tokens} completion{f', cost ${spent:.4f}' if spent is not None else ''}, "
+               f"+{counts['reused_from_cache']} from the cache), tokens {result.prompt_tokens} prompt{prefix} + "
+               f"{result.completion_tokens} completion{per_kept}{f', cost ${spent:.4f}' if spent is not None else ''}, "
                f"{result.seconds:.1f}s")
     short = [label for label, n in result.kept.items() if n < result.manifest["task"]["examples_per_label"]]
     if short:

@@ -117,6 +117,7 @@ def finish(task: TaskSpec, index: Index | None, llm: ChatLLM, options: SynthOpti
     for example, _ in outcomes.examples:
         tokens["prompt"] += example.provenance.prompt_tokens
         tokens["completion"] += example.provenance.completion_tokens
+        tokens["cached"] += example.provenance.cached_tokens or 0
     seconds = time.monotonic() - started
     manifest = {
         "seedbed_version": __version__,
@@ -138,7 +139,8 @@ def finish(task: TaskSpec, index: Index | None, llm: ChatLLM, options: SynthOpti
         "estimate": progress.estimate,
         "cost_this_run": progress.cost(),
         "tokens": {"prompt_this_run": progress.prompt_tokens, "completion_this_run": progress.completion_tokens,
-                   "prompt_kept_examples": tokens["prompt"], "completion_kept_examples": tokens["completion"]},
+                   "prompt_kept_examples": tokens["prompt"], "completion_kept_examples": tokens["completion"],
+                   **_prefix_cache(progress, tokens["cached"])},
         "wall_seconds": round(seconds, 2),
         "retrieval": synth_plan.retrieval,
         "coverage": {name: c.as_dict() for name, c in synth_plan.coverage.items()} if synth_plan.coverage else None,
@@ -159,6 +161,21 @@ def finish(task: TaskSpec, index: Index | None, llm: ChatLLM, options: SynthOpti
         prompt_tokens=progress.prompt_tokens, completion_tokens=progress.completion_tokens, seconds=seconds,
         manifest=manifest,
     )
+
+
+def _prefix_cache(progress: Progress, cached_kept: int) -> dict[str, int | float | None]:
+    """What the server took from its prefix cache this run, and so what it evaluated (None: not reported).
+
+    `prompt_evaluated_share` is evaluated / sent prompt tokens over the answers whose endpoint reported
+    its cache (llama-server and OpenAI do; the share is what issue 14's target of <= 0.6 is about).
+    """
+    if not progress.cache_reported:
+        return {"prompt_cached_this_run": None, "prompt_evaluated_this_run": None, "prompt_evaluated_share": None,
+                "answers_reporting_cache": 0}
+    evaluated = progress.prompt_tokens - progress.cached_tokens
+    return {"prompt_cached_this_run": progress.cached_tokens, "prompt_evaluated_this_run": evaluated,
+            "prompt_evaluated_share": round(evaluated / progress.prompt_tokens, 4) if progress.prompt_tokens else None,
+            "answers_reporting_cache": progress.cache_reported, "prompt_cached_kept_examples": cached_kept}
 
 
 def _made_by(label: str, synth_plan: SynthPlan) -> dict[str, str]:

@@ -172,6 +172,9 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    # Prompt tokens the server took from its prefix (KV) cache instead of evaluating them; None when
+    # the endpoint does not say (OpenAI's usage.prompt_tokens_details.cached_tokens, llama-server's too).
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,7 @@ class Provenance:
     # targen's context and seed ({name: value}); None when there is nothing beyond the passage.
     grounding: dict[str, str] | None = None
     trimmed: bool = False  # whole sentences kept within max_words, or a cut-off last sentence dropped
+    cached_tokens: int | None = None  # of prompt_tokens, those the server served from its prefix cache
 
 
 @dataclass(frozen=True)

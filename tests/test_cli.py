@@ -472,6 +472,27 @@ def test_adaptive_concurrency_against_a_throttling_endpoint(built, tmp_path):
     assert_clean_error(bad, "concurrency", "'many'", "auto")
 
 
+def test_prompt_tokens_the_server_took_from_its_prefix_cache_are_counted(built, tmp_path):
+    import polars as pl
+
+    from engine.testing import FakeOpenAIServer
+
+    root, task, _ = built
+    out = tmp_path / "out"
+    with FakeOpenAIServer(prefix_cache=4) as server:
+        result = invoke("synth", task, "--index", "news", "--out", out, "--root", root, "--base-url", server.base_url,
+                        "--model", "fake-model", "--concurrency", "1", "--no-structured")
+    assert result.exit_code == 0, result.output
+    tokens = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["tokens"]
+    rows = pl.read_parquet(out / "dataset.parquet")
+    assert tokens["answers_reporting_cache"] == 4 and tokens["prompt_cached_this_run"] > 0
+    assert tokens["prompt_evaluated_this_run"] == tokens["prompt_this_run"] - tokens["prompt_cached_this_run"]
+    assert tokens["prompt_cached_kept_examples"] == rows["cached_tokens"].sum() > 0
+    assert 0 < tokens["prompt_evaluated_share"] < 1
+    assert f"({tokens['prompt_cached_this_run']} of them from the server's prefix cache)" in result.stdout
+    assert "tokens per kept example" in result.stdout
+
+
 def test_resume_needs_a_run_to_continue(built, tmp_path):
     root, task, _ = built
     out = tmp_path / "out"

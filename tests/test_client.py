@@ -326,3 +326,33 @@ def test_lone_surrogates_in_an_answer_become_replacement_characters():
         200, content=json.dumps(chat_body("cut mid-emoji \ud83d")).encode("ascii"), headers={"content-type": "application/json"})))
     text = complete(client).text
     assert text.startswith("cut mid-emoji ") and text.encode("utf-8")  # writable as UTF-8
+
+
+@pytest.mark.parametrize("extra, cached", [
+    ({"usage": {"prompt_tokens": 21, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 16}}}, 16),
+    ({"timings": {"cache_n": 12, "prompt_n": 9}}, 12),  # an older llama-server: only its timings say
+    ({}, None),  # the endpoint does not say: unknown, not zero
+])
+def test_prompt_tokens_from_the_servers_prefix_cache_are_recorded(extra, cached):
+    def respond(request):
+        return httpx2.Response(200, json={**chat_body(), **extra})
+
+    client, _ = make(FakeServer(respond))
+    assert complete(client).cached_tokens == cached
+
+
+def test_the_fake_server_reports_a_shared_prefix_as_cached():
+    from engine.testing import FakeOpenAIServer
+
+    shared = [{"role": "system", "content": "one two three four five"}]
+
+    async def go(base_url: str) -> list:
+        async with OpenAIChat(base_url, "fake-model") as llm:
+            return [await llm.complete(shared + [{"role": "user", "content": text}], PARAMS)
+                    for text in ("six seven", "six eight", "nine")]
+
+    with FakeOpenAIServer(prefix_cache=2) as server:
+        answers = asyncio.run(go(server.base_url))
+    assert [a.cached_tokens for a in answers] == [0, 6, 5]
+    with FakeOpenAIServer() as server:
+        assert asyncio.run(go(server.base_url))[1].cached_tokens is None

@@ -312,7 +312,22 @@ def _to_completion(response: Any, messages: list[dict[str, str]], model: str) ->
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens if completion_tokens is not None else estimate_tokens(text),
         finish_reason=getattr(choice, "finish_reason", None) or "stop",
+        cached_tokens=_cached_tokens(response, usage),
     )
+
+
+def _cached_tokens(response: Any, usage: Any) -> int | None:
+    """Prompt tokens served from the server's prefix cache, when the endpoint reports them.
+
+    OpenAI and llama-server send `usage.prompt_tokens_details.cached_tokens`; older llama-servers
+    only `timings.cache_n`. None when neither is there (the count is then unknown, not zero).
+    """
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = details.get("cached_tokens") if isinstance(details, dict) else getattr(details, "cached_tokens", None)
+    if cached is None:
+        timings = getattr(response, "timings", None) or (getattr(response, "model_extra", None) or {}).get("timings")
+        cached = timings.get("cache_n") if isinstance(timings, dict) else None
+    return int(cached) if isinstance(cached, (int, float)) and cached >= 0 else None
 
 
 def _valid_unicode(text: str) -> str:

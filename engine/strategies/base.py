@@ -216,6 +216,7 @@ def build_provenance(request: Request, completion: Completion) -> Provenance:
         seed=request.sampling.seed,
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
+        cached_tokens=completion.cached_tokens,
         request_id=request.id,
         grounding=dict(request.grounding) or None,
     )

@@ -48,6 +48,9 @@ class FakeOpenAIServer:
         model: the model name served and listed.
         api_key: when set, other bearer tokens get 401.
         log_path: append one JSON line per request received (number, method, path, fault, time).
+        prefix_cache: report `usage.prompt_tokens_details.cached_tokens` as llama-server does: the
+            longest word prefix this prompt shares with one of the last `prefix_cache` prompts
+            (its slots); 0 (the default) reports no cache at all.
 
     Raises:
         ConfigError: capacity < 1, negative latency, or an unknown overload mode.
@@ -64,6 +67,7 @@ class FakeOpenAIServer:
         model: str = "fake-model",
         api_key: str | None = None,
         log_path: Path | str | None = None,
+        prefix_cache: int = 0,
     ):
         if (capacity is not None and capacity < 1) or latency < 0 or overload not in ("reject", "slow"):
             raise ConfigError(
@@ -82,6 +86,8 @@ class FakeOpenAIServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._log: Any = None
+        self.prefix_cache = prefix_cache
+        self._slots: list[list[str]] = []  # the last prompts, as words, newest last
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -194,10 +200,21 @@ class FakeOpenAIServer:
             text = default_answer(body["messages"])
             if body.get("response_format"):
                 text = json.dumps({"text": text})
-            _send_json(handler, 200, chat_response(body["messages"], text, self.model))
+            response = chat_response(body["messages"], text, self.model)
+            if self.prefix_cache:
+                response["usage"]["prompt_tokens_details"] = {"cached_tokens": self._cached(body["messages"])}
+            _send_json(handler, 200, response)
         finally:
             with self._lock:
                 self._admitted -= 1
+
+    def _cached(self, messages: list[dict[str, str]]) -> int:
+        """Words of this prompt a prefix cache with `prefix_cache` slots would hold already."""
+        words = [w for m in messages for w in m["content"].split()]
+        with self._lock:
+            best = max((_common_prefix(words, slot) for slot in self._slots), default=0)
+            self._slots = [*self._slots, words][-self.prefix_cache:]
+        return best
 
     def _admit(self) -> float | None:
         """Latency for one more admitted request, or None when it must be rejected (over capacity)."""
@@ -224,6 +241,15 @@ class FakeOpenAIServer:
         """Remember open connections, so exiting can close idle keep-alive ones."""
         with self._lock:
             (self._connections.add if opened else self._connections.discard)(connection)
+
+
+def _common_prefix(a: list[str], b: list[str]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def read_request_log(path: Path | str) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Sending requests: answers from the journal when recorded, else from the LLM, under a call budget
 and token/cost caps, with live counters for the progress bar and a first-round estimate.
 
-`engine.refine` plans the rounds and decides what to send; this module sends it.
+`engine.rounds` plans the rounds and decides what to send; this module sends it.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the rounds' record, which the judge adds its rejections and
     from engine.cache import CachedJournal
     from engine.journal import Journal
     from engine.plan import SynthOptions
-    from engine.refine import Outcomes
+    from engine.rounds import Outcomes
 
 __all__ = ["RoundJudge"]
 

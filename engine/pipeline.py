@@ -1,7 +1,7 @@
 """The use cases, each short: index(), search(), plan(), synthesize(), bench().
 
 The CLI (cli*.py) and the HTTP API (engine/api/) are thin adapters over these functions; nothing here prints. A synthesis is
-planned before any LLM call (engine/plan.py), run in rounds (engine/refine.py) and written into
+planned before any LLM call (engine/plan.py), run in rounds (engine/rounds.py) and written into
 its folder (engine/run_folder.py).
 """
 
@@ -18,7 +18,7 @@ from engine.index.reader import Index, check_query
 from engine.journal import JOURNAL_NAME, Journal
 from engine.plan import SynthOptions, SynthPlan, plan, prepare
 from engine.quality import QualityChecks
-from engine.refine import Outcomes, run_rounds
+from engine.rounds import Outcomes, run_rounds
 from engine.run_folder import SynthResult, check_run_identity, finish, locked, task_fingerprint
 from engine.types import Hit, TaskSpec
 

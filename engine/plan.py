@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import ConfigError
 from engine.quality import ReferenceGuard
 from engine.calls import request_tokens
-from engine.refine import Part, first_round
+from engine.rounds import Part, first_round
 from engine.retrieval.coverage import LabelCoverage, assess, routing
 from engine.strategies.base import get_strategy
 from engine.index.reader import Index
@@ -82,7 +82,7 @@ class SynthPlan:
     """What a run will do, known before any LLM call: passages, coverage, which strategy makes which label.
 
     Attributes:
-        parts: one `engine.refine.Part` per strategy (the task's own, and its fallback if used).
+        parts: one `engine.rounds.Part` per strategy (the task's own, and its fallback if used).
         retrieval: per-label retrieval counts for the manifest ({} without retrieval).
         coverage: per-label `engine.retrieval.coverage.LabelCoverage` (None without retrieval).
         per_label: passages retrieved per label (examples times the over-generation factor).

@@ -27,7 +27,7 @@ from engine.calls import Progress
 from engine.filters import copy_rate
 from engine.index.reader import Index
 from engine.plan import SynthOptions, SynthPlan
-from engine.refine import Outcomes
+from engine.rounds import Outcomes
 from engine.types import TaskSpec
 
 if TYPE_CHECKING:

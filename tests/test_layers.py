@@ -25,7 +25,7 @@ ADAPTERS = ("engine.cli", "engine.cli_common", "engine.cli_synth", "engine.cli_s
 BASE = ("engine.types", "engine.errors")
 LOW = ("engine.corpus", "engine.embed", "engine.index", "engine.llm", "engine.runtime", "engine.testing", "engine.journal",
        "engine.cache", "engine.prompts", "engine.resources", "engine.ids", "engine.files", "engine.injection")
-HIGH = ("engine.pipeline", "engine.plan", "engine.run_folder", "engine.refine", "engine.calls", "engine.retrieval",
+HIGH = ("engine.pipeline", "engine.plan", "engine.run_folder", "engine.rounds", "engine.calls", "engine.retrieval",
         "engine.strategies", "engine.metrics", "engine.quality", "engine.cartography", "engine.verify", "engine.card")
 
 

@@ -9,6 +9,6 @@
   chat endpoint.
 
 They live in one package because each begins where the index's search ends (hits in, picks or
-prompts out), and pipeline.py, refine.py, the strategies and the HTTP API all reach retrieval
+prompts out), and pipeline.py, rounds.py, the strategies and the HTTP API all reach retrieval
 through it. Importing this package does no work.
 """

@@ -3,6 +3,7 @@ the wrapper that turns errors into one line and an exit code."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -13,7 +14,7 @@ import click
 
 from engine.errors import SeedbedError
 
-__all__ = ["INDEX_ROOT", "PROMPTS", "bundled_path", "friendly"]
+__all__ = ["INDEX_ROOT", "PROMPTS", "bundled_path", "friendly", "os_error_line"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -57,6 +58,32 @@ def bundled_path(path: Path, kind: str) -> Path:
                              f"choose one of {', '.join(available)}")
 
 
+_OS_FIXES = {
+    errno.ENOSPC: "free some space there (or choose another folder) and run the same command again: "
+                  "answers already in the journal are not paid for again",
+    errno.EDQUOT: "raise the quota or choose another folder, then run the same command again",
+    errno.EROFS: "the filesystem is mounted read-only; choose a writable folder",
+    errno.EACCES: "check the folder's owner and permissions, or choose another folder",
+    errno.EPERM: "check the folder's owner and permissions, or choose another folder",
+}
+
+
+def os_error_line(exc: OSError, ctx: click.Context | None) -> str:
+    """One line for an OSError: what failed, where, and the fix.
+
+    A write to an open file (a full disk) carries no file name, so the command's own folders
+    (--out, --root) say where it was writing.
+    """
+    what = (exc.strerror or str(exc)).rstrip(".")
+    if exc.filename:
+        what = f"{what}: {exc.filename}"
+    elif ctx is not None:
+        folder = next((ctx.params[name] for name in ("out", "root", "folder") if ctx.params.get(name) is not None), None)
+        what += f" (writing under {folder})" if folder is not None else ""
+    fix = _OS_FIXES.get(exc.errno or -1)
+    return f"{what}; {fix}" if fix else what
+
+
 def friendly(func: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn SeedbedErrors (and Ctrl-C) into one line on stderr and a non-zero exit."""
 
@@ -68,8 +95,7 @@ def friendly(func: Callable[_P, _R]) -> Callable[_P, _R]:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(1)
         except OSError as exc:  # a path that is a file, a full disk, no permission: say which path
-            where = f" {exc.filename}" if exc.filename else ""
-            click.secho(f"error:{where}: {exc.strerror or exc}", fg="red", err=True)
+            click.secho(f"error: {os_error_line(exc, click.get_current_context(silent=True))}", fg="red", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.secho("interrupted; nothing half-written was kept (synth: re-run the same command to resume "

@@ -384,3 +384,19 @@ def test_real_minilm_embedder_end_to_end(tmp_path, reuters_slice):
                           ("perfume company goes public", "corpus.jsonl:14")]:
         assert index.search(query, k=1, mode="dense")[0].passage.source == source, query
         assert index.search(query, k=1, mode="bm25")[0].passage.source != source, query
+
+
+def test_a_build_and_an_add_leave_one_compacted_table_version(tmp_path, reuters_slice, monkeypatch):
+    import engine.index.builder as builder
+    from engine.index import store
+
+    monkeypatch.setattr(builder, "BATCH", 16)  # many appended fragments before compaction
+    root = tmp_path / "indexes"
+    build_index(reuters_slice(60, name="a.jsonl"), "news", HashEmbedder(64), root=root)
+    build_index(reuters_slice(120, start=60, name="b.jsonl"), "news", HashEmbedder(64), root=root, add=True)
+    lance = root / "news" / "store" / "passages.lance"
+    index = Index.open("news", root, embedder=HashEmbedder(64))
+    assert len(list((lance / "data").glob("*.lance"))) == 1  # one merged file, not one per batch
+    assert len(store.open_table(root / "news").list_versions()) == 1
+    assert len(index.passages) > 90 and index.search(index.passage(0).text, k=1)[0].passage.id == index.passage(0).id
+    assert entries(root) == ["news"]  # and the writer lock is gone with its writer

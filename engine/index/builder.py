@@ -88,26 +88,46 @@ def writer_lock(root: Path, name: str) -> Iterator[None]:
 
     Two `--add`s that overlapped would each copy the old index and the later rename would drop
     the other's passages; the second is refused instead. The lock is an flock, so it dies with
-    its process (a killed build blocks nothing). Readers never take it.
+    its process (a killed build blocks nothing). The file is removed on release, while still
+    locked; a writer that locked a file already removed (it opened it just before) sees that the
+    path no longer names its file and tries again, so two writers never both hold a lock. Readers
+    never take it.
 
     Raises:
         ConfigError: another process is writing this index (its pid is named).
     """
     root.mkdir(parents=True, exist_ok=True)
     path = root / f".{name}.lock"
-    with open(path, "a+") as handle:
+    while True:
+        handle = open(path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
+            handle.close()
             raise ConfigError(f"index {name!r} under {root} is being built or added to by another process "
                               f"(pid {holder}, lock {path}); wait for it to finish, then run this again") from None
+        if _names(path, handle):
+            break
+        handle.close()  # locked a file its holder had just removed: take the current one
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
         yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def _names(path: Path, handle) -> bool:
+    """Whether `path` still names the open file `handle`."""
+    try:
+        return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _check_target(target: Path, name: str, add: bool, force: bool) -> None:
@@ -160,6 +180,7 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
             f"corpus {corpus} yielded no passages ({stats.documents} documents, {stats.empty_documents} empty, "
             f"{stats.too_short} shorter than {options.min_words} words); check --text-field and the files"
         )
+    store.compact(table)  # one fragment per 256-passage batch otherwise; nobody else sees `work` yet
     index = _final_dense(index, table, embedder.dim, total)
     dense.save(index, work / "dense.faiss")
     _write_bm25(table, work / "bm25")

@@ -14,7 +14,7 @@ import pyarrow as pa
 from engine.errors import IndexStoreError
 from engine.types import Passage
 
-__all__ = ["TABLE", "schema", "open_table", "create_table", "append_rows", "load_passages", "iter_vectors"]
+__all__ = ["TABLE", "schema", "open_table", "create_table", "append_rows", "compact", "load_passages", "iter_vectors"]
 
 TABLE = "passages"
 
@@ -70,6 +70,17 @@ def append_rows(table, start_row: int, passages: Sequence[Passage], vectors: np.
         schema=schema(dim),
     )
     table.add(batch)
+
+
+def compact(table) -> None:
+    """Merge the table's small appended fragments and drop every older version.
+
+    Only for a table no other process can see: the builder calls it on its private work copy,
+    before the swap, so deleting old versions cannot pull files from under a reader.
+    """
+    from datetime import timedelta
+
+    table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
 
 def load_passages(table) -> pl.DataFrame:

@@ -41,6 +41,13 @@ _REFUSALS = tuple(
         r"^\W*i apologi[sz]e\b",
         r"\bi must (?:decline|refuse)\b",
         r"\bagainst (?:my|the|our) (?:guidelines|polic(?:y|ies)|programming)\b",
+        # declining by talking about the source instead of writing the example (Qwen 1.5B on an
+        # off-label passage: "The passage provides no information about a sports-related event, so
+        # no news summary can be generated based on it.")
+        r"^\W*(?:the|this)\s+(?:given\s+|provided\s+|above\s+|source\s+)?(?:passage|text|article|document)\s+"
+        r"(?:(?:provides?|contains?|has|gives?|offers?) no|does(?: not|n't) (?:contain|mention|provide|describe|discuss|"
+        r"relate)|is(?: not|n't) (?:about|related))\b",
+        r"\b(?:cannot|can ?not|can't|could not|couldn't) be (?:generated|written|created|produced)\b",
     )
 )
 

@@ -38,6 +38,9 @@ def test_empty_passes_real_text(text):
         "Sorry, but I won't do that.",
         "I must decline to write this headline.",
         "  As a language model I avoid politics.",
+        "The passage provides no information about a sports-related event, so no news summary can be generated based on it.",
+        "The provided text does not mention any sports team or match.",
+        "This passage is not about technology, so a summary cannot be written.",
     ],
 )
 def test_refusal_catches_common_refusals(text):
@@ -52,6 +55,9 @@ def test_refusal_catches_common_refusals(text):
         "I cannot believe how good this pasta was!",
         "I can't recommend this phone enough: the battery lasts two days.",
         "Minister says sorry for delayed pension payments",
+        "The text of the treaty contains no provision for troop withdrawals, diplomats said on Tuesday.",
+        "Passage of the budget bill has no precedent this late in the year, Senate leaders said.",
+        "Officials said the cause of the crash could not be determined until the recorders are found.",
     ],
 )
 def test_refusal_leaves_ordinary_text_alone(text):

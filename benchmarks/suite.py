@@ -172,7 +172,14 @@ def summarize(report: dict) -> list[dict]:
         for column, path, tail in ROWS:
             node = value_node(run["metrics"], path)
             metrics[column] = {side: value(node, side, *tail) for side in ("synthetic", "human")}
-        rows.append({"run": run["name"], "rows": run["rows"], "labels": run["labels"], "metrics": metrics})
+        fidelity = value_node(run["metrics"], ("label_fidelity",))
+        students = {name: {side: {k: node.get(side, {}).get(k) for k in ("accuracy_mean", "accuracy_std", "seeds")}
+                           for side in ("synthetic", "human")}
+                    for name, node in value_node(run["metrics"], ("students",)).items() if isinstance(node, dict)}
+        rows.append({"run": run["name"], "rows": run["rows"], "labels": run["labels"], "metrics": metrics,
+                     "label_fidelity_per_label": {side: (fidelity.get(side) or {}).get("per_label")
+                                                  for side in ("synthetic", "human")},
+                     "students": students})
     return rows
 
 

@@ -78,9 +78,12 @@ def compact(table) -> None:
     Only for a table no other process can see: the builder calls it on its private work copy,
     before the swap, so deleting old versions cannot pull files from under a reader.
     """
+    import warnings
     from datetime import timedelta
 
-    table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+    with warnings.catch_warnings():  # its warning is about other readers of the table, and there are none
+        warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)", category=UserWarning)
+        table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
 
 def load_passages(table) -> pl.DataFrame:

@@ -71,7 +71,7 @@ async def bare(base_url: str, model: str, api_key: str, requests: list[Request],
 def through_seedbed(task, index, synth_plan, base_url: str, model: str, api_key: str, concurrency: int) -> tuple[float, int]:
     """`synthesize` with the plan, one round, a fresh folder and no shared cache; (seconds, calls)."""
     with tempfile.TemporaryDirectory() as tmp:
-        llm = OpenAIChat(base_url, model, api_key=api_key or None)
+        llm = OpenAIChat(base_url, model, api_key=api_key or "none")
         options = SynthOptions(out=Path(tmp) / "run", concurrency=concurrency, max_rounds=1, cache=None)
         started = time.perf_counter()
         result = synthesize(task, index, llm, options, endpoint=base_url, synth_plan=synth_plan)

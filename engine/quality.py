@@ -127,6 +127,21 @@ class QualityChecks:
                                               *(f"{s.name} {s.verbalization} {' '.join(s.seeds)}" for s in task.labels)]))
         self.counts: Counter[str] = Counter()
         self.grounding = {"checked": 0, "ungrounded": 0, "entities": 0, "ungrounded_entities": 0}
+        self._entities: dict[str, list[tuple[str, str]]] = {}  # a round's examples, tagged in one batch
+
+    def prefetch(self, pairs: list[tuple[Example, Request]]) -> None:
+        """Tag the entities of a round's examples in one batch before they are checked one by one.
+
+        spaCy costs about 90 ms per single-text call and a few ms per text in a batch: checked one at
+        a time, a round of 100 examples spent 9 s here while no request was in flight.
+        """
+        if self.params.grounding == "off" or self._make_extractor is None:
+            return
+        texts = list(dict.fromkeys(e.text for e, r in pairs if r.hit is not None and e.text not in self._entities))
+        if texts:
+            if self._extractor is None:
+                self._extractor = self._make_extractor()
+            self._entities.update(zip(texts, self._extractor(texts)))
 
     def check(self, example: Example, request: Request) -> Rejection | None:
         """A Rejection (near_duplicate, leaks_reference, ungrounded_entity) or None; a kept example is remembered."""
@@ -153,7 +168,10 @@ class QualityChecks:
             return []
         if self._extractor is None:
             self._extractor = self._make_extractor()
-        entities = [text for text, kind in self._extractor([example.text])[0] if kind in GROUNDED_TYPES]
+        tagged = self._entities.pop(example.text, None)
+        if tagged is None:
+            tagged = self._extractor([example.text])[0]
+        entities = [text for text, kind in tagged if kind in GROUNDED_TYPES]
         source = _tokens(request.hit.passage.text) | self._task_tokens
         invented = [e for e in dict.fromkeys(entities) if not (_tokens(e) - _STOP) & source and _tokens(e) - _STOP]
         self.grounding["checked"] += 1

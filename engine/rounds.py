@@ -122,11 +122,16 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm: ChatLLM, journal: Journal
 def _collect(task: TaskSpec, part_of: dict[str, Part], requests: list[Request], answers: dict[str, Completion],
              deduper: _Checks, outcomes: Outcomes, progress: Progress, state: _Plan) -> None:
     """Parse one round's answers into examples, rejections, failures and held-back requests."""
+    parsed = {request.id: _parse(part_of[request.label].strategy, task, request, answers.get(request.id))
+              for request in requests if request.id not in progress.unsent}
+    if deduper.quality is not None:
+        deduper.quality.prefetch([(result, request) for request in requests for result in parsed.get(request.id) or ()
+                                  if isinstance(result, Example)])
     for request in requests:
         if request.id in progress.unsent:
             outcomes.unsent.append(request)
             continue
-        results = _judge(part_of[request.label].strategy, task, request, answers.get(request.id), deduper)
+        results = _checked(parsed[request.id], request, deduper)
         if results is None and request.id in progress.too_long:  # rejected, so topped up like any rejection
             outcomes.rejections.append(Rejection(request.label, "prompt_too_long", "", progress.too_long[request.id]))
             continue
@@ -217,11 +222,17 @@ def first_round(task: TaskSpec, part: Part) -> list[Request]:
     return _plan_round(task, part, state, [])
 
 
-def _judge(strategy: Strategy, task: TaskSpec, request: Request, completion: Completion | None,
-           checks: _Checks) -> list[Example | Rejection] | None:
-    """Parse one answer (one or several examples) and filter them; None when the request failed."""
+def _parse(strategy: Strategy, task: TaskSpec, request: Request, completion: Completion | None,
+           ) -> list[Example | Rejection] | None:
+    """One answer as its examples or rejections (several for a several-examples answer); None when it failed."""
     if completion is None:
         return None
     parsed = strategy.parse(request, completion, task)
-    return [checks.check(result, request) if isinstance(result, Example) else result
-            for result in (parsed if isinstance(parsed, list) else [parsed])]
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def _checked(parsed: list[Example | Rejection] | None, request: Request, checks: _Checks) -> list[Example | Rejection] | None:
+    """The parsed examples through the filters, in order (rejections pass unchanged); None stays None."""
+    if parsed is None:
+        return None
+    return [checks.check(result, request) if isinstance(result, Example) else result for result in parsed]

@@ -83,6 +83,27 @@ def test_an_invented_entity_is_caught_and_a_grounded_one_is_kept(extractor):
     assert report["checked"] == 2 and report["ungrounded"] == 1 and report["ungrounded_rate"] == 0.5
 
 
+def test_a_rounds_examples_are_tagged_in_one_batch_with_the_same_verdicts(extractor):
+    calls = []
+
+    def counting(texts):
+        calls.append(list(texts))
+        return extractor(texts)
+
+    texts = ["US President George W. Bush said he's prepared for a potential war with Iran.",
+             "Weinberger said the United States would protect Gulf shipping and warned Tehran.",
+             "Angela Merkel met Jacques Chirac in Paris about the Gulf."]
+    pairs = [(example(t, rid=f"r{n}"), request(WEINBERGER)) for n, t in enumerate(texts)]
+    one_by_one = QualityChecks(TASK, extractor=lambda: extractor)
+    expected = [one_by_one.check(e, r) for e, r in pairs]
+    batched = QualityChecks(TASK, extractor=lambda: counting)
+    batched.prefetch(pairs + [(example("No passage here, Paris.", rid="x"), request(None))])
+    assert [batched.check(e, r) for e, r in pairs] == expected
+    assert calls == [texts]  # one call for the round; label-only examples are not tagged
+    assert [r.reason if r else None for r in expected] == ["ungrounded_entity", None, "ungrounded_entity"]
+    assert batched.report() == one_by_one.report()
+
+
 def test_flag_policy_counts_without_dropping_and_label_only_examples_are_not_checked(extractor):
     checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(grounding="flag")), extractor=lambda: extractor)
     assert checks.check(example("George W. Bush visited Iran."), request(WEINBERGER)) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +53,17 @@ def hash_index(tmp_path_factory) -> BuiltIndex:
 def private_llm_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own shared-LLM-cache folder: no test sees another's (or the user's) answers."""
     monkeypatch.setenv("SEEDBED_CACHE_DIR", str(tmp_path_factory.mktemp("llm-cache")))
+
+
+def require_small_model() -> None:
+    """Skip the calling test unless llama-server and SmolLM2 are ready; with SEEDBED_REQUIRE_INTEGRATION, fail it."""
+    from engine.runtime.build import find_llama_server
+    from engine.runtime.catalog import TEST_MODEL
+    from engine.runtime.local import model_status
+
+    if find_llama_server() is not None and model_status(TEST_MODEL).verified:
+        return
+    message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
+    if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
+        pytest.fail(message)
+    pytest.skip(message)

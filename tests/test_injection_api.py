@@ -8,13 +8,12 @@ model's answers look like after it (integration).
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import REPO, write_reuters_slice
+from conftest import REPO, require_small_model, write_reuters_slice
 from engine.api import ServeConfig, create_app
 from engine.injection import instructions, leaks_prompt
 from engine.retrieval.ground import GUARDED_ANSWER
@@ -108,16 +107,10 @@ def test_the_real_model_never_hands_over_a_payload_or_the_rules(injected, tmp_pa
     """
     from engine.injection import followed
     from engine.llm.client import OpenAIChat
-    from engine.runtime.build import find_llama_server
     from engine.runtime.catalog import TEST_MODEL
-    from engine.runtime.local import model_status
     from engine.runtime.server import LocalServer, ServerConfig
 
-    if find_llama_server() is None or not model_status(TEST_MODEL).verified:
-        message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
-        if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_small_model()
 
     class Recording:  # the real client, keeping what the model wrote before the guard saw it
         def __init__(self, llm):

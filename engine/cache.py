@@ -206,6 +206,11 @@ class CachedJournal:
         self.journal, self.cache, self.endpoint = journal, cache, endpoint
         self.cache_hits = 0
 
+    @property
+    def shard_dir(self):
+        """The run journal's worker shards (engine/journal.py)."""
+        return self.journal.shard_dir
+
     def completed(self, request_id: str, model: str) -> Completion | None:
         found = self.journal.completed(request_id, model)
         if found is not None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine.errors import LLMError, LLMFatalError, LLMPromptTooLongError
+from engine.errors import ConfigError, LLMError, LLMFatalError, LLMPromptTooLongError
 from engine.llm.client import estimate_tokens
 from engine.llm.runner import ChatLLM, run_requests_sync
 from engine.types import Completion, Request, SamplingParams
@@ -135,8 +135,15 @@ def call_all(requests: list[Request], llm: ChatLLM, journal: Journal | CachedJou
         on_progress(progress)
     if to_send:
         capped = progress.max_tokens is not None or progress.max_cost is not None
-        run_requests_sync(_Capped(llm, progress) if capped else llm, to_send, concurrency=concurrency,
-                          on_result=on_result)
+        run_many = getattr(llm, "run_many", None)  # engine.llm.distributed.RayLLM: the batch goes to a cluster
+        if run_many is not None:
+            if capped:
+                raise ConfigError("--max-tokens-total and --max-cost are checked per request on one machine; "
+                                  "with --ray, cap the run with --max-calls")
+            run_many(to_send, concurrency, on_result, journal.shard_dir)
+        else:
+            run_requests_sync(_Capped(llm, progress) if capped else llm, to_send, concurrency=concurrency,
+                              on_result=on_result)
     return answers
 
 

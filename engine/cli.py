@@ -105,12 +105,19 @@ def search(name: str, query: str, k: int, mode: str, as_json: bool, root: Path) 
 @click.argument("task", type=click.Path(path_type=Path))
 @click.option("--index", "index_name", help="Index to retrieve passages from (not needed by fewgen).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (re-run into it to resume).")
-@click.option("--base-url", envvar="SEEDBED_BASE_URL", help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: the embedded llama.cpp server).")
+@click.option("--base-url", "base_urls", multiple=True, envvar="SEEDBED_BASE_URL",
+              help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: the embedded llama.cpp server). Give it "
+                   "again for more replicas of the same model: requests are spread over them and a failing one is drained.")
 @click.option("--model", envvar="SEEDBED_MODEL", help="Model name at the endpoint, or a local catalog model (see `seedbed models`).")
 @click.option("--api-key", envvar=["SEEDBED_API_KEY", "OPENAI_API_KEY"], help="API key for --base-url (or SEEDBED_API_KEY).")
 @click.option("--concurrency", default="auto", show_default=True,
               help="Requests in flight: a number, or auto (adaptive for --base-url endpoints: starts at 4, rises while "
-                   "throughput rises and latency holds, backs off on 429s and timeouts; the embedded server uses 4 slots).")
+                   "throughput rises and latency holds, backs off on 429s and timeouts; the embedded server uses 4 slots; "
+                   "with --ray, 8 per worker).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Answer the requests on a Ray cluster: --ray alone starts one on this machine, --ray ADDRESS joins one "
+                   "(needs pip install \"seedbed[ray]\").")
+@click.option("--ray-workers", type=click.IntRange(1), default=2, show_default=True, help="Ray actors answering requests.")
 @click.option("--structured/--no-structured", default=True, show_default=True, help="Ask for JSON through a JSON schema.")
 @click.option("--fresh", is_flag=True, help="Accept a changed task spec in an existing --out folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (re-running the same command does the same); "
@@ -132,13 +139,13 @@ def search(name: str, query: str, k: int, mode: str, as_json: bool, root: Path) 
 @INDEX_ROOT
 @PROMPTS
 @friendly
-def synth(task: Path, index_name: str | None, out: Path, base_url: str | None, model: str | None, api_key: str | None,
-          concurrency: str, structured: bool, fresh: bool, resume: bool, fake: bool, examples_per_label: int | None,
+def synth(task: Path, index_name: str | None, out: Path, base_urls: tuple[str, ...], model: str | None, api_key: str | None,
+          concurrency: str, ray_address: str | None, ray_workers: int, structured: bool, fresh: bool, resume: bool, fake: bool, examples_per_label: int | None,
           max_calls: int | None, max_tokens_total: int | None, max_cost: float | None, price_in: float | None,
           price_out: float | None, cache: bool, strategy: str | None, verify: str | None, reference: Path | None,
           reference_text_field: str, root: Path) -> None:
     """Synthesize a labelled dataset for TASK (a YAML/TOML spec, or bundled:ag_news and the like) from an index."""
-    from engine.cli_synth import Budget, Overrides, run_synth
+    from engine.cli_synth import Budget, Overrides, Scale, run_synth
 
     task = bundled_path(task, "tasks")
     if resume and fresh:
@@ -157,8 +164,10 @@ def synth(task: Path, index_name: str | None, out: Path, base_url: str | None, m
         from engine.metrics.data import load_texts
 
         texts = tuple(load_texts(reference, reference_text_field))
+    base_url = base_urls[0] if base_urls else None
     run_synth(task, index_name, out, base_url, model, api_key, concurrency, structured, fresh, fake, overrides, root,
-              budget, use_cache=cache and not fake, reference=texts)
+              budget, use_cache=cache and not fake, reference=texts,
+              scale=Scale(replicas=tuple(base_urls[1:]), ray=ray_address, ray_workers=ray_workers))
 
 
 @main.command("plan")

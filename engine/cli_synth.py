@@ -41,10 +41,19 @@ class Budget:
     prices: tuple[float, float] | None = None  # (input, output) per million tokens
 
 
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Where requests are answered beyond one endpoint in this process (engine/llm/endpoint.py)."""
+
+    replicas: tuple[str, ...] = ()  # more base URLs of the same model
+    ray: str | None = None  # "local" or a Ray cluster address
+    ray_workers: int = 2
+
+
 def run_synth(task_path: Path, index_name: str | None, out: Path, base_url: str | None, model: str | None,
               api_key: str | None, concurrency: int | str, structured: bool, fresh: bool, fake: bool, overrides: Overrides,
               root: Path, budget: Budget = Budget(), use_cache: bool = True,
-              reference: tuple[str, ...] | None = None) -> SynthResult:
+              reference: tuple[str, ...] | None = None, scale: Scale = Scale()) -> SynthResult:
     """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
     from engine.config import load_task
     from engine.index.reader import Index
@@ -56,11 +65,14 @@ def run_synth(task_path: Path, index_name: str | None, out: Path, base_url: str 
     from engine.llm.adaptive import AdaptiveLimit, parse_concurrency
 
     concurrency = parse_concurrency(concurrency, start=4, max=32)
+    if isinstance(concurrency, AdaptiveLimit) and scale.ray:
+        concurrency = 8 * scale.ray_workers  # an adaptive limit lives in one process; the workers are many
     if isinstance(concurrency, AdaptiveLimit) and not base_url:
         concurrency = 4  # the embedded server (and the fake) has a fixed number of slots: fill them
     adaptive = concurrency if isinstance(concurrency, AdaptiveLimit) else None
     slots = max(1, min(concurrency if isinstance(concurrency, int) else 8, 8))
-    settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=slots)
+    settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=slots,
+                                replicas=scale.replicas, ray=scale.ray, ray_workers=scale.ray_workers)
     click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
                f"strategy {task.strategy}, index {_describe(index)}, LLM {settings.describe()}", err=True)
     options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured,

@@ -13,6 +13,10 @@ What survives what:
   lines are waiting or when a line is appended `fsync_interval` seconds or more after the oldest
   waiting one, and always on `sync()` and `close()`. So at most `fsync_every - 1` answers are
   exposed, and only until the next append or close. `fsync_every=1` restores a sync per line.
+
+Workers of a distributed run (`engine.llm.distributed`) each append to a shard of their own in the
+journal's shard folder (`journal.d/` beside `journal.jsonl`), so an answer is durable as soon as a
+worker has it, even if the driver dies before it hears of it; a journal reads its shards with itself.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ from typing import Any
 
 from engine.types import Completion
 
-__all__ = ["Journal", "JOURNAL_NAME"]
+__all__ = ["Journal", "JOURNAL_NAME", "read_answers", "shard_dir"]
 
 JOURNAL_NAME = "journal.jsonl"
+
+
+def shard_dir(path: Path) -> Path:
+    """The folder of a journal's worker shards: `journal.d/` beside `journal.jsonl`."""
+    return path.with_name(path.stem + ".d")
 _FIELDS = set(Completion.__dataclass_fields__)
 
 
@@ -47,9 +56,7 @@ class Journal:
         self.path = Path(path)
         self.fsync_every = max(1, fsync_every)
         self.fsync_interval = max(0.0, fsync_interval)
-        self._done: dict[tuple[str, str], Completion] = {}
-        self._failed: dict[tuple[str, str], str] = {}
-        self._load()
+        self._done, self._failed = read_answers(self.path)
         torn = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
         self._handle = open(self.path, "ab")
         self._unsynced = 0
@@ -59,20 +66,9 @@ class Journal:
             self._handle.flush()
             os.fsync(self._handle.fileno())
 
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8", errors="replace", newline="\n") as handle:
-            for line in handle:
-                entry = _parse_line(line)
-                if entry is None:
-                    continue
-                key = (entry["request_id"], entry["model"])
-                if entry["status"] == "ok":
-                    self._done[key] = entry["completion"]
-                    self._failed.pop(key, None)
-                elif key not in self._done:
-                    self._failed[key] = entry.get("error", "")
+    @property
+    def shard_dir(self) -> Path:
+        return shard_dir(self.path)
 
     def completed(self, request_id: str, model: str) -> Completion | None:
         """The recorded answer for a request, if it completed before."""
@@ -125,6 +121,30 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_answers(path: Path) -> tuple[dict[tuple[str, str], Completion], dict[tuple[str, str], str]]:
+    """(answers, failures) recorded in a journal and its worker shards, keyed by (request id, model);
+    read only (a worker of a distributed run reads the others' shards this way). An answer anywhere wins
+    over a failure anywhere."""
+    done: dict[tuple[str, str], Completion] = {}
+    failed: dict[tuple[str, str], str] = {}
+    shards = shard_dir(path)
+    for part in [path, *(sorted(shards.glob("*.jsonl")) if shards.is_dir() else [])]:
+        if not part.exists():
+            continue
+        with open(part, encoding="utf-8", errors="replace", newline="\n") as handle:
+            for line in handle:
+                entry = _parse_line(line)
+                if entry is None:
+                    continue
+                key = (entry["request_id"], entry["model"])
+                if entry["status"] == "ok":
+                    done[key] = entry["completion"]
+                    failed.pop(key, None)
+                elif key not in done:
+                    failed[key] = entry.get("error", "")
+    return done, failed
 
 
 def _encode(entry: dict[str, Any]) -> bytes:

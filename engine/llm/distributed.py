@@ -1,0 +1,275 @@
+"""Distributed synthesis on Ray: each round's requests answered by a pool of Ray actors (`--ray [ADDRESS]`).
+
+What is Ray's and what is ours. Ray runs the workers: a pool of actors (`--ray-workers`) started
+once per run, on whichever nodes the cluster offers; it restarts an actor that dies and re-runs the
+batch it held (`max_restarts`, `max_task_retries`), and carries batches and answers between driver
+and workers. Ours is everything that makes the answers safe and the run identical to a local one:
+each actor sends its batch through the same OpenAI-compatible client (`engine.llm.client.OpenAIChat`,
+with its retries) over one endpoint or a `engine.llm.replicas.ReplicaPool` of several, and appends
+every answer to its own journal shard in the run folder (`journal.d/`, `engine.journal`) the
+moment it arrives. So a killed actor loses only what it had in flight (its successor reads the
+shards and skips what was answered), a killed driver loses the same, and re-running the command
+pays only for requests no shard holds. The driver hands each answer to the round loop exactly as
+the in-process runner does, so rounds, filters and the written dataset are the local code, in
+plan order.
+
+Why actors and not a Ray Dataset per round: a synthesis runs several rounds (top-ups for rejected
+examples follow from the answers before them), and a Ray Data pipeline starts its actor pool for
+each execution; measured here, that was about a minute per round on the 2-core machine under
+load, against milliseconds of work. Ray Data's LLM processors (`ray.data.llm`) are not used for
+the same reason, and because their HTTP processor keeps no journal: a lost worker or driver would
+pay its answers again. Indexing, a single pass, is where Ray Data fits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, LLMError, LLMFatalError, LLMPromptTooLongError, LLMRetryableError
+from engine.types import Completion, Request, SamplingParams
+
+__all__ = ["RayLLM", "ray_module", "RAY_HINT"]
+
+RAY_HINT = 'Ray is not installed; install the extra: pip install "seedbed[ray]"'
+_FIELDS = set(Completion.__dataclass_fields__)
+
+
+def ray_module():
+    """`import ray`, or a one-line ConfigError with the install hint."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(RAY_HINT) from exc
+    return ray
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster at `address` ("local" or None: start one in this process, if none runs).
+
+    Raises:
+        ConfigError: Ray missing, or the cluster cannot be reached (the message names the address).
+    """
+    ray = ray_module()
+    if ray.is_initialized():
+        return
+    local = address in (None, "", "local")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
+                              "logging_level": logging.WARNING}
+    if local:
+        kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=256 * 1024**2)
+    else:
+        _reachable(address)
+        kwargs["address"] = address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = "a local Ray instance" if local else f"the Ray cluster at {address}"
+        raise ConfigError(f"cannot start or join {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                          "check the address (ray://HOST:10001 or HOST:6379) and that the cluster is up") from exc
+
+
+def _reachable(address: str) -> None:
+    """Fail in seconds, with the fix, when nothing listens at a HOST:PORT or ray://HOST:PORT address
+    (Ray itself retries for minutes, printing warnings)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray {address!r} is not a cluster address; give HOST:PORT (the head's GCS, usually "
+                          "port 6379), ray://HOST:10001 (Ray Client), or --ray alone for a local cluster")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it there with "
+                          "`ray start --head`, or check the host and port") from exc
+
+
+class RayLLM:
+    """The run's LLM, with batches of planned requests answered on a Ray cluster.
+
+    `complete` and `check` (single calls) go to the driver's own client `local`; `run_many` (every
+    round's unanswered requests, see `engine.calls.call_all`) goes to `workers` Ray actors, each
+    with `ceil(concurrency / workers)` requests in flight against `endpoints`.
+
+    Args:
+        local: the driver's client (same model and endpoints).
+        endpoints: (base URL, API key) per replica; keys travel to the actors, never to a log.
+        address: the Ray cluster ("local" starts one here).
+        workers: actors answering requests.
+        timeout, max_retries: each actor client's settings (as OpenAIChat's).
+        batch_size: requests per batch handed to an actor (default: 8 x its requests in flight).
+    """
+
+    def __init__(self, local: Any, endpoints: Sequence[tuple[str, str]], *, address: str | None = "local",
+                 workers: int = 2, timeout: float = 300.0, max_retries: int = 4, batch_size: int | None = None):
+        if workers < 1:
+            raise ConfigError(f"--ray-workers={workers}; give at least 1")
+        if not endpoints:
+            raise ConfigError("--ray needs an endpoint the workers can reach; give --base-url URL")
+        self.local, self.model = local, local.model
+        self.endpoints = [(url, key) for url, key in endpoints]
+        self.address, self.workers, self.timeout, self.max_retries = address, workers, timeout, max_retries
+        self.batch_size = batch_size
+        connect(address)
+
+    def __repr__(self) -> str:
+        return f"RayLLM({self.address}, workers={self.workers}, endpoints={[url for url, _ in self.endpoints]})"
+
+    async def complete(self, messages: list[dict[str, str]], params: SamplingParams,
+                       json_schema: dict[str, Any] | None = None) -> Completion:
+        return await self.local.complete(messages, params, json_schema)
+
+    async def check(self) -> tuple[str, ...]:
+        return await self.local.check()
+
+    async def release_loop(self) -> None:
+        release = getattr(self.local, "release_loop", None)
+        if release is not None:
+            await release()
+
+    async def close(self) -> None:
+        self.shutdown()
+        await self.local.close()
+
+    def run_many(self, requests: Sequence[Request], concurrency: int, on_result, shards: Path) -> None:
+        """Answer `requests` on the cluster; hand each result to `on_result` as its batch comes back.
+
+        Each actor has `ceil(concurrency / workers)` requests in flight and up to two batches queued,
+        so it never waits for the driver between batches.
+
+        Raises:
+            ConfigError: an adaptive concurrency (not shared across processes yet: give a number).
+            LLMFatalError: an actor met a fatal endpoint error (everything answered before is in the shards).
+        """
+        if not isinstance(concurrency, int):
+            raise ConfigError("--concurrency auto does not work with --ray yet; give a number (the total in flight)")
+        if not requests:
+            return
+        ray = ray_module()
+        per_worker = max(1, math.ceil(concurrency / self.workers))
+        size = self.batch_size or per_worker * 4
+        actors = self._actors(ray, per_worker, shards)
+        by_id = {request.id: request for request in requests}
+        batches = [[(r.id, _encode_request(r)) for r in requests[i:i + size]] for i in range(0, len(requests), size)]
+        pending = iter(batches)
+        running: dict[Any, Any] = {}  # object ref -> actor
+        for actor in actors:
+            for batch in (next(pending, None), next(pending, None)):
+                if batch is not None:
+                    running[actor.answer.remote(batch)] = actor
+        fatal = None
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            actor = running.pop(done[0])
+            batch = next(pending, None)
+            if batch is not None and fatal is None:
+                running[actor.answer.remote(batch)] = actor
+            for request_id, kind, payload in ray.get(done[0]):
+                request = by_id[request_id]
+                if kind == "ok":
+                    on_result(request, _decode_completion(payload))
+                elif kind == "too_long":
+                    on_result(request, LLMPromptTooLongError(payload))
+                else:
+                    fatal = payload if kind == "fatal" else fatal
+                    on_result(request, LLMRetryableError(payload))
+        if fatal:
+            raise LLMFatalError(fatal)
+
+    def _actors(self, ray, per_worker: int, shards: Path) -> list:
+        """The run's actors, started on first use (and again if the shard folder or their load changes)."""
+        key = (per_worker, str(shards))
+        if getattr(self, "_pool_key", None) != key:
+            self.shutdown()
+            shards.mkdir(parents=True, exist_ok=True)
+            remote = ray.remote(num_cpus=0.25, max_restarts=-1, max_task_retries=-1)(_Answerer)
+            self._pool = [remote.remote(self.endpoints, self.model, self.timeout, self.max_retries, per_worker, str(shards))
+                          for _ in range(self.workers)]
+            self._pool_key = key
+        return self._pool
+
+    def shutdown(self) -> None:
+        """Stop the run's actors (their shards stay: they are the journal)."""
+        pool, self._pool, self._pool_key = getattr(self, "_pool", []), [], None
+        if pool:
+            ray = ray_module()
+            for actor in pool:
+                ray.kill(actor, no_restart=True)
+
+
+class _Answerer:
+    """A Ray actor's work: answer a batch through the client, journalling each answer in its own shard."""
+
+    def __init__(self, endpoints, model: str, timeout: float, max_retries: int, per_worker: int, shards: str):
+        from engine.journal import Journal, read_answers
+        from engine.llm.client import OpenAIChat
+        from engine.llm.replicas import ReplicaPool
+
+        clients = [OpenAIChat(url, model, api_key=key, timeout=timeout, max_retries=max_retries) for url, key in endpoints]
+        self.llm = clients[0] if len(clients) == 1 else ReplicaPool(clients)
+        self.model, self.per_worker = model, per_worker
+        folder = Path(shards)
+        # earlier shards (a dead predecessor's included): their answers are not paid again
+        self.known = {}
+        for path in sorted(folder.glob("*.jsonl")):
+            done, _ = read_answers(path)
+            self.known.update(done)
+        self.journal = Journal(folder / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl")
+
+    def answer(self, batch: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        """(request id, kind, payload) per request: kind ok (payload: the completion as JSON),
+        too_long, failed or fatal (payload: the error)."""
+        from engine.llm.runner import run_requests_sync
+
+        out: dict[str, tuple[str, str]] = {}
+        to_send = []
+        for request_id, text in batch:
+            found = self.known.get((request_id, self.model))
+            if found is not None:
+                out[request_id] = ("ok", json.dumps(asdict(found)))
+            else:
+                to_send.append(_decode_request(request_id, text))
+
+        def on_result(request: Request, result: Completion | LLMError) -> None:
+            if isinstance(result, Completion):
+                self.journal.record_ok(request.id, self.model, result)
+                out[request.id] = ("ok", json.dumps(asdict(result)))
+            else:
+                self.journal.record_failed(request.id, self.model, str(result))
+                kind = "too_long" if isinstance(result, LLMPromptTooLongError) else "failed"
+                out[request.id] = (kind, str(result))
+
+        try:
+            run_requests_sync(self.llm, to_send, concurrency=self.per_worker, on_result=on_result)
+        except LLMFatalError as error:  # the endpoint is gone: every unanswered request says so
+            for request in to_send:
+                out.setdefault(request.id, ("fatal", str(error)))
+        self.journal.sync()
+        return [(request_id, *out[request_id]) for request_id, _ in batch]
+
+
+def _encode_request(request: Request) -> str:
+    """What an actor needs to send a request (not its passage or provenance), as JSON."""
+    return json.dumps({"messages": request.messages, "sampling": asdict(request.sampling), "schema": request.json_schema},
+                      ensure_ascii=False)
+
+
+def _decode_request(request_id: str, text: str) -> Request:
+    data = json.loads(text)
+    return Request(id=request_id, label="", messages=tuple((role, content) for role, content in data["messages"]),
+                   template_id="", template_sha256="", sampling=SamplingParams(**data["sampling"]),
+                   json_schema=data["schema"])
+
+
+def _decode_completion(text: str) -> Completion:
+    fields = json.loads(text)
+    return Completion(**{key: value for key, value in fields.items() if key in _FIELDS})

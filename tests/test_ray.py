@@ -1,0 +1,280 @@
+"""Synthesis across replicas and on Ray (local mode, 2 CPUs), against fake OpenAI-compatible servers
+that count what they answer, and once against the real llama.cpp server with SmolLM2-135M.
+
+What must hold: a `--ray` run writes the same dataset, byte for byte, as a run in one process;
+every answer lands in a worker's journal shard as it arrives; killing a worker or the driver loses
+only what was in flight, and the re-run pays for no answered request again; several `--base-url`
+replicas share the load and a dead one is drained. Errors are one line with the fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.errors import ConfigError, LLMFatalError
+from engine.llm.client import OpenAIChat
+from engine.llm.replicas import ReplicaPool
+from engine.testing.server import FakeOpenAIServer
+from engine.types import SamplingParams
+
+from conftest import REPO, require_small_model, write_reuters_slice
+
+ray = pytest.importorskip("ray", reason='Ray is an extra: pip install "seedbed[ray]" (scripts/install.sh installs it)')
+
+TASK_YAML = """\
+name: ray-run
+output:
+  kind: news headline
+  min_words: 4
+  max_words: 14
+examples_per_label: 12
+labels:
+  - name: Oil
+    verbalization: crude oil prices, OPEC and oil production
+  - name: Earnings
+    verbalization: company quarterly earnings, profits and dividends
+retrieval:
+  min_similarity: 0.1
+  assign_labels: false   # hash-64 vectors carry little meaning; this test is about where answers go
+seed: 11
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A hash-64 index, the task spec, and the dataset a run in one process writes (the reference)."""
+    folder = tmp_path_factory.mktemp("ray")
+    corpus = write_reuters_slice(folder / "reuters.jsonl", 80)
+    root = folder / "indexes"
+    built = CliRunner().invoke(main, ["index", str(corpus), "--name", "news", "--embedder", "hash-64", "--root", str(root)])
+    assert built.exit_code == 0, built.output
+    task = folder / "task.yaml"
+    task.write_text(TASK_YAML, encoding="utf-8")
+    with FakeOpenAIServer() as server:
+        result = CliRunner().invoke(main, synth_args(task, root, folder / "reference", [server.base_url]))
+        assert result.exit_code == 0, result.output
+        calls = server.count
+    return folder, task, root, (folder / "reference" / "dataset.jsonl").read_bytes(), calls
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance (2 CPUs) for the in-process tests of this module."""
+    from engine.llm.distributed import connect
+
+    connect("local", num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def synth_args(task: Path, root: Path, out: Path, urls: list[str], *extra: str) -> list[str]:
+    args = ["synth", str(task), "--index", "news", "--root", str(root), "--out", str(out), "--model", "fake-model",
+            "--no-cache", "--concurrency", "4"]
+    for url in urls:
+        args += ["--base-url", url]
+    return args + list(extra)
+
+
+def prompts(server: FakeOpenAIServer) -> list[str]:
+    """One key per chat request the server received (its messages: the same request has the same)."""
+    return [json.dumps(body["messages"], sort_keys=True) for body in server.chat_bodies()]
+
+
+def shard_answers(run: Path) -> int:
+    lines = [json.loads(line) for path in (run / "journal.d").glob("*.jsonl") for line in path.read_text().splitlines() if line]
+    return sum(1 for entry in lines if entry["status"] == "ok")
+
+
+# --- replicas, no Ray -----------------------------------------------------------------------------------
+
+def test_replicas_share_the_load_and_a_dead_one_is_drained():
+    async def run(pool: ReplicaPool, n: int) -> list:
+        try:
+            return await asyncio.gather(*(pool.complete([{"role": "user", "content": f"q {i}"}], SamplingParams())
+                                          for i in range(n)))
+        finally:
+            await pool.close()
+
+    with FakeOpenAIServer(latency=0.05) as a, FakeOpenAIServer(latency=0.05) as b:
+        pool = ReplicaPool([OpenAIChat(a.base_url, "fake-model"), OpenAIChat(b.base_url, "fake-model")])
+        answers = asyncio.run(run(pool, 20))
+        assert len(answers) == 20 and a.count >= 5 and b.count >= 5 and a.count + b.count == 20
+
+        dead = "http://127.0.0.1:9/v1"  # the discard port: nothing answers
+        pool = ReplicaPool([OpenAIChat(dead, "fake-model", max_retries=0), OpenAIChat(a.base_url, "fake-model")],
+                           cooldown=60)
+        before = a.count
+        answers = asyncio.run(run(pool, 6))
+        assert len(answers) == 6 and a.count - before == 6
+        assert pool.answered == [0, 6] and pool.drained_until[0] > 0  # tried once, then left alone
+
+    pool = ReplicaPool([OpenAIChat("http://127.0.0.1:9/v1", "fake-model", max_retries=0)])
+    with pytest.raises(LLMFatalError, match="cannot reach"):
+        asyncio.run(run(pool, 1))
+    with pytest.raises(ConfigError, match="different models"):
+        ReplicaPool([OpenAIChat("http://127.0.0.1:9/v1", "a"), OpenAIChat("http://127.0.0.1:9/v1", "b")])
+
+
+def test_base_url_given_twice_spreads_a_run_over_both(setup, tmp_path):
+    folder, task, root, reference, calls = setup
+    with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
+        result = CliRunner().invoke(main, synth_args(task, root, tmp_path / "run", [a.base_url, b.base_url]))
+        assert result.exit_code == 0, result.output
+        assert a.count > 0 and b.count > 0 and a.count + b.count == calls
+    assert (tmp_path / "run" / "dataset.jsonl").read_bytes() == reference
+
+
+# --- Ray ------------------------------------------------------------------------------------------------
+
+def test_a_ray_run_writes_the_same_dataset_with_every_answer_in_a_shard(setup, local_ray, tmp_path):
+    folder, task, root, reference, calls = setup
+    run = tmp_path / "run"
+    with FakeOpenAIServer(latency=0.02) as a, FakeOpenAIServer(latency=0.02) as b:
+        result = CliRunner().invoke(main, synth_args(task, root, run, [a.base_url, b.base_url], "--ray", "--ray-workers", "2"))
+        assert result.exit_code == 0, result.output
+        assert a.count + b.count == calls and a.count > 0 and b.count > 0
+    assert (run / "dataset.jsonl").read_bytes() == reference
+    assert shard_answers(run) == calls
+    assert json.loads((run / "manifest.json").read_text())["counts"]["llm_calls"] == calls
+
+    with FakeOpenAIServer() as again:  # re-running the finished run pays nothing
+        result = CliRunner().invoke(main, synth_args(task, root, run, [again.base_url], "--ray"))
+        assert result.exit_code == 0, result.output
+        assert again.count == 0
+
+
+def answerer_pids() -> list[int]:
+    """Processes of Seedbed's Ray actors (Ray titles them ray::_Answerer...)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::_Answerer"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_a_killed_worker_is_replaced_and_only_its_requests_in_flight_are_sent_again(setup, local_ray, tmp_path):
+    folder, task, root, reference, calls = setup
+    killed = []
+    with FakeOpenAIServer(latency=0.3) as server:
+        def kill_one() -> None:
+            deadline = time.monotonic() + 120
+            while server.count < calls // 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            pids = answerer_pids()
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+        killer = threading.Thread(target=kill_one)
+        killer.start()
+        result = CliRunner().invoke(main, synth_args(task, root, tmp_path / "run", [server.base_url], "--ray", "--ray-workers", "2"))
+        killer.join()
+        assert result.exit_code == 0, result.output
+        assert killed, "no worker process was found to kill"
+        repeats = sum(n - 1 for n in Counter(prompts(server)).values())
+    assert (tmp_path / "run" / "dataset.jsonl").read_bytes() == reference
+    assert repeats <= 2  # at most the killed worker's requests in flight (4 in flight over 2 workers)
+
+
+def test_a_killed_driver_resumes_and_pays_for_no_answered_request_again(setup, tmp_path):
+    folder, task, root, _, _ = setup
+    with FakeOpenAIServer() as server:  # the reference at this size, in one process
+        result = CliRunner().invoke(main, synth_args(task, root, tmp_path / "reference", [server.base_url], "-n", "40"))
+        assert result.exit_code == 0, result.output
+        calls = server.count
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SEEDBED_CACHE_DIR": str(tmp_path / "cache")}
+    with FakeOpenAIServer(latency=0.5) as server:
+        args = synth_args(task, root, run, [server.base_url], "-n", "40", "--ray", "--ray-workers", "2")
+        with open(tmp_path / "first.log", "wb") as log:
+            driver = subprocess.Popen([sys.executable, "-c", "from engine.cli import main; main()", *args],
+                                      env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while server.count < calls // 4 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        _wait_for_workers_to_go(30)
+        try:  # what is left of its local cluster (Ray's own agents end by themselves within a minute)
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        first = set(prompts(server))
+        answered_before = shard_answers(run)
+        assert 0 < answered_before < calls and not (run / "dataset.jsonl").exists()
+
+        second = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", *args],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-2000:]
+        received = prompts(server)
+    resent = [p for p in received[len(first):] if p in first]
+    assert (run / "dataset.jsonl").read_bytes() == (tmp_path / "reference" / "dataset.jsonl").read_bytes()
+    # only requests that were in flight when the driver died (4 at most) are sent again
+    assert len(resent) <= 4
+    assert len(received) - len(resent) == calls
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["counts"]["reused_from_journal"] >= answered_before
+
+
+def _wait_for_workers_to_go(seconds: float) -> None:
+    """A killed driver's local cluster stops its workers; wait so they cannot answer during the re-run."""
+    deadline = time.monotonic() + seconds
+    while answerer_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in answerer_pids():  # left over past the deadline: not the behaviour under test
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_ray_errors_are_one_line_with_the_fix(setup, tmp_path, monkeypatch):
+    folder, task, root, reference, calls = setup
+    result = CliRunner().invoke(main, ["synth", str(task), "--index", "news", "--root", str(root), "--out",
+                                       str(tmp_path / "a"), "--fake", "--ray"])
+    assert result.exit_code != 0 and "--ray give --base-url" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, synth_args(task, root, tmp_path / "b", ["http://127.0.0.1:9/v1"], "--ray", "127.0.0.1:1"))
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    with FakeOpenAIServer() as server:
+        result = CliRunner().invoke(main, synth_args(task, root, tmp_path / "c", [server.base_url], "--ray", "127.0.0.1:1"))
+    assert result.exit_code != 0 and "cannot reach the Ray cluster at 127.0.0.1:1" in result.output
+    assert "ray start --head" in result.output and not (tmp_path / "c" / "dataset.jsonl").exists()
+    result = CliRunner().invoke(main, ["synth", str(task), "--index", "news", "--root", str(root), "--out",
+                                       str(tmp_path / "d"), "--ray", "10.0.0.1:6379"])
+    assert result.exit_code != 0 and "cluster's workers cannot reach" in result.output
+
+    from engine.llm import distributed
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r'pip install "seedbed\[ray\]"'):
+        distributed.ray_module()
+
+
+def test_a_ray_run_against_the_real_llama_server(setup, tmp_path):
+    require_small_model()
+    folder, task, root, reference, calls = setup
+    run = tmp_path / "run"
+    args = ["synth", str(task), "--index", "news", "--root", str(root), "--out", str(run), "--model", "smollm2-135m",
+            "--no-cache", "-n", "3", "--ray", "--ray-workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SEEDBED_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["counts"]["llm_calls"] >= 6 and shard_answers(run) == manifest["counts"]["llm_calls"]
+    assert manifest["counts"]["kept"] >= 1

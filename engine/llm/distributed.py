@@ -143,8 +143,8 @@ class RayLLM:
     def run_many(self, requests: Sequence[Request], concurrency: int, on_result, shards: Path) -> None:
         """Answer `requests` on the cluster; hand each result to `on_result` as its batch comes back.
 
-        Each actor has `ceil(concurrency / workers)` requests in flight and up to two batches queued,
-        so it never waits for the driver between batches.
+        Each actor has `ceil(concurrency / workers)` requests in flight and two batches at hand, so
+        it never waits for the driver between batches.
 
         Raises:
             ConfigError: an adaptive concurrency (not shared across processes yet: give a number).
@@ -207,7 +207,12 @@ class RayLLM:
 
 
 class _Answerer:
-    """A Ray actor's work: answer a batch through the client, journalling each answer in its own shard."""
+    """A Ray actor's work: answer batches through the client, journalling each answer in its own shard.
+
+    Its methods are coroutines, so Ray runs it as an async actor: the batches queued on it run
+    together on one event loop (no gap between batches) under one gate of `per_worker` requests in
+    flight, and the client keeps its connections from batch to batch.
+    """
 
     def __init__(self, endpoints, model: str, timeout: float, max_retries: int, per_worker: int, shards: str):
         from engine.journal import Journal, read_answers
@@ -217,6 +222,7 @@ class _Answerer:
         clients = [OpenAIChat(url, model, api_key=key, timeout=timeout, max_retries=max_retries) for url, key in endpoints]
         self.llm = clients[0] if len(clients) == 1 else ReplicaPool(clients)
         self.model, self.per_worker = model, per_worker
+        self.gate = None  # made in the actor's event loop, on first use
         folder = Path(shards)
         # earlier shards (a dead predecessor's included): their answers are not paid again
         self.known = {}
@@ -225,34 +231,36 @@ class _Answerer:
             self.known.update(done)
         self.journal = Journal(folder / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl")
 
-    def answer(self, batch: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    async def answer(self, batch: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
         """(request id, kind, payload) per request: kind ok (payload: the completion as JSON),
         too_long, failed or fatal (payload: the error)."""
-        from engine.llm.runner import run_requests_sync
+        import asyncio
 
+        if self.gate is None:
+            self.gate = asyncio.Semaphore(self.per_worker)
         out: dict[str, tuple[str, str]] = {}
-        to_send = []
-        for request_id, text in batch:
+
+        async def one(request_id: str, text: str) -> None:
             found = self.known.get((request_id, self.model))
             if found is not None:
                 out[request_id] = ("ok", json.dumps(asdict(found)))
-            else:
-                to_send.append(_decode_request(request_id, text))
+                return
+            request = _decode_request(request_id, text)
+            async with self.gate:
+                try:
+                    result = await self.llm.complete(request.chat_messages(), request.sampling, request.json_schema)
+                except LLMFatalError as error:  # the endpoint is gone: the driver stops the run
+                    out[request_id] = ("fatal", str(error))
+                    return
+                except LLMError as error:
+                    self.journal.record_failed(request_id, self.model, str(error))
+                    out[request_id] = ("too_long" if isinstance(error, LLMPromptTooLongError) else "failed", str(error))
+                    return
+            self.journal.record_ok(request_id, self.model, result)
+            self.known[(request_id, self.model)] = result
+            out[request_id] = ("ok", json.dumps(asdict(result)))
 
-        def on_result(request: Request, result: Completion | LLMError) -> None:
-            if isinstance(result, Completion):
-                self.journal.record_ok(request.id, self.model, result)
-                out[request.id] = ("ok", json.dumps(asdict(result)))
-            else:
-                self.journal.record_failed(request.id, self.model, str(result))
-                kind = "too_long" if isinstance(result, LLMPromptTooLongError) else "failed"
-                out[request.id] = (kind, str(result))
-
-        try:
-            run_requests_sync(self.llm, to_send, concurrency=self.per_worker, on_result=on_result)
-        except LLMFatalError as error:  # the endpoint is gone: every unanswered request says so
-            for request in to_send:
-                out.setdefault(request.id, ("fatal", str(error)))
+        await asyncio.gather(*(one(request_id, text) for request_id, text in batch))
         self.journal.sync()
         return [(request_id, *out[request_id]) for request_id, _ in batch]
 

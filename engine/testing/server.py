@@ -260,6 +260,7 @@ def read_request_log(path: Path | str) -> list[dict[str, Any]]:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # socketserver's default backlog of 5 resets connections past a few dozen clients
     fake: FakeOpenAIServer
 
     def handle_error(self, request, client_address) -> None:

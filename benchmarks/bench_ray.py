@@ -1,0 +1,132 @@
+"""Ray local against one process, on the same cores: synthesis throughput and its scaling over endpoints.
+
+Synthesis: `--requests` distinct requests (2,000 by default) sent through `engine.calls.call_all`,
+the path every round takes (journal, answers handed to the round loop), against
+`engine.testing.FakeOpenAIServer` answering after `--latency` seconds (0.2), with `--concurrency`
+requests in flight (64):
+- in one process: the asyncio runner;
+- on Ray (`--ray` local, `--workers` actors, each with concurrency / workers in flight, journalling
+  into shards); Ray's start and the actors' start are counted, as a user waits for them.
+The two alternate `--repeats` times; the ratio of median requests/s is printed (target >= 0.9).
+
+Scaling: the same requests on Ray against 1, 2 and 4 fake endpoints (replicas) of `--capacity`
+slots each (past it a server slows down quadratically, like a saturated one), with as many requests
+in flight as the endpoints have slots (as a user sets --concurrency to the pool's slots): the
+endpoints are the bottleneck, so throughput should grow near-linearly with them (ideal: count x
+capacity / latency).
+
+Indexing on Ray is not built yet (issue 12, item 2): this script says so rather than measure it.
+
+Usage:
+    python benchmarks/bench_ray.py [--requests 2000] [--latency 0.2] [--concurrency 64] [--workers 4]
+        [--capacity 16] [--repeats 2] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from engine.calls import Progress, call_all
+from engine.journal import Journal
+from engine.llm.client import OpenAIChat
+from engine.llm.distributed import RayLLM, connect
+from engine.llm.replicas import ReplicaPool
+from engine.testing.server import FakeOpenAIServer
+from engine.types import Request, SamplingParams
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODEL = "fake-model"
+
+
+def requests_for(count: int) -> list[Request]:
+    """`count` distinct requests shaped like a rewrite prompt (about 150 words each)."""
+    body = " ".join(f"word{i}" for i in range(140))
+    return [Request(id=f"bench-{i:06d}", label="x", messages=(("system", "Rewrite the passage as a news summary."),
+                                                              ("user", f"Passage {i}: {body}")),
+                    template_id="bench", template_sha256="0", sampling=SamplingParams(max_tokens=64)) for i in range(count)]
+
+
+def run_once(llm, requests: list[Request], concurrency: int) -> float:
+    """Wall seconds to answer every request through call_all into a fresh journal."""
+    with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "journal.jsonl") as journal:
+        progress = Progress()
+        started = time.perf_counter()
+        answers = call_all(requests, llm, journal, concurrency, progress, None)
+        seconds = time.perf_counter() - started
+        assert len(answers) == len(requests), f"{len(requests) - len(answers)} requests unanswered"
+        if isinstance(llm, RayLLM):
+            llm.shutdown()  # the next repeat starts its actors again, as a new run would
+        return seconds
+
+
+def clients(urls: list[str]):
+    made = [OpenAIChat(url, MODEL, max_retries=2) for url in urls]
+    return made[0] if len(made) == 1 else ReplicaPool(made)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--capacity", type=int, default=16, help="requests each fake endpoint serves at full speed")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/ray-<date>.json")
+    args = parser.parse_args()
+    requests = requests_for(args.requests)
+    started = time.perf_counter()
+    connect("local", num_cpus=os.cpu_count())
+    ray_start = time.perf_counter() - started
+    print(f"Ray local started in {ray_start:.1f} s ({os.cpu_count()} CPUs); {args.requests} requests, "
+          f"{args.latency * 1000:.0f} ms latency, {args.concurrency} in flight, {args.workers} Ray workers")
+
+    with FakeOpenAIServer(latency=args.latency) as server:
+        local, distributed = [], []
+        for _ in range(args.repeats):
+            local.append(args.requests / run_once(clients([server.base_url]), requests, args.concurrency))
+            llm = RayLLM(clients([server.base_url]), [(server.base_url, "none")], workers=args.workers)
+            distributed.append(args.requests / run_once(llm, requests, args.concurrency))
+    ratio = statistics.median(distributed) / statistics.median(local)
+    print(f"synthesis  in-process {statistics.median(local):7.1f} req/s   Ray {statistics.median(distributed):7.1f} req/s"
+          f"   ratio {ratio:.2f} (target >= 0.9)   runs: {[round(x, 1) for x in local]} / {[round(x, 1) for x in distributed]}")
+
+    scaling = {}
+    for count in (1, 2, 4):
+        servers = [FakeOpenAIServer(latency=args.latency, capacity=args.capacity, overload="slow") for _ in range(count)]
+        for server in servers:
+            server.__enter__()
+        try:
+            urls = [server.base_url for server in servers]
+            llm = RayLLM(clients(urls), [(url, "none") for url in urls], workers=args.workers)
+            scaling[count] = args.requests / run_once(llm, requests, args.capacity * count)
+        finally:
+            for server in servers:
+                server.__exit__(None, None, None)
+        ideal = count * args.capacity / args.latency
+        print(f"scaling    {count} endpoint(s) x {args.capacity} slots, {args.capacity * count} in flight: "
+              f"{scaling[count]:7.1f} req/s ({scaling[count] / scaling[1]:.2f}x one endpoint; {scaling[count] / ideal:.2f} of the ideal)")
+    print("indexing   not built on Ray yet (issue 12, item 2): not measured")
+    if args.record:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"ray-{date.today().isoformat()}.json"
+        record = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                  f"Python {platform.python_version()}", "args": vars(args), "ray_start_seconds": round(ray_start, 2),
+                  "synthesis": {"in_process_rps": [round(x, 2) for x in local], "ray_rps": [round(x, 2) for x in distributed],
+                                "ratio": round(ratio, 3)},
+                  "scaling_rps": {str(k): round(v, 2) for k, v in scaling.items()}}
+        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

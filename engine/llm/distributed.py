@@ -59,15 +59,16 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         ConfigError: Ray missing, or the cluster cannot be reached (the message names the address).
     """
     ray = ray_module()
-    if ray.is_initialized():
-        return
     local = address in (None, "", "local")
+    if not local:
+        _reachable(address)
+    if ray.is_initialized():  # this process already joined or started one (tests, notebooks)
+        return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
                               "logging_level": logging.WARNING}
     if local:
         kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=256 * 1024**2)
     else:
-        _reachable(address)
         kwargs["address"] = address
     try:
         ray.init(**kwargs)

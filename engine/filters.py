@@ -1,7 +1,7 @@
 """Checks on one model answer. Each returns a short, stable reason code, or None when the answer passes.
 
 Reason codes (counted and reported per run): empty, refusal, too_short, too_long, truncated,
-copy_of_passage, duplicate; engine/injection.py adds follows_passage_instructions.
+copy_of_passage, mentions_passage, duplicate; engine/injection.py adds follows_passage_instructions.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = [
     "copy_of_passage",
     "copy_rate",
     "empty",
+    "mentions_passage",
     "normalize",
     "refusal",
     "tokens",
@@ -125,6 +126,17 @@ def copy_of_passage(
     if len(tokens(text)) < min_tokens:
         return None
     return "copy_of_passage" if copy_rate(text, passage, n) >= threshold else None
+
+
+_MENTIONS_PASSAGE = re.compile(
+    r"\b(?:the|this|that|given|provided|original|above)\s+(?:given\s+|provided\s+|original\s+|above\s+)?passage'?s?\b(?!\s+of\b)"
+    r"|\bthe\s+(?:given|provided|original|above)\s+(?:text|article|post)\b", re.IGNORECASE)
+
+
+def mentions_passage(text: str) -> str | None:
+    """'mentions_passage' when a rewrite talks about its source ("The passage discusses...") instead of
+    being an example itself: 11 of 400 synthesizrr AG News examples did (news-mix, 2026-12-06)."""
+    return "mentions_passage" if _MENTIONS_PASSAGE.search(text) else None
 
 
 def normalize(text: str) -> str:

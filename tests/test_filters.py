@@ -119,3 +119,16 @@ def test_deduper_per_label_and_existing_examples():
     assert dedup.check("old example text", "A") == "duplicate"
     assert dedup.check("old example text", "B") is None
     assert dedup.check("old example text", "B") == "duplicate"
+
+
+def test_an_answer_that_talks_about_its_passage_is_not_an_example():
+    # real rewrites from a synthesizrr run on the news mix (2026-12-06)
+    for text in ("The passage discusses the evolution of baseball fields, highlighting the shift to newer designs.",
+                 "A man expresses his support, based on the passage's content about world politics.",
+                 "In a recent Science and Technology News summary, the passage describes the film _The Andromeda Strain_.",
+                 "The given text says that oil prices rose."):
+        assert filters.mentions_passage(text) == "mentions_passage", text
+    for text in ("The passage of the tax bill was delayed by the Senate.",  # news language, not a meta-reference
+                 "Ships waited for passage through the Strait of Hormuz.",
+                 "Officials said the text of the treaty would be published on Monday."):
+        assert filters.mentions_passage(text) is None, text

@@ -243,6 +243,8 @@ def first_failure(
             return reason, detail
     if passage is not None and filters.copy_of_passage(text, passage):
         return "copy_of_passage", f"copy rate {filters.copy_rate(text, passage):.2f} of the source passage"
+    if passage is not None and filters.mentions_passage(text):
+        return "mentions_passage", "the answer talks about its source passage instead of being an example"
     obeyed = injection.followed(text, passage or "")
     if obeyed:
         return "follows_passage_instructions", obeyed

@@ -230,6 +230,20 @@ def kill_and_resume(args, port: int, jobs: Path, fake: FakeOpenAIServer, log: Pa
             "requests_after_restart": len(after), "asked_again": asked_again}
 
 
+def tracebacks(text: str) -> list[list[str]]:
+    """The server log's tracebacks, each as its lines (up to the exception line)."""
+    found, current = [], None
+    for line in text.splitlines():
+        if line.startswith("Traceback"):
+            current = [line]
+            found.append(current)
+        elif current is not None:
+            current.append(line)
+            if line and not line[0].isspace():
+                current = None
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=20)
@@ -248,6 +262,7 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
         kill = kill_and_resume(args, port, jobs, fake, log)
+        errors = tracebacks(log.read_text(errors="replace"))
 
     fivexx = {route: sum(n for status, n in counts.items() if status >= 500) for route, counts in load.status.items()}
     no_answer = {route: counts.get(0, 0) for route, counts in load.status.items()}
@@ -262,6 +277,8 @@ def main() -> None:
         routes[route] = {"requests": len(values), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
                          "statuses": dict(sorted(load.status[route].items()))}
         print(f"{route:<7} {len(values):>8} {p50:>8.1f} {p99:>8.1f}  {dict(sorted(load.status[route].items()))}")
+    if errors:
+        print(f"server log: {len(errors)} traceback(s); the last:\n  " + "\n  ".join(errors[-1]))
     print(f"5xx: {sum(fivexx.values())} (target 0); no answer: {sum(no_answer.values())}; jobs: {len(load.jobs)}, "
           f"{Counter(load.jobs.values())}, lost {len(lost)} (target 0)")
     print(f"RSS after {args.warmup:g} min warm-up: {min(steady, default=0):.0f}-{max(steady, default=0):.0f} MB, "

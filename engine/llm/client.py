@@ -94,6 +94,13 @@ class OpenAIChat:
         self._on_retry = on_retry
         self._sdk: Any = None
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
+        # Imported now, in the thread that makes the client. The openai SDK looks at sys.modules["httpx"]
+        # on every request; when another thread imports httpx for the first time meanwhile (in `seedbed
+        # serve`, a job's first use of huggingface_hub does), the SDK sees a half-initialised module:
+        # "AttributeError: partially initialized module 'httpx' has no attribute 'Timeout'", a 500 on
+        # 1 to 2 chats in 700 (benchmarks/bench_soak.py, 2026-12-06). Loaded here, it is whole.
+        import httpx  # noqa: F401
+        import openai  # noqa: F401
 
     def __repr__(self) -> str:
         return f"OpenAIChat(base_url={self.base_url!r}, model={self.model!r})"

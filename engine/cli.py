@@ -45,10 +45,14 @@ main.add_command(setup)
 @click.option("--add", is_flag=True, help="Append new documents to an existing index (only new passages are embedded).")
 @click.option("--force", is_flag=True, help="Replace an existing index of that name.")
 @click.option("--embedder", default="all-MiniLM-L6-v2", show_default=True, help="Embedding model (must match when adding).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Read, chunk, deduplicate and embed on a Ray cluster: --ray alone starts one here, --ray ADDRESS joins "
+                   "one (needs pip install \"seedbed[ray]\"); the same index as a local build.")
+@click.option("--ray-workers", type=click.IntRange(1), default=2, show_default=True, help="Ray actors embedding passages.")
 @INDEX_ROOT
 @friendly
 def index_cmd(corpus: Path, name: str, text_field: str, chunk_words: int, min_words: int, add: bool, force: bool,
-              embedder: str, root: Path) -> None:
+              embedder: str, ray_address: str | None, ray_workers: int, root: Path) -> None:
     """Index CORPUS (a .jsonl/.csv/.parquet/.txt file or a folder of them, or bundled:reuters-sample /
     bundled:news-mix, the sample corpora) as NAME."""
     corpus = bundled_path(corpus, "corpora")
@@ -70,7 +74,8 @@ def index_cmd(corpus: Path, name: str, text_field: str, chunk_words: int, min_wo
             bar.update(documents - bar.n)
             bar.set_postfix(passages=passages)
 
-        result = index(corpus, name, model, root=root, options=options, add=add, force=force, progress=progress)
+        result = index(corpus, name, model, root=root, options=options, add=add, force=force, progress=progress,
+                       ray=ray_address, ray_workers=ray_workers)
         bar.update(result.stats.documents - bar.n)
     m, s = result.manifest, result.stats
     click.echo(

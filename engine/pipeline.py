@@ -34,11 +34,13 @@ __all__ = ["index", "search", "bench", "prepare", "plan", "SynthPlan", "SynthOpt
 
 
 def index(corpus: str | Path, name: str, embedder: Embedder, root: Path = Path("indexes"), options: CorpusOptions | None = None,
-          add: bool = False, force: bool = False, progress: Callable[[int, int], None] | None = None) -> BuildResult:
+          add: bool = False, force: bool = False, progress: Callable[[int, int], None] | None = None,
+          ray: str | None = None, ray_workers: int = 2) -> BuildResult:
     """Build or extend an index (see engine.index.builder.build_index)."""
     from engine.corpus import CorpusOptions
 
-    return build_index(corpus, name, embedder, root=root, options=options or CorpusOptions(), add=add, force=force, progress=progress)
+    return build_index(corpus, name, embedder, root=root, options=options or CorpusOptions(), add=add, force=force,
+                       progress=progress, ray=ray, ray_workers=ray_workers)
 
 
 def search(name: str, query: str, k: int = 10, mode: str = "hybrid", root: Path = Path("indexes"),

@@ -46,6 +46,8 @@ def build_index(
     add: bool = False,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    ray: str | None = None,
+    ray_workers: int = 2,
 ) -> BuildResult:
     """Index `corpus` as `root/name`, or append it to that index with `add=True`.
 
@@ -61,6 +63,9 @@ def build_index(
         add: append new passages to an existing index (only new ones are embedded).
         force: replace an existing index of that name.
         progress: called with (passages_done, documents_done) after each batch.
+        ray: read, chunk, deduplicate and embed on a Ray cluster ("local" or its address; see
+            engine/index/distributed.py) with `ray_workers` embedding actors; the result is the same
+            index, row for row. Not with `add`.
 
     Raises:
         ConfigError: bad name, or an existing index without --add/--force.
@@ -70,11 +75,14 @@ def build_index(
     started = time.monotonic()
     target = index_path(name, root)
     list_files(corpus)  # fail fast on a bad path before any work
+    if ray and add:
+        raise ConfigError("--add with --ray is not supported yet: add locally (only new passages are embedded), "
+                          "or rebuild with --ray --force")
     with writer_lock(Path(root), name):
         _check_target(target, name, add, force)
         work = Path(root) / f".{name}.tmp-{os.getpid()}-{int(time.time())}"
         try:
-            result = _build_in(work, target, corpus, name, embedder, options, add, progress, started)
+            result = _build_in(work, target, corpus, name, embedder, options, add, progress, started, (ray, ray_workers))
             _swap_into_place(work, target)
             return result
         except BaseException:
@@ -147,7 +155,9 @@ def _check_target(target: Path, name: str, add: bool, force: bool) -> None:
         raise ConfigError("--add and --force contradict each other; choose one")
 
 
-def _build_in(work, target, corpus, name, embedder, options, add, progress, started) -> BuildResult:
+def _build_in(work, target, corpus, name, embedder, options, add, progress, started, on_ray=(None, 2)) -> BuildResult:
+    if on_ray[0]:
+        return _build_on_ray(work, corpus, name, embedder, options, started, *on_ray)
     stats = CorpusStats()
     previous = None
     if add:
@@ -187,6 +197,30 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
     manifest = _manifest(name, embedder, total, digest.hexdigest(), dense_kind_of(index), options, corpus, stats, added, previous)
     write_json_atomic(work / "manifest.json", manifest_dict(manifest))
     return BuildResult(manifest, added, stats, time.monotonic() - started)
+
+
+def _build_on_ray(work, corpus, name, embedder, options, started, address: str, workers: int) -> BuildResult:
+    """The table written on Ray (engine/index/distributed.py), then FAISS and BM25 from it as locally."""
+    from engine.index.distributed import fill_on_ray
+
+    work.mkdir(parents=True)
+    total, fingerprint, stats = fill_on_ray(work, corpus, options, embedder.id, embedder.dim, address=address,
+                                            workers=workers)
+    if total == 0:
+        raise CorpusError(
+            f"corpus {corpus} yielded no passages ({stats.documents} documents, {stats.empty_documents} empty, "
+            f"{stats.too_short} shorter than {options.min_words} words); check --text-field and the files"
+        )
+    table = store.open_table(work)
+    store.compact(table)
+    index = dense.new_index(embedder.dim, dense.kind_for(total))
+    for _, vectors in store.iter_vectors(table):
+        index.add(vectors)
+    dense.save(index, work / "dense.faiss")
+    _write_bm25(table, work / "bm25")
+    manifest = _manifest(name, embedder, total, fingerprint, dense_kind_of(index), options, corpus, stats, total, None)
+    write_json_atomic(work / "manifest.json", manifest_dict(manifest))
+    return BuildResult(manifest, total, stats, time.monotonic() - started)
 
 
 def _batches(items: Iterable[Passage], size: int) -> Iterator[list[Passage]]:

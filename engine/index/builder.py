@@ -157,7 +157,7 @@ def _check_target(target: Path, name: str, add: bool, force: bool) -> None:
 
 def _build_in(work, target, corpus, name, embedder, options, add, progress, started, on_ray=(None, 2)) -> BuildResult:
     if on_ray[0]:
-        return _build_on_ray(work, corpus, name, embedder, options, started, *on_ray)
+        return _build_on_ray(work, corpus, name, embedder, options, started, *on_ray, progress=progress)
     stats = CorpusStats()
     previous = None
     if add:
@@ -199,7 +199,8 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
     return BuildResult(manifest, added, stats, time.monotonic() - started)
 
 
-def _build_on_ray(work, corpus, name, embedder, options, started, address: str, workers: int) -> BuildResult:
+def _build_on_ray(work, corpus, name, embedder, options, started, address: str, workers: int,
+                  progress: Callable[[int, int], None] | None = None) -> BuildResult:
     """The table written on Ray (engine/index/distributed.py), then FAISS and BM25 from it as locally."""
     from engine.index.distributed import fill_on_ray
 
@@ -211,6 +212,8 @@ def _build_on_ray(work, corpus, name, embedder, options, started, address: str, 
             f"corpus {corpus} yielded no passages ({stats.documents} documents, {stats.empty_documents} empty, "
             f"{stats.too_short} shorter than {options.min_words} words); check --text-field and the files"
         )
+    if progress:
+        progress(total, stats.documents)
     table = store.open_table(work)
     store.compact(table)
     index = dense.new_index(embedder.dim, dense.kind_for(total))

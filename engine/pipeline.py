@@ -95,8 +95,6 @@ def synthesize(
             for part in synth_plan.parts:
                 setup[part.strategy.name] = part.strategy.setup(task, part.templates, ask, options.out)
             quality = QualityChecks(task, synth_plan.reference, extractor=_entity_extractor)
-            if any(part.picks is not None for part in synth_plan.parts):  # examples with passages get checked
-                quality.warm_up()
             outcomes = run_rounds(task, list(synth_plan.parts), llm, journal, options, progress, on_progress, quality)
             outcomes.stages["quality"] = quality.report()
             if task.quality.confidence_keep:

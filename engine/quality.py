@@ -21,7 +21,6 @@ Every filter is counted in the run manifest (`stages.quality`) and the end summa
 from __future__ import annotations
 
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
@@ -129,30 +128,6 @@ class QualityChecks:
         self.counts: Counter[str] = Counter()
         self.grounding = {"checked": 0, "ungrounded": 0, "entities": 0, "ungrounded_entities": 0}
         self._entities: dict[str, list[tuple[str, str]]] = {}  # a round's examples, tagged in one batch
-        self._loading: threading.Thread | None = None
-
-    def warm_up(self) -> None:
-        """Load the entity tagger in a background thread now, while the first round's requests are
-        in flight (spaCy's model takes a second or two to load; the first check would wait for it)."""
-        if self.params.grounding == "off" or self._make_extractor is None or self._extractor is not None:
-            return
-
-        def load() -> None:
-            try:
-                self._extractor = self._make_extractor()
-            except Exception:  # noqa: BLE001 (the first check loads it again, and raises there)
-                pass
-
-        self._loading = threading.Thread(target=load, name="seedbed-spacy-load", daemon=True)
-        self._loading.start()
-
-    def _tagger(self) -> Extractor:
-        if self._loading is not None:
-            self._loading.join()
-            self._loading = None
-        if self._extractor is None:
-            self._extractor = self._make_extractor()
-        return self._extractor
 
     def prefetch(self, pairs: list[tuple[Example, Request]]) -> None:
         """Tag the entities of a round's examples in one batch before they are checked one by one.
@@ -164,7 +139,9 @@ class QualityChecks:
             return
         texts = list(dict.fromkeys(e.text for e, r in pairs if r.hit is not None and e.text not in self._entities))
         if texts:
-            self._entities.update(zip(texts, self._tagger()(texts)))
+            if self._extractor is None:
+                self._extractor = self._make_extractor()
+            self._entities.update(zip(texts, self._extractor(texts)))
 
     def check(self, example: Example, request: Request) -> Rejection | None:
         """A Rejection (near_duplicate, leaks_reference, ungrounded_entity) or None; a kept example is remembered."""
@@ -189,9 +166,11 @@ class QualityChecks:
     def _ungrounded(self, example: Example, request: Request) -> list[str]:
         if self.params.grounding == "off" or request.hit is None or self._make_extractor is None:
             return []
+        if self._extractor is None:
+            self._extractor = self._make_extractor()
         tagged = self._entities.pop(example.text, None)
         if tagged is None:
-            tagged = self._tagger()([example.text])[0]
+            tagged = self._extractor([example.text])[0]
         entities = [text for text, kind in tagged if kind in GROUNDED_TYPES]
         source = _tokens(request.hit.passage.text) | self._task_tokens
         invented = [e for e in dict.fromkeys(entities) if not (_tokens(e) - _STOP) & source and _tokens(e) - _STOP]

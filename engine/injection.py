@@ -29,13 +29,15 @@ _CUES = re.compile(
         r"verbatim|nothing (?:else|more))\b",
         _ORDER + r"(?:reply|respond|answer)\s+(?:only\s+)?with\b",
         _ORDER + r"(?:output|print|say|write|reply|respond|answer|return)\b[^.!?\n]{0,25}\b[A-Za-z]+[-_]\d+",
-        r"\byour (?:only )?(?:job|task|answer|reply|output|final answer)\b[^.!?\n]{0,20}\b(?:is|must|now|should)\b",
+        # "your only job is to...", "your answer must be..." (not a flame's "your answer is yes")
+        r"\byour (?:only )?(?:job|task|answer|reply|output|final answer)\b[^.!?\n]{0,20}\b(?:is to|is:|is only|is just|"
+        r"is exactly|must|now|should)\b",
         _ORDER + r"you are now\b|\bfrom now on,? you\b|\bpretend (?:you are|to be)\b|\bimagine you are\b|"
         r"\blet'?s play a game: you\b|\bstay in character\b|\bdeveloper mode\b",
         r"\b(?:language model|automated summari[sz]ers?|system prompt)\b",
         r"\b(?:note )?(?:to|for) the (?:assistant|ai|model|bot)\b|\bif you are (?:a|an) (?:ai|assistant|bot|model)\b",
         r"\b(?:new|updated) instructions?\s*(?::|override|follow|below)",
-        r"^\s*(?:system|assistant|developer)\s*:",
+        r"^\s*(?:system|assistant|developer)\s*:\s*\S+(?:\s+\S+){2}",  # a header line that says something, not "System: 486."
         r"<\|im_start\|>|<\|im_end\|>|\[/?(?:system|inst)\b[^\]]*\]|#{2,}\s*(?:instruction|system|response)|"
         r"={2,}\s*(?:developer|system)",
         r"\b(?:copy|use) (?:it|this|the block above|the following) as your\b",

@@ -15,11 +15,13 @@ in flight as the endpoints have slots (as a user sets --concurrency to the pool'
 endpoints are the bottleneck, so throughput should grow near-linearly with them (ideal: count x
 capacity / latency).
 
-Indexing on Ray is not built yet (issue 12, item 2): this script says so rather than measure it.
+Indexing: `--index-docs` IMDb `unsup` reviews (split over 8 files) indexed by `build_index` in one
+process and with `--ray` (`--workers` embedding actors), same embedder (`--embedder`), each from an
+empty root: passages/s of each and the ratio (target >= 0.8). `--index-docs 0` skips it.
 
 Usage:
     python benchmarks/bench_ray.py [--requests 2000] [--latency 0.2] [--concurrency 64] [--workers 4]
-        [--capacity 16] [--repeats 2] [--record]
+        [--capacity 16] [--repeats 2] [--index-docs 14000] [--embedder all-MiniLM-L6-v2] [--record]
 """
 
 from __future__ import annotations
@@ -73,6 +75,41 @@ def clients(urls: list[str]):
     return made[0] if len(made) == 1 else ReplicaPool(made)
 
 
+def measure_indexing(args) -> dict:
+    """build_index in one process and on Ray over the same files; passages/s and the ratio."""
+    import gzip
+
+    from engine.corpus import CorpusOptions
+    from engine.embed import get_embedder
+    from engine.index.builder import build_index
+
+    data = ROOT.parent / "shared" / "data" / "imdb" / "unsup.jsonl.gz"
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = Path(folder) / "corpus"
+        corpus.mkdir()
+        handles = [open(corpus / f"part-{i}.jsonl", "w", encoding="utf-8") for i in range(8)]
+        with gzip.open(data, "rt", encoding="utf-8") as src:
+            for n, line in enumerate(src):
+                if n >= args.index_docs:
+                    break
+                row = json.loads(line)
+                handles[n % 8].write(json.dumps({"text": row["text"].replace("<br />", " ")}) + "\n")
+        for handle in handles:
+            handle.close()
+        embedder = get_embedder(args.embedder)
+        rates = {}
+        for side, ray in (("in_process", None), ("ray", "local")):
+            started = time.perf_counter()
+            result = build_index(corpus, f"bench-{side}", embedder, root=Path(folder) / "indexes", options=CorpusOptions(),
+                                 ray=ray, ray_workers=args.workers)
+            rates[side] = result.manifest.passages / (time.perf_counter() - started)
+    ratio = rates["ray"] / rates["in_process"]
+    print(f"indexing   {result.manifest.passages} passages, {args.embedder}: in-process {rates['in_process']:.1f} "
+          f"passages/s   Ray ({args.workers} actors) {rates['ray']:.1f} passages/s   ratio {ratio:.2f} (target >= 0.8)")
+    return {"passages": result.manifest.passages, "embedder": args.embedder,
+            "passages_per_s": {k: round(v, 2) for k, v in rates.items()}, "ratio": round(ratio, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
@@ -81,6 +118,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--capacity", type=int, default=16, help="requests each fake endpoint serves at full speed")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--index-docs", type=int, default=14000, help="IMDb unsup reviews to index (0: skip)")
+    parser.add_argument("--embedder", default="all-MiniLM-L6-v2")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/ray-<date>.json")
     args = parser.parse_args()
     requests = requests_for(args.requests)
@@ -115,7 +154,7 @@ def main() -> None:
         ideal = count * args.capacity / args.latency
         print(f"scaling    {count} endpoint(s) x {args.capacity} slots, {args.capacity * count} in flight: "
               f"{scaling[count]:7.1f} req/s ({scaling[count] / scaling[1]:.2f}x one endpoint; {scaling[count] / ideal:.2f} of the ideal)")
-    print("indexing   not built on Ray yet (issue 12, item 2): not measured")
+    indexing = measure_indexing(args) if args.index_docs else None
     if args.record:
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"ray-{date.today().isoformat()}.json"
@@ -123,7 +162,7 @@ def main() -> None:
                   f"Python {platform.python_version()}", "args": vars(args), "ray_start_seconds": round(ray_start, 2),
                   "synthesis": {"in_process_rps": [round(x, 2) for x in local], "ray_rps": [round(x, 2) for x in distributed],
                                 "ratio": round(ratio, 3)},
-                  "scaling_rps": {str(k): round(v, 2) for k, v in scaling.items()}}
+                  "scaling_rps": {str(k): round(v, 2) for k, v in scaling.items()}, "indexing": indexing}
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}")
 

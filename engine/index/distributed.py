@@ -91,7 +91,8 @@ def fill_on_ray(work: Path, corpus: str | Path, options: CorpusOptions, embedder
     if total == 0:
         return 0, hashlib.sha256(b"").hexdigest(), stats
     numbered = passages.map_batches(_number, fn_kwargs={"rows": ray.put(rows)}, batch_format="pyarrow")
-    embedded = numbered.map_batches(_Embed, fn_constructor_kwargs={"embedder_id": embedder_id, "dim": dim},
+    threads = max(1, int(ray.cluster_resources().get("CPU", 1) // workers))  # torch threads per actor: no oversubscription
+    embedded = numbered.map_batches(_Embed, fn_constructor_kwargs={"embedder_id": embedder_id, "dim": dim, "threads": threads},
                                     batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
                                     num_cpus=0.5, batch_format="pyarrow")  # 1 CPU each starved the reading tasks on 2 CPUs
     embedded.write_lance(str(work / "store" / f"{store.TABLE}.lance"), schema=store.schema(dim))
@@ -125,9 +126,12 @@ def _number(batch: pa.Table, rows) -> pa.Table:
 class _Embed:
     """A Ray actor that loads the embedder once and embeds batches of passages into table rows."""
 
-    def __init__(self, embedder_id: str, dim: int):
+    def __init__(self, embedder_id: str, dim: int, threads: int = 1):
+        import torch
+
         from engine.embed import get_embedder
 
+        torch.set_num_threads(threads)
         self.embedder, self.dim = get_embedder(embedder_id), dim
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -19,7 +19,7 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from engine.types import Completion
 __all__ = ["LLMCache", "default_cache_dir", "DEFAULT_MAX_BYTES", "cache_key", "parse_size"]
 
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of answers is millions of short examples
-_FIELDS = {f.name for f in fields(Completion)}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
     key TEXT PRIMARY KEY,
@@ -117,7 +116,7 @@ class LLMCache:
             return None
         try:
             data = json.loads(row[0])
-            completion = Completion(**{k: v for k, v in data.items() if k in _FIELDS})
+            completion = Completion.from_dict(data)
         except (ValueError, TypeError):  # a damaged row: treat as a miss and let the new answer replace it
             self.misses += 1
             return None

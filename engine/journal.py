@@ -38,7 +38,6 @@ JOURNAL_NAME = "journal.jsonl"
 def shard_dir(path: Path) -> Path:
     """The folder of a journal's worker shards: `journal.d/` beside `journal.jsonl`."""
     return path.with_name(path.stem + ".d")
-_FIELDS = set(Completion.__dataclass_fields__)
 
 
 class Journal:
@@ -178,5 +177,5 @@ def _parse_line(line: str) -> dict[str, Any] | None:
         fields = entry.get("completion")
         if not isinstance(fields, dict) or not isinstance(fields.get("text"), str) or not isinstance(fields.get("model"), str):
             return None
-        entry["completion"] = Completion(**{k: v for k, v in fields.items() if k in _FIELDS})
+        entry["completion"] = Completion.from_dict(fields)
     return entry

@@ -139,9 +139,7 @@ class QualityChecks:
             return
         texts = list(dict.fromkeys(e.text for e, r in pairs if r.hit is not None and e.text not in self._entities))
         if texts:
-            if self._extractor is None:
-                self._extractor = self._make_extractor()
-            self._entities.update(zip(texts, self._extractor(texts)))
+            self._entities.update(zip(texts, self._tagger()(texts)))
 
     def check(self, example: Example, request: Request) -> Rejection | None:
         """A Rejection (near_duplicate, leaks_reference, ungrounded_entity) or None; a kept example is remembered."""
@@ -159,6 +157,12 @@ class QualityChecks:
             self._near.add(example.provenance.request_id + "|" + example.text[:40], example.text)
         return None
 
+    def _tagger(self) -> Extractor:
+        """The entity tagger, built on first use (loading spaCy's model takes a second or two)."""
+        if self._extractor is None:
+            self._extractor = self._make_extractor()
+        return self._extractor
+
     def _reject(self, example: Example, reason: str, detail: str) -> Rejection:
         self.counts[reason] += 1
         return Rejection(example.label, reason, example.text, detail, example.provenance)
@@ -166,11 +170,9 @@ class QualityChecks:
     def _ungrounded(self, example: Example, request: Request) -> list[str]:
         if self.params.grounding == "off" or request.hit is None or self._make_extractor is None:
             return []
-        if self._extractor is None:
-            self._extractor = self._make_extractor()
         tagged = self._entities.pop(example.text, None)
         if tagged is None:
-            tagged = self._extractor([example.text])[0]
+            tagged = self._tagger()([example.text])[0]
         entities = [text for text, kind in tagged if kind in GROUNDED_TYPES]
         source = _tokens(request.hit.passage.text) | self._task_tokens
         invented = [e for e in dict.fromkeys(entities) if not (_tokens(e) - _STOP) & source and _tokens(e) - _STOP]

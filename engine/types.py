@@ -176,6 +176,12 @@ class Completion:
     # the endpoint does not say (OpenAI's usage.prompt_tokens_details.cached_tokens, llama-server's too).
     cached_tokens: int | None = None
 
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "Completion":
+        """A completion from its `dataclasses.asdict` form, as the journal, the cache and Ray workers store
+        it; keys this version does not know (a newer writer's) are ignored."""
+        return cls(**{key: value for key, value in fields.items() if key in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class Provenance:

@@ -184,19 +184,8 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
         added += len(batch)
         if progress:
             progress(added, stats.documents)
-    total = start_row + added
-    if total == 0:
-        raise CorpusError(
-            f"corpus {corpus} yielded no passages ({stats.documents} documents, {stats.empty_documents} empty, "
-            f"{stats.too_short} shorter than {options.min_words} words); check --text-field and the files"
-        )
-    store.compact(table)  # one fragment per 256-passage batch otherwise; nobody else sees `work` yet
-    index = _final_dense(index, table, embedder.dim, total)
-    dense.save(index, work / "dense.faiss")
-    _write_bm25(table, work / "bm25")
-    manifest = _manifest(name, embedder, total, digest.hexdigest(), dense_kind_of(index), options, corpus, stats, added, previous)
-    write_json_atomic(work / "manifest.json", manifest_dict(manifest))
-    return BuildResult(manifest, added, stats, time.monotonic() - started)
+    return _finish(work, corpus, name, embedder, options, stats, table, index, start_row + added, digest.hexdigest(),
+                   added, previous, started)
 
 
 def _build_on_ray(work, corpus, name, embedder, options, started, address: str, workers: int,
@@ -207,23 +196,27 @@ def _build_on_ray(work, corpus, name, embedder, options, started, address: str, 
     work.mkdir(parents=True)
     total, fingerprint, stats = fill_on_ray(work, corpus, options, embedder.id, embedder.dim, address=address,
                                             workers=workers)
+    if progress and total:
+        progress(total, stats.documents)
+    table = store.open_table(work) if total else None  # no passages: nothing was written, and _finish says why
+    return _finish(work, corpus, name, embedder, options, stats, table, None, total, fingerprint, total, None, started)
+
+
+def _finish(work, corpus, name, embedder, options, stats, table, index, total: int, fingerprint: str, added: int,
+            previous, started: float) -> BuildResult:
+    """Everything after the table is written: compaction, FAISS, BM25 and the manifest, in `work`."""
     if total == 0:
         raise CorpusError(
             f"corpus {corpus} yielded no passages ({stats.documents} documents, {stats.empty_documents} empty, "
             f"{stats.too_short} shorter than {options.min_words} words); check --text-field and the files"
         )
-    if progress:
-        progress(total, stats.documents)
-    table = store.open_table(work)
-    store.compact(table)
-    index = dense.new_index(embedder.dim, dense.kind_for(total))
-    for _, vectors in store.iter_vectors(table):
-        index.add(vectors)
+    store.compact(table)  # one fragment per appended batch otherwise; nobody else sees `work` yet
+    index = _final_dense(index, table, embedder.dim, total)
     dense.save(index, work / "dense.faiss")
     _write_bm25(table, work / "bm25")
-    manifest = _manifest(name, embedder, total, fingerprint, dense_kind_of(index), options, corpus, stats, total, None)
+    manifest = _manifest(name, embedder, total, fingerprint, dense_kind_of(index), options, corpus, stats, added, previous)
     write_json_atomic(work / "manifest.json", manifest_dict(manifest))
-    return BuildResult(manifest, total, stats, time.monotonic() - started)
+    return BuildResult(manifest, added, stats, time.monotonic() - started)
 
 
 def _batches(items: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
@@ -242,8 +235,9 @@ def dense_kind_of(index) -> str:
 
 
 def _final_dense(index, table, dim: int, total: int):
-    """Switch to HNSW once the index outgrows exact search, from stored vectors (no re-embedding)."""
-    if dense.kind_for(total) == dense_kind_of(index):
+    """Switch to HNSW once the index outgrows exact search, from stored vectors (no re-embedding); with no
+    index yet (a Ray build wrote only the table), build the right kind from them."""
+    if index is not None and dense.kind_for(total) == dense_kind_of(index):
         return index
     rebuilt = dense.new_index(dim, dense.kind_for(total))
     for _, vectors in store.iter_vectors(table):

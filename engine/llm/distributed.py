@@ -40,7 +40,6 @@ from engine.types import Completion, Request, SamplingParams
 __all__ = ["RayLLM", "ray_module", "RAY_HINT"]
 
 RAY_HINT = 'Ray is not installed; install the extra: pip install "seedbed[ray]"'
-_FIELDS = set(Completion.__dataclass_fields__)
 
 
 def ray_module():
@@ -120,6 +119,8 @@ class RayLLM:
         self.endpoints = [(url, key) for url, key in endpoints]
         self.address, self.workers, self.timeout, self.max_retries = address, workers, timeout, max_retries
         self.batch_size = batch_size
+        self._pool: list = []  # the run's actors, started on first use
+        self._pool_key: tuple[int, str] | None = None  # (requests in flight per actor, shard folder) they serve
         connect(address)
 
     def __repr__(self) -> str:
@@ -177,7 +178,7 @@ class RayLLM:
             for request_id, kind, payload in ray.get(done[0]):
                 request = by_id[request_id]
                 if kind == "ok":
-                    on_result(request, _decode_completion(payload))
+                    on_result(request, Completion.from_dict(json.loads(payload)))
                 elif kind == "too_long":
                     on_result(request, LLMPromptTooLongError(payload))
                 else:
@@ -189,7 +190,7 @@ class RayLLM:
     def _actors(self, ray, per_worker: int, shards: Path) -> list:
         """The run's actors, started on first use (and again if the shard folder or their load changes)."""
         key = (per_worker, str(shards))
-        if getattr(self, "_pool_key", None) != key:
+        if self._pool_key != key:
             self.shutdown()
             shards.mkdir(parents=True, exist_ok=True)
             remote = ray.remote(num_cpus=0.25, max_restarts=-1, max_task_retries=-1)(_Answerer)
@@ -200,7 +201,7 @@ class RayLLM:
 
     def shutdown(self) -> None:
         """Stop the run's actors (their shards stay: they are the journal)."""
-        pool, self._pool, self._pool_key = getattr(self, "_pool", []), [], None
+        pool, self._pool, self._pool_key = self._pool, [], None
         if pool:
             ray = ray_module()
             for actor in pool:
@@ -277,8 +278,3 @@ def _decode_request(request_id: str, text: str) -> Request:
     return Request(id=request_id, label="", messages=tuple((role, content) for role, content in data["messages"]),
                    template_id="", template_sha256="", sampling=SamplingParams(**data["sampling"]),
                    json_schema=data["schema"])
-
-
-def _decode_completion(text: str) -> Completion:
-    fields = json.loads(text)
-    return Completion(**{key: value for key, value in fields.items() if key in _FIELDS})

@@ -19,6 +19,31 @@ def write_reuters_slice(path: Path, stop: int, start: int = 0) -> Path:
     return path
 
 
+def oil_earnings_task(name: str, examples_per_label: int, seed: int, assign_labels: bool = True) -> str:
+    """The two-label headline task (Oil, Earnings) the CLI, resume, fault, concurrency and Ray tests run on
+    a Reuters slice, as YAML. `assign_labels=False` for a hash-64 index, whose vectors carry little meaning."""
+    assignment = "  assign_labels: false\n" if not assign_labels else ""
+    return (f"name: {name}\noutput:\n  kind: news headline\n  min_words: 4\n  max_words: 14\n"
+            f"examples_per_label: {examples_per_label}\nlabels:\n"
+            "  - name: Oil\n    verbalization: crude oil prices, OPEC and oil production\n"
+            "  - name: Earnings\n    verbalization: company quarterly earnings, profits and dividends\n"
+            f"retrieval:\n  min_similarity: 0.1\n{assignment}seed: {seed}\n")
+
+
+def index_reuters_slice(folder: Path, documents: int, name: str = "news") -> Path:
+    """The first `documents` Reuters sample stories indexed as `name` with the hash-64 embedder through
+    `seedbed index`, under `folder/indexes`; returns that root."""
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    corpus = write_reuters_slice(folder / "reuters.jsonl", documents)
+    root = folder / "indexes"
+    result = CliRunner().invoke(main, ["index", str(corpus), "--name", name, "--embedder", "hash-64", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    return root
+
+
 @pytest.fixture
 def reuters_slice(tmp_path):
     """Factory: reuters_slice(stop, start=0, name='corpus.jsonl') -> path of a real JSONL corpus."""

@@ -16,24 +16,9 @@ from click.testing import CliRunner
 from engine.cli import main
 from engine.llm import client
 
-from conftest import REPO, write_reuters_slice
+from conftest import oil_earnings_task, REPO, write_reuters_slice
 
-TASK_YAML = """\
-name: cli-topics
-output:
-  kind: news headline
-  min_words: 4
-  max_words: 14
-examples_per_label: 2
-labels:
-  - name: Oil
-    verbalization: crude oil prices, OPEC and oil production
-  - name: Earnings
-    verbalization: company quarterly earnings, profits and dividends
-retrieval:
-  min_similarity: 0.1
-seed: 3
-"""
+TASK_YAML = oil_earnings_task("cli-topics", examples_per_label=2, seed=3)
 
 
 def invoke(*args: str):

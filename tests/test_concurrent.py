@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, write_reuters_slice
+from conftest import index_reuters_slice, oil_earnings_task, REPO, write_reuters_slice
 from engine.cli import main
 from engine.index.reader import Index
 from engine.llm.adaptive import AdaptiveLimit
@@ -25,23 +25,7 @@ from engine.llm.runner import run_requests
 from engine.testing import FakeOpenAIServer
 from engine.types import Completion, Request, SamplingParams
 
-TASK_YAML = """\
-name: concurrent
-output:
-  kind: news headline
-  min_words: 4
-  max_words: 14
-examples_per_label: 8
-labels:
-  - name: Oil
-    verbalization: crude oil prices, OPEC and oil production
-  - name: Earnings
-    verbalization: company quarterly earnings, profits and dividends
-retrieval:
-  min_similarity: 0.1
-  assign_labels: false   # hash-64 vectors carry little meaning; this test is about concurrency
-seed: 3
-"""
+TASK_YAML = oil_earnings_task("concurrent", examples_per_label=8, seed=3, assign_labels=False)
 
 
 def cli(*args: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
@@ -55,10 +39,7 @@ def cli(*args: str, env: dict[str, str] | None = None, log: Path | None = None) 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("concurrent")
-    corpus = write_reuters_slice(folder / "reuters.jsonl", 80)
-    root = folder / "indexes"
-    result = CliRunner().invoke(main, ["index", str(corpus), "--name", "news", "--embedder", "hash-64", "--root", str(root)])
-    assert result.exit_code == 0, result.output
+    root = index_reuters_slice(folder, 80)
     task = folder / "task.yaml"
     task.write_text(TASK_YAML, encoding="utf-8")
     return folder, root, task

@@ -24,25 +24,9 @@ from click.testing import CliRunner
 
 from engine.cli import main
 
-from conftest import REPO, write_reuters_slice
+from conftest import index_reuters_slice, oil_earnings_task, REPO
 
-TASK_YAML = """\
-name: kill-resume
-output:
-  kind: news headline
-  min_words: 4
-  max_words: 14
-examples_per_label: 5
-labels:
-  - name: Oil
-    verbalization: crude oil prices, OPEC and oil production
-  - name: Earnings
-    verbalization: company quarterly earnings, profits and dividends
-retrieval:
-  min_similarity: 0.1
-  assign_labels: false   # hash-64 vectors carry little meaning; this test is about kill and resume
-seed: 5
-"""
+TASK_YAML = oil_earnings_task("kill-resume", examples_per_label=5, seed=5, assign_labels=False)
 DELAY = 0.25  # seconds per fake call while a run waits to be killed
 DATASET_FILES = ("dataset.parquet", "dataset.jsonl", "rejected.jsonl", "manifest.json")
 
@@ -51,10 +35,7 @@ DATASET_FILES = ("dataset.parquet", "dataset.jsonl", "rejected.jsonl", "manifest
 def setup(tmp_path_factory):
     """A hash-64 index, the task spec, and an uninterrupted reference run (in process)."""
     folder = tmp_path_factory.mktemp("kill-resume")
-    corpus = write_reuters_slice(folder / "reuters.jsonl", 60)
-    root = folder / "indexes"
-    built = CliRunner().invoke(main, ["index", str(corpus), "--name", "news", "--embedder", "hash-64", "--root", str(root)])
-    assert built.exit_code == 0, built.output
+    root = index_reuters_slice(folder, 60)
     task = folder / "task.yaml"
     task.write_text(TASK_YAML, encoding="utf-8")
     reference = folder / "reference"

@@ -20,28 +20,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, require_small_model, write_reuters_slice
+from conftest import oil_earnings_task, REPO, require_small_model, write_reuters_slice
 from engine.cli import main
 from engine.embed import HashEmbedder
 from engine.index.reader import Index
 
-TASK_YAML = """\
-name: faults
-output:
-  kind: news headline
-  min_words: 4
-  max_words: 14
-examples_per_label: 6
-labels:
-  - name: Oil
-    verbalization: crude oil prices, OPEC and oil production
-  - name: Earnings
-    verbalization: company quarterly earnings, profits and dividends
-retrieval:
-  min_similarity: 0.1
-  assign_labels: false   # hash-64 vectors carry little meaning; these tests are about the disk
-seed: 5
-"""
+TASK_YAML = oil_earnings_task("faults", examples_per_label=6, seed=5, assign_labels=False)
 FINAL_NAMES = ("dataset.parquet", "dataset.jsonl", "manifest.json", "rejected.jsonl", "README.md")
 
 

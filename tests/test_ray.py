@@ -30,37 +30,18 @@ from engine.llm.replicas import ReplicaPool
 from engine.testing.server import FakeOpenAIServer
 from engine.types import SamplingParams
 
-from conftest import REPO, require_small_model, write_reuters_slice
+from conftest import index_reuters_slice, oil_earnings_task, REPO, require_small_model, write_reuters_slice
 
 ray = pytest.importorskip("ray", reason='Ray is an extra: pip install "seedbed[ray]" (scripts/install.sh installs it)')
 
-TASK_YAML = """\
-name: ray-run
-output:
-  kind: news headline
-  min_words: 4
-  max_words: 14
-examples_per_label: 12
-labels:
-  - name: Oil
-    verbalization: crude oil prices, OPEC and oil production
-  - name: Earnings
-    verbalization: company quarterly earnings, profits and dividends
-retrieval:
-  min_similarity: 0.1
-  assign_labels: false   # hash-64 vectors carry little meaning; this test is about where answers go
-seed: 11
-"""
+TASK_YAML = oil_earnings_task("ray-run", examples_per_label=12, seed=11, assign_labels=False)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A hash-64 index, the task spec, and the dataset a run in one process writes (the reference)."""
     folder = tmp_path_factory.mktemp("ray")
-    corpus = write_reuters_slice(folder / "reuters.jsonl", 80)
-    root = folder / "indexes"
-    built = CliRunner().invoke(main, ["index", str(corpus), "--name", "news", "--embedder", "hash-64", "--root", str(root)])
-    assert built.exit_code == 0, built.output
+    root = index_reuters_slice(folder, 80)
     task = folder / "task.yaml"
     task.write_text(TASK_YAML, encoding="utf-8")
     with FakeOpenAIServer() as server:

@@ -115,8 +115,9 @@ def synthesize_one(dataset: str, strategy: str, spec: dict, llm, args, out: Path
     task = load_task(spec["task"])
     task = dataclasses.replace(task, strategy=strategy, examples_per_label=args.per_label, verify="")
     run = out / dataset / strategy
-    budget = int(len(task.labels) * args.per_label * args.budget_factor)
-    print(f"== {dataset} / {strategy}: {len(task.labels)} labels x {args.per_label}, budget {budget} calls", flush=True)
+    budget = int(len(task.labels) * task.gathered_per_label * args.budget_factor)  # the confidence filter gathers more
+    gathered = f" (gathering {task.gathered_per_label} for the confidence filter)" if task.quality.confidence_keep else ""
+    print(f"== {dataset} / {strategy}: {len(task.labels)} labels x {args.per_label}{gathered}, budget {budget} calls", flush=True)
     index = Index.open(spec["index"], Path(args.root)) if strategy == "synthesizrr" else None
     # the leakage guard against the split the students are scored on (the bench's --reference)
     bench = spec["bench"]

@@ -6,9 +6,9 @@ turns the filter off). The student is multinomial logistic regression on the run
 embeddings (the index's embedder, else MiniLM), and each example is scored out of fold (5-fold,
 stratified): a student that saw the example would rate its own training set confident, so the
 paper's training-dynamics confidence is approximated by held-out confidence. The rest become
-`low_confidence` rejections. The filter runs once, after every round, so it leaves a label with
-about `confidence_keep` x its examples: ask for examples_per_label / confidence_keep to end near a
-target. Deterministic: a resumed run drops the same examples.
+`low_confidence` rejections. The filter runs once, after every round; a run gathers
+examples_per_label / confidence_keep per label first (`TaskSpec.gathered_per_label`), so the cut,
+capped at examples_per_label, ends at the target. Deterministic: a resumed run drops the same examples.
 """
 
 from __future__ import annotations
@@ -44,14 +44,15 @@ def out_of_fold_confidence(vectors: np.ndarray, labels: Sequence[str], folds: in
     return confidence
 
 
-def confidence_filter(pairs: list[tuple[Example, Request]], embedder, keep: float,
-                      seed: int = 0) -> tuple[list[tuple[Example, Request]], list[Rejection], dict]:
-    """Keep per label the top `keep` fraction of `pairs` by out-of-fold student confidence.
+def confidence_filter(pairs: list[tuple[Example, Request]], embedder, keep: float, seed: int = 0,
+                      target: int | None = None) -> tuple[list[tuple[Example, Request]], list[Rejection], dict]:
+    """Keep per label the top `keep` fraction of `pairs` by out-of-fold student confidence, and at
+    most `target` (the task's examples_per_label) of them.
 
     Returns:
         (kept pairs in their original order, `low_confidence` rejections, a report for the manifest).
-        When the set cannot train a student (one label, or a label with fewer than 2 examples) every
-        pair is kept and the report says why.
+        When the set cannot train a student (one label, or a label with fewer than 2 examples) no
+        pair is dropped for confidence, the first `target` per label are kept, and the report says why.
     """
     labels = [example.label for example, _ in pairs]
     counts = Counter(labels)
@@ -59,19 +60,34 @@ def confidence_filter(pairs: list[tuple[Example, Request]], embedder, keep: floa
                                         f"{FOLDS}-fold out-of-fold", "dropped": 0}
     if len(counts) < 2 or min(counts.values()) < 2:
         report["skipped"] = f"needs 2 labels with 2 examples each to train a student, got {dict(counts)}"
-        return pairs, [], report
+        kept, surplus = _first(pairs, target)
+        return kept, surplus, report
     vectors = embedder.encode([example.text for example, _ in pairs])
     confidence = out_of_fold_confidence(vectors, labels, min(FOLDS, min(counts.values())), seed)
     dropped: set[int] = set()
     per_label = {}
     for label in counts:
         rows = sorted((i for i, name in enumerate(labels) if name == label), key=lambda i: (-confidence[i], i))
-        cut = math.ceil(keep * len(rows))
+        cut = min(math.ceil(keep * len(rows)), target if target is not None else len(rows))
         dropped.update(rows[cut:])
         per_label[label] = {"kept": cut, "dropped": len(rows) - cut,
                             "threshold": round(float(confidence[rows[cut - 1]]), 4) if cut else None}
+    cap = f" (at most {target})" if target is not None else ""
     rejections = [Rejection(labels[i], "low_confidence", pairs[i][0].text,
                             f"student confidence {confidence[i]:.2f} in its label is below the label's top "
-                            f"{keep:.0%}", pairs[i][0].provenance) for i in sorted(dropped)]
+                            f"{keep:.0%}{cap}", pairs[i][0].provenance) for i in sorted(dropped)]
     report.update(dropped=len(dropped), per_label=per_label)
     return [pair for i, pair in enumerate(pairs) if i not in dropped], rejections, report
+
+
+def _first(pairs: list[tuple[Example, Request]], target: int | None) -> tuple[list, list[Rejection]]:
+    """Without a student: the first `target` pairs per label, the rest `surplus` rejections."""
+    kept, rejections, have = [], [], Counter()
+    for example, request in pairs:
+        have[example.label] += 1
+        if target is None or have[example.label] <= target:
+            kept.append((example, request))
+        else:
+            rejections.append(Rejection(example.label, "surplus", example.text,
+                                        "gathered for the confidence filter, which could not run", example.provenance))
+    return kept, rejections

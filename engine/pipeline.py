@@ -110,7 +110,8 @@ def _confidence_filter(task: TaskSpec, index: Index | None, outcomes: Outcomes) 
     from engine.embed import get_embedder
 
     embedder = index.embedder if index is not None else get_embedder()
-    kept, dropped, report = confidence_filter(outcomes.examples, embedder, task.quality.confidence_keep, task.seed)
+    kept, dropped, report = confidence_filter(outcomes.examples, embedder, task.quality.confidence_keep, task.seed,
+                                             task.examples_per_label)
     outcomes.examples[:] = kept
     outcomes.rejections.extend(dropped)
     outcomes.stages["confidence"] = report

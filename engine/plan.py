@@ -116,7 +116,7 @@ class SynthPlan:
         unknown = []
         for part in self.parts:
             if part.picks is None and not part.strategy.plans_before_setup:
-                requests += task.examples_per_label * len(part.labels)
+                requests += task.gathered_per_label * len(part.labels)
                 unknown.append(part.strategy.name)
                 continue
             rendered = first_round(task, part)
@@ -157,7 +157,7 @@ def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPla
     if not strategy.uses_retrieval:
         part = Part(strategy, templates, None, labels)
         return SynthPlan((part,), {}, None, 0, reference)
-    per_label = math.ceil(task.examples_per_label * max(1.0, options.overgenerate))
+    per_label = math.ceil(task.gathered_per_label * max(1.0, options.overgenerate))
     picks, report = strategy.retrieve(index, task, per_label)
     if reference is not None:
         picks = _without_leaks(picks, report.per_label, reference)

@@ -83,7 +83,7 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm: ChatLLM, journal: Journal
     ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
     judge = RoundJudge(task, llm, journal, options, progress, on_progress) if task.verify else None
     screen = Screen(task, llm, journal, options, progress, on_progress) if task.retrieval.screen else None
-    state = _Plan(want={name: task.examples_per_label for name in part_of}, cursor=dict.fromkeys(part_of, 0))
+    state = _Plan(want={name: task.gathered_per_label for name in part_of}, cursor=dict.fromkeys(part_of, 0))
     reviews = []
     for _ in range(options.max_rounds + max(part.strategy.planned_rounds(task) for part in parts) - 1):
         if progress.unsent:  # the call budget is spent: stop planning
@@ -152,13 +152,13 @@ def _collect(task: TaskSpec, part_of: dict[str, Part], requests: list[Request], 
 
 
 def _trim_surplus(task: TaskSpec, outcomes: Outcomes) -> None:
-    """Keep at most `examples_per_label` per label: examples that a review or the judge moved into a
+    """Keep at most `gathered_per_label` per label: examples that a review or the judge moved into a
     label that already has its examples become `surplus` rejections (the earliest are kept)."""
     have: dict[str, int] = {}
     kept = []
     for example, request in outcomes.examples:
         have[example.label] = have.get(example.label, 0) + 1
-        if have[example.label] <= task.examples_per_label:
+        if have[example.label] <= task.gathered_per_label:
             kept.append((example, request))
         else:
             outcomes.rejections.append(Rejection(example.label, "surplus", example.text,
@@ -173,7 +173,7 @@ def _still_wanted(task: TaskSpec, outcomes: Outcomes) -> dict[str, int]:
         have[example.label] = have.get(example.label, 0) + 1
     for request in outcomes.failed:
         have[request.label] = have.get(request.label, 0) + 1
-    return {name: task.examples_per_label - count for name, count in have.items() if name in have}
+    return {name: task.gathered_per_label - count for name, count in have.items() if name in have}
 
 
 def _plan_round(task: TaskSpec, part: Part, state: _Plan, history: list[Example], screen: Screen | None = None) -> list[Request]:
@@ -218,7 +218,7 @@ class _Checks:
 
 def first_round(task: TaskSpec, part: Part) -> list[Request]:
     """The requests a part's first round sends, planned as `run_rounds` plans them (no LLM call)."""
-    state = _Plan(want=dict.fromkeys(part.labels, task.examples_per_label), cursor=dict.fromkeys(part.labels, 0))
+    state = _Plan(want=dict.fromkeys(part.labels, task.gathered_per_label), cursor=dict.fromkeys(part.labels, 0))
     return _plan_round(task, part, state, [])
 
 

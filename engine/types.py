@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,8 @@ class QualityParams:
         grounding: ungrounded named entities: drop the example, flag (count) only, or off.
         confidence_keep: the cartography filter (engine/cartography.py): the fraction of each
             label's examples kept, by a student's confidence in their label (paper: 0.83; 0: off).
+            A run gathers examples_per_label / confidence_keep per label first, so the filter ends
+            at the target (`TaskSpec.gathered_per_label`).
     """
 
     near_duplicate: float = 0.0  # opt-in (0.7 recommended, the AG News spec sets it)
@@ -155,6 +158,13 @@ class TaskSpec:
     fallback: str = ""
     fallback_options: dict[str, Any] = field(default_factory=dict)
     quality: QualityParams = QualityParams()
+
+    @property
+    def gathered_per_label(self) -> int:
+        """Examples a run gathers per label before the confidence filter: `examples_per_label`, or
+        that over `quality.confidence_keep` (rounded up) so the filter's cut ends at the target."""
+        keep = self.quality.confidence_keep
+        return math.ceil(self.examples_per_label / keep - 1e-9) if keep else self.examples_per_label
 
     def label(self, name: str) -> LabelSpec:
         for spec in self.labels:

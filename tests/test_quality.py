@@ -172,3 +172,18 @@ def test_the_confidence_filter_keeps_everything_when_no_student_can_be_trained()
     pairs = [(Example("a text", "A", prov), None), (Example("another", "A", prov), None), (Example("b", "B", prov), None)]
     kept, dropped, report = confidence_filter(pairs, HashEmbedder(), keep=0.5)
     assert kept == pairs and dropped == [] and "needs 2 labels with 2 examples each" in report["skipped"]
+    kept, dropped, report = confidence_filter(pairs, HashEmbedder(), keep=0.5, target=1)  # gathered over the target
+    assert kept == [pairs[0], pairs[2]] and [(r.raw, r.reason) for r in dropped] == [("another", "surplus")]
+
+
+def test_the_confidence_filter_keeps_at_most_the_target_per_label():
+    """A run gathers examples_per_label / keep; the cut keeps the most confident, never over the target."""
+    from engine.cartography import confidence_filter
+    from engine.embed import HashEmbedder
+    from engine.types import Example, Provenance
+
+    prov = Provenance(None, None, None, None, None, "t", "h", "m", {}, 0, 0, 0)
+    pairs = [(Example(f"{label} text number {i}", label, prov), None) for label in "AB" for i in range(10)]
+    kept, dropped, report = confidence_filter(pairs, HashEmbedder(), keep=0.9, target=7)
+    assert {label: c["kept"] for label, c in report["per_label"].items()} == {"A": 7, "B": 7}
+    assert len(kept) == 14 and len(dropped) == 6 and all("(at most 7)" in r.detail for r in dropped)

@@ -106,15 +106,16 @@ def test_plan_counts_the_screening_questions_without_asking_them(mix_index, tmp_
     assert estimate["prompt_tokens"] > unscreened["prompt_tokens"]
 
 
-def test_a_run_with_the_confidence_filter_keeps_the_top_fraction_per_label_and_says_so(mix_index, tmp_path):
+def test_a_run_with_the_confidence_filter_gathers_more_then_keeps_the_most_confident_up_to_the_target(mix_index, tmp_path):
     task = make_task(labels=LABELS[:2], quality=QualityParams(near_duplicate=0.0, confidence_keep=0.75))
+    assert task.examples_per_label == 4 and task.gathered_per_label == 6  # ceil(4 / 0.75)
     result = synthesize(task, mix_index, ScriptedLLM(), SynthOptions(out=tmp_path / "run"))
-    assert result.kept == {"Business": 3, "Sports": 3}
+    assert result.calls == 12 and result.kept == {"Business": 4, "Sports": 4}
     manifest = json.loads(result.files["manifest"].read_text(encoding="utf-8"))
     confidence = manifest["stages"]["confidence"]
-    assert confidence["keep"] == 0.75 and confidence["dropped"] == 2
-    assert {label: c["dropped"] for label, c in confidence["per_label"].items()} == {"Business": 1, "Sports": 1}
+    assert confidence["keep"] == 0.75 and confidence["dropped"] == 4
+    assert {label: (c["kept"], c["dropped"]) for label, c in confidence["per_label"].items()} == {"Business": (4, 2), "Sports": (4, 2)}
     rejected = [json.loads(line) for line in result.files["rejected"].read_text(encoding="utf-8").splitlines()]
-    assert sum(r["reason"] == "low_confidence" for r in rejected) == 2
+    assert sum(r["reason"] == "low_confidence" for r in rejected) == 4
     again = synthesize(task, mix_index, ScriptedLLM(), SynthOptions(out=tmp_path / "run"))
     assert again.calls == 0 and again.kept == result.kept

@@ -51,7 +51,7 @@ class LabelCoverage:
 
 def assess(task: TaskSpec, per_label_report: dict[str, dict], wanted: int) -> dict[str, LabelCoverage]:
     """Verdicts per label from a retrieval report (`RetrievalReport.per_label`)."""
-    return {spec.name: _one(spec.name, per_label_report[spec.name], task.examples_per_label, wanted)
+    return {spec.name: _one(spec.name, per_label_report[spec.name], task.gathered_per_label, wanted)
             for spec in task.labels}
 
 

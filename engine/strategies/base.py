@@ -160,7 +160,7 @@ class Strategy(ABC):
 
 class LabelOnlyStrategy(Strategy):
     """A strategy that writes examples from the labels alone, without retrieval: subclasses implement
-    `plan_counts`, and `plan` asks it for `examples_per_label` of every label."""
+    `plan_counts`, and `plan` asks it for `gathered_per_label` of every label."""
 
     uses_retrieval: ClassVar[bool] = False
 
@@ -170,12 +170,12 @@ class LabelOnlyStrategy(Strategy):
         hits_by_label: Mapping[str, list[Hit]],
         templates: Mapping[str, Template],
     ) -> list[Request]:
-        """`plan_counts` for `examples_per_label` of every label of the task; `hits_by_label` is ignored.
+        """`plan_counts` for `gathered_per_label` of every label of the task; `hits_by_label` is ignored.
 
         Raises:
             ConfigError: what `plan_counts` raises, e.g. a template missing from `templates`.
         """
-        return self.plan_counts(task, {label.name: task.examples_per_label for label in task.labels}, templates)
+        return self.plan_counts(task, {label.name: task.gathered_per_label for label in task.labels}, templates)
 
 
 def available_strategies() -> tuple[str, ...]:

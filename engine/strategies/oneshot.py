@@ -145,7 +145,7 @@ class OneShot(LabelOnlyStrategy):
 
     def planned_rounds(self, task: TaskSpec) -> int:
         """With `rounds_of`, a label's requests are spread over ceil(requests / rounds_of) rounds."""
-        requests = -(-task.examples_per_label // self.per_call)
+        requests = -(-task.gathered_per_label // self.per_call)
         return max(1, -(-requests // self.rounds_of)) if self.rounds_of else 1
 
     def _batch_sizes(self, wanted: int) -> list[int]:

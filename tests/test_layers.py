@@ -24,9 +24,10 @@ ADAPTERS = ("engine.cli", "engine.cli_common", "engine.cli_synth", "engine.cli_s
             "engine.api")
 BASE = ("engine.types", "engine.errors")
 LOW = ("engine.corpus", "engine.embed", "engine.index", "engine.llm", "engine.runtime", "engine.testing", "engine.journal",
-       "engine.cache", "engine.prompts", "engine.resources", "engine.ids", "engine.files", "engine.injection")
+       "engine.cache", "engine.prompts", "engine.resources", "engine.ids", "engine.files", "engine.injection", "engine.remote")
 HIGH = ("engine.pipeline", "engine.plan", "engine.run_folder", "engine.rounds", "engine.calls", "engine.retrieval",
-        "engine.strategies", "engine.metrics", "engine.quality", "engine.cartography", "engine.verify", "engine.card")
+        "engine.strategies", "engine.metrics", "engine.quality", "engine.cartography", "engine.verify", "engine.card",
+        "engine.remote_run")
 
 
 def module_name(path: Path) -> str:

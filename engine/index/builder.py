@@ -20,6 +20,7 @@ from engine.index import dense, lexical, store
 from engine.files import write_json_atomic
 from engine.index.manifest import Manifest, manifest_dict, read_manifest
 from engine.index.reader import index_path, recover as _recover
+from engine.remote import is_remote
 from engine.types import Passage
 
 __all__ = ["BuildResult", "build_index", "writer_lock"]
@@ -41,7 +42,7 @@ def build_index(
     corpus: str | Path,
     name: str,
     embedder,
-    root: Path = Path("indexes"),
+    root: Path | str = Path("indexes"),
     options: CorpusOptions = CorpusOptions(),
     add: bool = False,
     force: bool = False,
@@ -58,7 +59,7 @@ def build_index(
         corpus: a corpus file or folder.
         name: index name (a folder name, validated).
         embedder: the Embedder to use (must match the index's when adding).
-        root: folder holding indexes.
+        root: folder holding indexes, or an s3:// URI (see engine/index/remote.py).
         options: text fields and chunking.
         add: append new passages to an existing index (only new ones are embedded).
         force: replace an existing index of that name.
@@ -68,7 +69,8 @@ def build_index(
             index, row for row. Not with `add`.
 
     Raises:
-        ConfigError: bad name, or an existing index without --add/--force.
+        ConfigError: bad name, or an existing index without --add/--force; for an s3:// root, a missing bucket,
+            denied access or an unreachable endpoint.
         IndexNotFound: `add=True` on a missing index. IndexMismatch: another embedder.
         CorpusError: unreadable or empty corpus.
     """
@@ -78,6 +80,11 @@ def build_index(
     if ray and add:
         raise ConfigError("--add with --ray is not supported yet: add locally (only new passages are embedded), "
                           "or rebuild with --ray --force")
+    if is_remote(root):  # built here in a staging folder by this function, then published (engine/index/remote.py)
+        from engine.index.remote import build_remote
+
+        return build_remote(corpus, name, embedder, str(root), add, force, options=options, progress=progress, ray=ray,
+                            ray_workers=ray_workers)
     with writer_lock(Path(root), name):
         _check_target(target, name, add, force)
         work = Path(root) / f".{name}.tmp-{os.getpid()}-{int(time.time())}"

@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.errors import IndexMismatch, IndexStoreError
 
-__all__ = ["Manifest", "FORMAT_VERSION", "read_manifest", "manifest_dict"]
+__all__ = ["Manifest", "FORMAT_VERSION", "read_manifest", "parse_manifest", "manifest_dict"]
 
 FORMAT_VERSION = 1
 
@@ -56,15 +56,25 @@ def read_manifest(folder: Path) -> Manifest:
         raise IndexStoreError(f"{path} is missing: {folder} is not a complete Seedbed index; rebuild it with `seedbed index`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexStoreError(f"{path} is not valid JSON ({exc}); rebuild the index with `seedbed index ... --force`") from None
+    return parse_manifest(raw, str(path))
+
+
+def parse_manifest(raw: dict[str, Any], where: str) -> Manifest:
+    """A Manifest from its JSON object (read from `where`, named in errors); unknown keys are ignored.
+
+    Raises:
+        IndexMismatch: written by an incompatible on-disk format.
+    """
     version = raw.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexMismatch(
-            f"{path}: index format version {version!r}, this Seedbed reads version {FORMAT_VERSION}; "
+            f"{where}: index format version {version!r}, this Seedbed reads version {FORMAT_VERSION}; "
             "rebuild the index with `seedbed index ... --force`"
         )
-    raw["sources"] = tuple(raw.get("sources", ()))
     known = set(Manifest.__dataclass_fields__)
-    return Manifest(**{k: v for k, v in raw.items() if k in known})
+    fields = {k: v for k, v in raw.items() if k in known}
+    fields["sources"] = tuple(raw.get("sources", ()))
+    return Manifest(**fields)
 
 
 def manifest_dict(manifest: Manifest) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from engine.files import validate_name
 from engine.errors import ConfigError, IndexNotFound, IndexStoreError
 from engine.index import dense, lexical, store
 from engine.index.manifest import Manifest, read_manifest
+from engine.remote import is_remote
 from engine.types import Hit, Passage
 
 __all__ = ["Index", "MODES", "check_query", "RRF_K", "index_path", "list_indexes", "recover"]
@@ -27,8 +28,12 @@ def index_path(name: str, root: Path) -> Path:
     return Path(root) / validate_name(name)
 
 
-def list_indexes(root: Path) -> list[Manifest]:
-    """Manifests of every complete index under `root`."""
+def list_indexes(root: Path | str) -> list[Manifest]:
+    """Manifests of every complete index under `root` (a folder, or an s3:// URI)."""
+    if is_remote(root):
+        from engine.index.remote import list_remote
+
+        return list_remote(str(root))
     root = Path(root)
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
@@ -55,21 +60,21 @@ class Index:
     embedder: object
 
     @classmethod
-    def open(cls, name: str, root: Path = Path("indexes"), embedder=None) -> "Index":
-        """Open index `name` under `root`.
+    def open(cls, name: str, root: Path | str = Path("indexes"), embedder=None) -> "Index":
+        """Open index `name` under `root`: a folder, or an s3:// URI whose index is copied to a local cache
+        first (engine/index/remote.py), so searching it stays local.
 
         Raises:
             IndexNotFound: no such index (the message lists the ones that exist).
             IndexMismatch: `embedder` differs from the one the index was built with.
+            ConfigError: for an s3:// root, a missing bucket, denied access or an unreachable endpoint.
         """
-        folder = index_path(name, root)
-        recover(folder)
-        if not (folder / "manifest.json").is_file():
-            names = [m.name for m in list_indexes(root)] if Path(root).is_dir() else []
-            raise IndexNotFound(
-                f"no index named {name!r} under {root}; existing: {', '.join(names) or '(none)'}. "
-                f"Build it with `seedbed index CORPUS --name {name}`"
-            )
+        if is_remote(root):
+            from engine.index.remote import fetch
+
+            folder = fetch(name, str(root))
+        else:
+            folder = _local_folder(name, Path(root))
         manifest = read_manifest(folder)
         if embedder is None:
             from engine.embed import get_embedder
@@ -156,6 +161,23 @@ class Index:
                 fused[int(row)] = fused.get(int(row), 0.0) + 1.0 / (RRF_K + rank)
         ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
         return np.array([r for r, _ in ordered], dtype=np.int64), np.array([s for _, s in ordered])
+
+
+def _local_folder(name: str, root: Path) -> Path:
+    """The folder of index `name` under `root`, after crash recovery.
+
+    Raises:
+        IndexNotFound: no such index (the message lists the ones that exist).
+    """
+    folder = index_path(name, root)
+    recover(folder)
+    if not (folder / "manifest.json").is_file():
+        names = [m.name for m in list_indexes(root)] if root.is_dir() else []
+        raise IndexNotFound(
+            f"no index named {name!r} under {root}; existing: {', '.join(names) or '(none)'}. "
+            f"Build it with `seedbed index CORPUS --name {name}`"
+        )
+    return folder
 
 
 def recover(target: Path) -> None:

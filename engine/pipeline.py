@@ -7,6 +7,7 @@ its folder (engine/run_folder.py).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -18,6 +19,7 @@ from engine.index.reader import Index, check_query
 from engine.journal import JOURNAL_NAME, Journal
 from engine.plan import SynthOptions, SynthPlan, plan, prepare
 from engine.quality import QualityChecks
+from engine.remote import is_remote
 from engine.rounds import Outcomes, run_rounds
 from engine.run_folder import SynthResult, check_run_identity, finish, locked, task_fingerprint
 from engine.types import Hit, TaskSpec
@@ -70,18 +72,28 @@ def synthesize(
     on_progress: Callable[[SynthProgress], None] | None = None,
     endpoint: str = "",
     synth_plan: SynthPlan | None = None,
+    on_round: Callable[[], None] | None = None,
 ) -> SynthResult:
     """Retrieve passages per label, have the LLM refine each into an example, filter, write.
 
     Completed answers are journalled as they arrive; re-running into the same folder reuses
     them, so an interrupted run continues without paying twice. Labels the index cannot support
     are made by the task's fallback strategy in the same run (see `plan`; pass its result as
-    `synth_plan` when it was already made).
+    `synth_plan` when it was already made). `options.out` may be an s3:// URI: the run works in a
+    local copy of that folder and uploads it (engine/remote_run.py). `on_round` is called after each round.
 
     Raises:
-        ConfigError: the folder holds a different task (without `fresh`) or is locked by another run.
+        ConfigError: the folder holds a different task (without `fresh`) or is locked by another run; for an
+            s3:// folder, a missing bucket, denied access or an unreachable endpoint.
         LLMFatalError: the endpoint failed for good (what finished is kept in the journal).
     """
+    if is_remote(options.out):
+        from engine.remote_run import staged_run
+
+        with staged_run(options.out) as staged:
+            local = dataclasses.replace(options, out=staged.folder)
+            result = synthesize(task, index, llm, local, on_progress, endpoint, synth_plan, on_round=staged.push_journal)
+            return staged.publish(result)
     started = time.monotonic()
     synth_plan = synth_plan or plan(task, index, options)
     with locked(options.out):
@@ -95,7 +107,8 @@ def synthesize(
             for part in synth_plan.parts:
                 setup[part.strategy.name] = part.strategy.setup(task, part.templates, ask, options.out)
             quality = QualityChecks(task, synth_plan.reference, extractor=_entity_extractor)
-            outcomes = run_rounds(task, list(synth_plan.parts), llm, journal, options, progress, on_progress, quality)
+            outcomes = run_rounds(task, list(synth_plan.parts), llm, journal, options, progress, on_progress, quality,
+                                  on_round)
             outcomes.stages["quality"] = quality.report()
             if task.quality.confidence_keep:
                 _confidence_filter(task, index, outcomes)

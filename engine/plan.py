@@ -18,6 +18,7 @@ from engine.rounds import Part, first_round
 from engine.retrieval.coverage import LabelCoverage, assess, routing
 from engine.strategies.base import get_strategy
 from engine.index.reader import Index
+from engine.remote import is_remote
 from engine.types import Hit, Request, TaskSpec
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class SynthOptions:
     """How to run a synthesis (the task spec says what to make).
 
     Args:
-        out: output folder (created; re-running into it resumes).
+        out: output folder (created; re-running into it resumes), or an s3:// URI (engine/remote_run.py).
         concurrency: requests in flight (match the server's parallel slots), or an
             `engine.llm.adaptive.AdaptiveLimit` that adapts it (kept across rounds and stages).
         fresh: accept a changed task spec in an existing output folder.
@@ -54,7 +55,7 @@ class SynthOptions:
             a student will be scored on); see engine/quality.py.
     """
 
-    out: Path
+    out: Path | str
     concurrency: int | AdaptiveLimit = 4
     fresh: bool = False
     structured_output: bool = False
@@ -212,7 +213,7 @@ def prepare(task: TaskSpec, index: Index | None, options: SynthOptions) -> tuple
         from engine.retrieval.screen import SCREEN_TEMPLATE
 
         load_template(SCREEN_TEMPLATE, options.prompts_dir)  # a missing screen template fails now
-    if options.out.exists() and not options.out.is_dir():
+    if not is_remote(options.out) and options.out.exists() and not options.out.is_dir():
         raise ConfigError(f"--out {options.out} is a file; pass a folder for the dataset")
     return strategy, templates
 

@@ -8,7 +8,7 @@ Label verification, when asked for, judges the kept examples through the same jo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -68,14 +68,16 @@ class Part:
 
 
 def run_rounds(task: TaskSpec, parts: list[Part], llm: ChatLLM, journal: Journal | CachedJournal, options: SynthOptions,
-               progress: Progress, on_progress: OnProgress | None, quality: QualityChecks | None = None) -> Outcomes:
+               progress: Progress, on_progress: OnProgress | None, quality: QualityChecks | None = None,
+               on_round: Callable[[], None] | None = None) -> Outcomes:
     """Plan, call, parse, review and verify in rounds until every label has its examples.
 
     Every part's requests of a round are sent together. Review (e.g. TarGEN's self-correction) and
     label verification run on each round's new examples, so what they drop or move is replaced in
     the next round. There are up to `max_rounds` rounds, plus the extra rounds a strategy spreads
     its plan over (oneshot's `rounds_of`). One deduper spans every part, so no text is kept twice;
-    `quality` (an `engine.quality.QualityChecks`) adds near-duplicate, leakage and grounding checks.
+    `quality` (an `engine.quality.QualityChecks`) adds near-duplicate, leakage and grounding checks;
+    `on_round` is called after each round (a run folder on S3 uploads its journal then).
     """
     outcomes = Outcomes()
     deduper = _Checks(Deduper(), quality)
@@ -111,6 +113,8 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm: ChatLLM, journal: Journal
         outcomes.examples[start:] = judge.check(kept, outcomes) if judge else kept
         _trim_surplus(task, outcomes)
         state.want = {name: n for name, n in _still_wanted(task, outcomes).items() if name in part_of}
+        if on_round:
+            on_round()
     outcomes.stages["review"] = reviews[0] if len(reviews) == 1 else reviews
     if judge:
         outcomes.verification = judge.summary()

@@ -1,0 +1,163 @@
+"""A run folder on S3 (`--out s3://bucket/runs/x`): the run works in a local copy and uploads it.
+
+The local copy is `remote_cache_dir()/runs/<sha of the URI>/run/`. Before the run the remote folder
+is downloaded into it, journals merged line by line (answers this machine journalled but never
+uploaded are kept too), so a re-run on any machine resumes from the uploaded journal and pays for no
+answer twice. The journal is uploaded after every round, and when the run stops on an error; at the
+end the files go up with manifest.json last, after the old one was removed, so a manifest.json in the
+bucket always describes the dataset files beside it. A journal is uploaded up to its last complete line.
+
+One process per machine runs a given URI (a lock beside the local copy, as `engine.run_folder.locked`
+locks a local folder); two machines running one URI at once are not detected (S3 has no lock), and
+the last upload wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from engine.errors import ConfigError
+from engine.journal import JOURNAL_NAME, shard_dir
+from engine.remote import Remote, local_cache
+from engine.run_folder import RUN_FILE, SynthResult, locked
+
+__all__ = ["StagedRun", "staged_run", "remote_run_exists"]
+
+MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StagedRun:
+    """A remote run folder and its local copy, where the run writes."""
+
+    remote: Remote
+    folder: Path
+
+    def pull(self) -> None:
+        """Download the remote folder into the local copy, merging journals."""
+        for rel in sorted(self.remote.list_files()):
+            if any(part.startswith(".") for part in rel.split("/")):
+                continue  # never uploaded by a run: not ours
+            local = self.folder / rel
+            if _is_journal(rel) and local.exists():
+                copy = local.with_name(f".{local.name}.remote-{os.getpid()}")
+                try:
+                    if self.remote.get_file(rel, copy):
+                        _merge_lines(local, copy)
+                finally:
+                    copy.unlink(missing_ok=True)
+            else:
+                self.remote.get_file(rel, local)
+
+    def push_journal(self) -> None:
+        """Upload the journal (and its worker shards) as far as its last complete line."""
+        for path in self._files():
+            rel = path.relative_to(self.folder).as_posix()
+            if _is_journal(rel):
+                self.remote.put_file(path, rel, limit=_complete_lines(path))
+
+    def publish(self, result: SynthResult) -> SynthResult:
+        """Upload the finished run, manifest.json last; `result` with its files named by URI."""
+        self.remote.delete(MANIFEST)  # until the new one is up, no manifest describes files being replaced
+        for path in self._files():
+            rel = path.relative_to(self.folder).as_posix()
+            if rel != MANIFEST:
+                self.remote.put_file(path, rel, limit=_complete_lines(path) if _is_journal(rel) else None)
+        self.remote.put_file(self.folder / MANIFEST, MANIFEST)
+        files = {kind: self.remote.uri_of(Path(path).relative_to(self.folder).as_posix())
+                 for kind, path in result.files.items()}
+        return dataclasses.replace(result, out=self.remote.uri, files=files)
+
+    def _files(self) -> list[Path]:
+        """The run's files: everything but hidden ones (the lock, temp files of atomic writes)."""
+        return sorted(path for path in self.folder.rglob("*") if path.is_file()
+                      and not any(part.startswith(".") for part in path.relative_to(self.folder).parts))
+
+
+@contextmanager
+def staged_run(location: str | Path) -> Iterator[StagedRun]:
+    """Lock the local copy of the remote run folder `location`, pull it, and yield it; on an error, upload
+    the journal before re-raising (what was paid for is kept in the bucket).
+
+    Raises:
+        ConfigError: storage problems (one line each); another process of this machine runs this URI.
+    """
+    remote = Remote.connect(location)
+    base = local_cache(remote.uri, "runs")
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(locked(base))
+        except ConfigError:
+            raise ConfigError(f"another seedbed run on this machine is writing to {remote.uri} (lock {base / '.lock'}); "
+                              "wait for it or choose another --out") from None
+        staged = StagedRun(remote, base / "run")
+        staged.folder.mkdir(parents=True, exist_ok=True)
+        staged.pull()
+        try:
+            yield staged
+        except BaseException:
+            _push_quietly(staged)
+            raise
+
+
+def remote_run_exists(location: str | Path) -> bool:
+    """Whether the remote run folder `location` holds a run (its run.json)."""
+    return Remote.connect(location).read_bytes(RUN_FILE) is not None
+
+
+def _push_quietly(staged: StagedRun) -> None:
+    """Upload the journal of a run that failed; a failure here must not hide the run's own error."""
+    try:
+        staged.push_journal()
+    except (ConfigError, OSError) as exc:
+        log.warning("could not upload the journal to %s (%s); it is kept in %s and merged on the next run here",
+                    staged.remote.uri, exc, staged.folder)
+
+
+def _is_journal(rel: str) -> bool:
+    return rel == JOURNAL_NAME or (rel.startswith(shard_dir(Path(JOURNAL_NAME)).name + "/") and rel.endswith(".jsonl"))
+
+
+def _complete_lines(path: Path) -> int:
+    """Bytes of `path` up to and including its last newline (a line being appended is left for the next upload)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            block = handle.read(end - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+    return 0
+
+
+def _merge_lines(local: Path, other: Path) -> None:
+    """Append to `local` the complete lines of `other` it lacks (journal entries are keyed, so order is free)."""
+    seen = set()
+    with open(local, "rb") as handle:
+        for line in handle:
+            seen.add(hashlib.sha1(line.rstrip(b"\n")).digest())
+    torn = local.stat().st_size > 0 and not _ends_with_newline(local)
+    with open(other, "rb") as source, open(local, "ab") as target:
+        if torn:
+            target.write(b"\n")
+        for line in source:
+            if line.endswith(b"\n") and hashlib.sha1(line.rstrip(b"\n")).digest() not in seen:
+                target.write(line)
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"

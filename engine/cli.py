@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from engine.cli_bench import bench
-from engine.cli_common import INDEX_ROOT, PROMPTS, bundled_path, friendly
+from engine.cli_common import INDEX_ROOT, LOCATION, PROMPTS, bundled_path, friendly
 from engine.cli_runtime import models, setup
 from engine.cli_serve import serve
 
@@ -52,7 +52,7 @@ main.add_command(setup)
 @INDEX_ROOT
 @friendly
 def index_cmd(corpus: Path, name: str, text_field: str, chunk_words: int, min_words: int, add: bool, force: bool,
-              embedder: str, ray_address: str | None, ray_workers: int, root: Path) -> None:
+              embedder: str, ray_address: str | None, ray_workers: int, root: Path | str) -> None:
     """Index CORPUS (a .jsonl/.csv/.parquet/.txt file or a folder of them, or bundled:reuters-sample /
     bundled:news-mix, the sample corpora) as NAME."""
     corpus = bundled_path(corpus, "corpora")
@@ -81,7 +81,7 @@ def index_cmd(corpus: Path, name: str, text_field: str, chunk_words: int, min_wo
     click.echo(
         f"index {m.name!r}: {m.passages} passages ({result.added} added from {s.documents} documents; "
         f"{s.duplicates} duplicates, {s.empty_documents} empty, {s.too_short} too short dropped), "
-        f"dense={m.dense_kind}, {result.seconds:.1f}s -> {root / m.name}"
+        f"dense={m.dense_kind}, {result.seconds:.1f}s -> {root}/{m.name}"
     )
 
 
@@ -93,7 +93,7 @@ def index_cmd(corpus: Path, name: str, text_field: str, chunk_words: int, min_wo
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @INDEX_ROOT
 @friendly
-def search(name: str, query: str, k: int, mode: str, as_json: bool, root: Path) -> None:
+def search(name: str, query: str, k: int, mode: str, as_json: bool, root: Path | str) -> None:
     """Search index NAME for QUERY and print ranked passages with scores."""
     from engine.pipeline import search as run_search
 
@@ -109,7 +109,8 @@ def search(name: str, query: str, k: int, mode: str, as_json: bool, root: Path) 
 @main.command()
 @click.argument("task", type=click.Path(path_type=Path))
 @click.option("--index", "index_name", help="Index to retrieve passages from (not needed by fewgen).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder (re-run into it to resume).")
+@click.option("--out", type=LOCATION, required=True,
+              help="Output folder, or s3://bucket/prefix (re-run into it to resume, from any machine for s3://).")
 @click.option("--base-url", "base_urls", multiple=True, envvar="SEEDBED_BASE_URL",
               help="OpenAI-compatible endpoint, e.g. http://host:8000/v1 (default: the embedded llama.cpp server). Give it "
                    "again for more replicas of the same model: requests are spread over them and a failing one is drained.")
@@ -144,18 +145,18 @@ def search(name: str, query: str, k: int, mode: str, as_json: bool, root: Path) 
 @INDEX_ROOT
 @PROMPTS
 @friendly
-def synth(task: Path, index_name: str | None, out: Path, base_urls: tuple[str, ...], model: str | None, api_key: str | None,
+def synth(task: Path, index_name: str | None, out: Path | str, base_urls: tuple[str, ...], model: str | None, api_key: str | None,
           concurrency: str, ray_address: str | None, ray_workers: int, structured: bool, fresh: bool, resume: bool, fake: bool, examples_per_label: int | None,
           max_calls: int | None, max_tokens_total: int | None, max_cost: float | None, price_in: float | None,
           price_out: float | None, cache: bool, strategy: str | None, verify: str | None, reference: Path | None,
-          reference_text_field: str, root: Path) -> None:
+          reference_text_field: str, root: Path | str) -> None:
     """Synthesize a labelled dataset for TASK (a YAML/TOML spec, or bundled:ag_news and the like) from an index."""
     from engine.cli_synth import Budget, Overrides, Scale, run_synth
 
     task = bundled_path(task, "tasks")
     if resume and fresh:
         raise click.UsageError("--resume continues the run in --out; --fresh replaces it: give one of them")
-    if resume and not (out / "run.json").exists():
+    if resume and not _holds_run(out):
         from engine.errors import ConfigError
 
         raise ConfigError(f"--resume: {out} holds no run to continue (no run.json); drop --resume to start one")
@@ -175,6 +176,17 @@ def synth(task: Path, index_name: str | None, out: Path, base_urls: tuple[str, .
               scale=Scale(replicas=tuple(base_urls[1:]), ray=ray_address, ray_workers=ray_workers))
 
 
+def _holds_run(out: Path | str) -> bool:
+    """Whether the --out folder (or s3:// URI) holds a run to continue."""
+    from engine.remote import is_remote
+
+    if is_remote(out):
+        from engine.remote_run import remote_run_exists
+
+        return remote_run_exists(out)
+    return (Path(out) / "run.json").exists()
+
+
 @main.command("plan")
 @click.argument("task", type=click.Path(path_type=Path))
 @click.option("--index", "index_name", help="Index to retrieve passages from (not needed by fewgen).")
@@ -185,7 +197,7 @@ def synth(task: Path, index_name: str | None, out: Path, base_urls: tuple[str, .
 @PROMPTS
 @friendly
 def plan_cmd(task: Path, index_name: str | None, examples_per_label: int | None, strategy: str | None, model: str | None,
-             root: Path) -> None:
+             root: Path | str) -> None:
     """Show what `synth` would do for TASK: coverage per label, routing, calls, tokens, time. No LLM call."""
     from engine.cli_synth import Overrides, run_plan
 
@@ -257,7 +269,7 @@ def init(folder: Path, with_prompts: bool) -> None:
 @main.command("indexes")
 @INDEX_ROOT
 @friendly
-def indexes_cmd(root: Path) -> None:
+def indexes_cmd(root: Path | str) -> None:
     """List the indexes under --root."""
     from engine.index.reader import list_indexes
 

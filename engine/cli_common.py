@@ -1,5 +1,5 @@
-"""What every `seedbed` command shares: the --root and --prompts options, `bundled:NAME` paths, and
-the wrapper that turns errors into one line and an exit code."""
+"""What every `seedbed` command shares: the --root and --prompts options, folders that may be s3:// URIs,
+`bundled:NAME` paths, and the wrapper that turns errors into one line and an exit code."""
 
 from __future__ import annotations
 
@@ -13,14 +13,28 @@ from typing import Callable, ParamSpec, TypeVar
 import click
 
 from engine.errors import SeedbedError
+from engine.remote import is_remote
 
-__all__ = ["INDEX_ROOT", "PROMPTS", "bundled_path", "friendly", "os_error_line"]
+__all__ = ["INDEX_ROOT", "LOCATION", "PROMPTS", "bundled_path", "friendly", "os_error_line"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-INDEX_ROOT = click.option("--root", type=click.Path(path_type=Path), default=Path("indexes"), show_default=True,
-                          envvar="SEEDBED_INDEXES", help="Folder holding indexes.")
+
+class _Location(click.ParamType):
+    """A folder as a Path, or an s3:// URI kept as text (a Path would fold its '//' into '/')."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        return value.rstrip("/") if is_remote(value) else Path(value)
+
+
+LOCATION = _Location()
+INDEX_ROOT = click.option("--root", type=LOCATION, default=Path("indexes"), show_default=True, envvar="SEEDBED_INDEXES",
+                          help="Folder holding indexes, or s3://bucket/prefix (credentials from AWS_* variables).")
 
 
 def _use_prompts(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:

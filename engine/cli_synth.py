@@ -50,9 +50,9 @@ class Scale:
     ray_workers: int = 2
 
 
-def run_synth(task_path: Path, index_name: str | None, out: Path, base_url: str | None, model: str | None,
+def run_synth(task_path: Path, index_name: str | None, out: Path | str, base_url: str | None, model: str | None,
               api_key: str | None, concurrency: int | str, structured: bool, fresh: bool, fake: bool, overrides: Overrides,
-              root: Path, budget: Budget = Budget(), use_cache: bool = True,
+              root: Path | str, budget: Budget = Budget(), use_cache: bool = True,
               reference: tuple[str, ...] | None = None, scale: Scale = Scale()) -> SynthResult:
     """Load the task and index, open the LLM, run the synthesis with a progress bar, print a summary."""
     from engine.config import load_task
@@ -103,7 +103,7 @@ def run_synth(task_path: Path, index_name: str | None, out: Path, base_url: str 
     return result
 
 
-def run_plan(task_path: Path, index_name: str | None, overrides: Overrides, root: Path, model: str | None) -> None:
+def run_plan(task_path: Path, index_name: str | None, overrides: Overrides, root: Path | str, model: str | None) -> None:
     """`seedbed plan`: coverage per label, routing and the estimated calls, tokens and time; no LLM call."""
     from engine.config import load_task
     from engine.index.reader import Index

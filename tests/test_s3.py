@@ -1,0 +1,340 @@
+"""Indexes and run folders on object storage, against moto's S3 server on loopback (the dev extra):
+build, add, open and search an s3:// index like a local one; synthesize into an s3:// run folder and
+resume it from the bucket on a machine with no local copy; one-line errors that leave nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import urllib.request
+import uuid
+
+import pytest
+
+from engine.embed import HashEmbedder
+from engine.errors import ConfigError, IndexNotFound, LLMFatalError
+from engine.index.builder import build_index
+from engine.index.reader import Index, list_indexes
+from engine.pipeline import SynthOptions, synthesize
+from engine.remote import Remote
+from engine.testing import ScriptedLLM
+
+from conftest import oil_earnings_task, write_reuters_slice
+
+moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra: pip install -e '.[dev]'")
+
+SECRET = "seedbed-test-secret-d41d8cd9"
+EMBEDDER = HashEmbedder(64)
+QUERIES = ("crude oil prices OPEC", "quarterly net profit dividend", "wheat exports", "bank interest rates")
+RUN_FILES = {"dataset.parquet", "dataset.jsonl", "rejected.jsonl", "manifest.json", "README.md", "run.json", "journal.jsonl"}
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(endpoint, monkeypatch, tmp_path):
+    """A fresh bucket on the loopback server, the AWS_* environment pointing at it, and a private local cache."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "seedbed-test-key", "AWS_SECRET_ACCESS_KEY": SECRET,
+                        "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SEEDBED_REMOTE_CACHE_DIR", str(tmp_path / "remote-cache"))
+    from pyarrow.fs import S3FileSystem
+
+    name = f"seedbed-{uuid.uuid4().hex[:12]}"
+    S3FileSystem(access_key="seedbed-test-key", secret_key=SECRET, endpoint_override=endpoint.removeprefix("http://"),
+                 scheme="http", region="us-east-1", allow_bucket_creation=True).create_dir(name)
+    return name
+
+
+def objects(uri: str) -> dict[str, int]:
+    return Remote.connect(uri).list_files()
+
+
+def top10(index: Index, mode: str) -> list[list[tuple[str, float]]]:
+    return [[(hit.passage.id, round(hit.score, 6)) for hit in index.search(q, k=10, mode=mode)] for q in QUERIES]
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert "\n" not in message and SECRET not in message and "seedbed-test-key" not in message
+    return message
+
+
+# --- indexes --------------------------------------------------------------------------------------
+
+
+def test_an_index_on_s3_searches_exactly_like_the_same_build_done_locally(bucket, tmp_path):
+    corpus = write_reuters_slice(tmp_path / "reuters.jsonl", 60)
+    root = f"s3://{bucket}/indexes"
+    remote = build_index(corpus, "news", EMBEDDER, root=root)
+    local = build_index(corpus, "news", EMBEDDER, root=tmp_path / "local")
+    assert remote.manifest.corpus_fingerprint == local.manifest.corpus_fingerprint
+    assert remote.manifest.passages == local.manifest.passages > 50
+
+    pointer = json.loads(Remote.connect(root).read_bytes("news/manifest.json"))
+    build_id = pointer["build"]["id"]
+    listed = objects(root)
+    assert {f"news/builds/{build_id}/{rel}": size for rel, size in pointer["build"]["files"].items()} == {
+        rel: size for rel, size in listed.items() if rel != "news/manifest.json"}
+    assert {"manifest.json", "dense.faiss"} <= set(pointer["build"]["files"])
+    assert any(rel.startswith("store/passages.lance/") for rel in pointer["build"]["files"])
+    assert "local cache" in pointer["build"]["read"]
+    assert [m.name for m in list_indexes(root)] == ["news"]
+
+    shutil.rmtree(tmp_path / "remote-cache")  # a machine that never saw this index: it is copied on open
+    opened = Index.open("news", root, embedder=EMBEDDER)
+    assert opened.folder.name == build_id and str(tmp_path / "remote-cache") in str(opened.folder)
+    here = Index.open("news", tmp_path / "local", embedder=EMBEDDER)
+    for mode in ("dense", "bm25", "hybrid"):
+        assert top10(opened, mode) == top10(here, mode)
+    assert opened.passages.equals(here.passages)
+
+
+def test_add_and_force_publish_a_new_build_and_delete_the_previous_one(bucket, tmp_path):
+    first = write_reuters_slice(tmp_path / "first.jsonl", 40)
+    more = write_reuters_slice(tmp_path / "more.jsonl", 80, start=40)
+    root = f"s3://{bucket}/idx"
+    build_index(first, "news", EMBEDDER, root=root)
+    old = json.loads(Remote.connect(root).read_bytes("news/manifest.json"))["build"]["id"]
+    with pytest.raises(ConfigError, match="already exists at s3://.*use --add .* or --force"):
+        build_index(first, "news", EMBEDDER, root=root)
+    with pytest.raises(IndexNotFound, match="cannot --add to index 'other'"):
+        build_index(first, "other", EMBEDDER, root=root, add=True)
+
+    shutil.rmtree(tmp_path / "remote-cache")  # --add on a clean machine copies the current build first
+    added = build_index(more, "news", EMBEDDER, root=root, add=True)
+    build_index(first, "news", EMBEDDER, root=tmp_path / "local")
+    local = build_index(more, "news", EMBEDDER, root=tmp_path / "local", add=True)
+    assert added.manifest.corpus_fingerprint == local.manifest.corpus_fingerprint
+    assert added.added == local.added > 0
+    new = json.loads(Remote.connect(root).read_bytes("news/manifest.json"))["build"]["id"]
+    assert new != old and {rel.split("/")[2] for rel in objects(root) if "/builds/" in rel} == {new}
+    assert len(Index.open("news", root, embedder=EMBEDDER)) == local.manifest.passages
+
+    rebuilt = build_index(first, "news", EMBEDDER, root=root, force=True)
+    assert len(Index.open("news", root, embedder=EMBEDDER)) == rebuilt.manifest.passages < local.manifest.passages
+
+
+def test_an_upload_cut_short_leaves_the_previous_index_in_place(bucket, tmp_path, monkeypatch):
+    corpus = write_reuters_slice(tmp_path / "reuters.jsonl", 40)
+    root = f"s3://{bucket}/idx"
+    build_index(corpus, "news", EMBEDDER, root=root)
+    before = objects(root)
+    passages = len(Index.open("news", root, embedder=EMBEDDER))
+
+    def upload_one_file_then_drop(self, local, rel=""):
+        first = next(path for path in sorted(local.rglob("*")) if path.is_file())
+        self.put_file(first, f"{rel}/{first.relative_to(local).as_posix()}".lstrip("/"))
+        raise ConfigError("cannot reach the S3 endpoint (the connection dropped)")
+
+    bigger = write_reuters_slice(tmp_path / "bigger.jsonl", 80)
+    with monkeypatch.context() as patch:
+        patch.setattr(Remote, "upload_folder", upload_one_file_then_drop)
+        with pytest.raises(ConfigError, match="connection dropped"):
+            build_index(bigger, "news", EMBEDDER, root=root, force=True)
+        with pytest.raises(ConfigError, match="connection dropped"):
+            build_index(bigger, "fresh", EMBEDDER, root=root)
+    assert objects(root) == before  # the partial builds were removed; the pointer never moved
+    shutil.rmtree(tmp_path / "remote-cache")
+    assert len(Index.open("news", root, embedder=EMBEDDER)) == passages
+    with pytest.raises(IndexNotFound, match="no index named 'fresh' .* existing: news"):
+        Index.open("fresh", root, embedder=EMBEDDER)
+
+
+# --- run folders ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_index(bucket, tmp_path):
+    corpus = write_reuters_slice(tmp_path / "reuters.jsonl", 60)
+    root = f"s3://{bucket}/indexes"
+    build_index(corpus, "news", EMBEDDER, root=root)
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(oil_earnings_task("s3-run", examples_per_label=3, seed=4, assign_labels=False), encoding="utf-8")
+    from engine.config import load_task
+
+    return Index.open("news", root, embedder=EMBEDDER), load_task(task_file)
+
+
+class CrashingLLM(ScriptedLLM):
+    """Answers like ScriptedLLM, then fails for good after `survive` calls."""
+
+    def __init__(self, survive: int):
+        super().__init__()
+        self.survive = survive
+
+    async def complete(self, messages, params, json_schema=None):
+        if len(self.calls) >= self.survive:
+            raise LLMFatalError("the endpoint went away")
+        return await super().complete(messages, params, json_schema)
+
+
+def test_a_run_on_s3_uploads_its_files_and_resumes_from_the_bucket_on_a_clean_machine(s3_index, bucket, tmp_path,
+                                                                                    monkeypatch):
+    index, task = s3_index
+    out = f"s3://{bucket}/runs/first"
+    pushed = []
+    put_file = Remote.put_file
+
+    def recording_put_file(self, local, rel, limit=None):
+        pushed.append(rel)
+        put_file(self, local, rel, limit)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Remote, "put_file", recording_put_file)
+        result = synthesize(task, index, ScriptedLLM(), SynthOptions(out=out, concurrency=2))
+    local = synthesize(task, index, ScriptedLLM(), SynthOptions(out=tmp_path / "local", concurrency=2))
+    assert result.out == out and result.files["manifest"] == f"{out}/manifest.json"
+    assert set(objects(out)) == RUN_FILES
+    remote = Remote.connect(out)
+    assert remote.read_bytes("dataset.jsonl") == (tmp_path / "local" / "dataset.jsonl").read_bytes()
+    manifest = json.loads(remote.read_bytes("manifest.json"))
+    assert manifest["counts"]["llm_calls"] == result.calls == local.calls > 0
+    assert pushed[-1] == "manifest.json"  # last, so a manifest in the bucket describes finished files
+    assert pushed.count("journal.jsonl") == manifest["counts"]["rounds"] + 1  # after each round, and at the end
+
+    shutil.rmtree(tmp_path / "remote-cache")  # another machine: only the bucket knows this run
+    llm = ScriptedLLM()
+    again = synthesize(task, index, llm, SynthOptions(out=out, concurrency=2))
+    assert llm.calls == [] and again.calls == 0 and again.reused == result.calls
+    assert remote.read_bytes("dataset.jsonl") == (tmp_path / "local" / "dataset.jsonl").read_bytes()
+    assert json.loads(remote.read_bytes("manifest.json"))["counts"]["reused_from_journal"] == result.calls
+
+
+def test_a_run_that_fails_keeps_its_paid_answers_in_the_bucket_and_no_manifest(s3_index, bucket, tmp_path):
+    index, task = s3_index
+    whole_llm = ScriptedLLM()
+    synthesize(task, index, whole_llm, SynthOptions(out=tmp_path / "whole", concurrency=1))
+    out = f"s3://{bucket}/runs/crashed"
+    with pytest.raises(LLMFatalError, match="went away"):
+        synthesize(task, index, CrashingLLM(survive=3), SynthOptions(out=out, concurrency=1))
+    assert set(objects(out)) == {"journal.jsonl"}  # the answers paid for; no dataset, no manifest
+    lines = Remote.connect(out).read_bytes("journal.jsonl").decode().splitlines()
+    assert sum(json.loads(line)["status"] == "ok" for line in lines) == 3
+
+    shutil.rmtree(tmp_path / "remote-cache")
+    llm = ScriptedLLM()
+    resumed = synthesize(task, index, llm, SynthOptions(out=out, concurrency=1))
+    assert len(llm.calls) == len(whole_llm.calls) - 3 and resumed.reused == 3
+    assert Remote.connect(out).read_bytes("dataset.jsonl") == (tmp_path / "whole" / "dataset.jsonl").read_bytes()
+
+
+def test_journals_merge_when_this_machine_holds_answers_the_bucket_lacks(s3_index, bucket, tmp_path):
+    """The bucket's journal and a local copy that never finished uploading are joined, not overwritten."""
+    from engine.remote import local_cache
+
+    index, task = s3_index
+    out = f"s3://{bucket}/runs/merge"
+    first = ScriptedLLM()
+    synthesize(task, index, first, SynthOptions(out=out, concurrency=1))
+    journal = local_cache(out, "runs") / "run" / "journal.jsonl"
+    lines = journal.read_text(encoding="utf-8").splitlines(keepends=True)
+    Remote.connect(out).write_bytes("journal.jsonl", "".join(lines[:2]).encode())  # the bucket saw only two answers
+    journal.write_text("".join(lines[2:]) + '{"torn', encoding="utf-8")  # this machine had the rest, and a torn line
+    llm = ScriptedLLM()
+    synthesize(task, index, llm, SynthOptions(out=out, concurrency=1))
+    assert llm.calls == []
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_a_missing_bucket_is_one_line_before_any_work(bucket, tmp_path, s3_index):
+    index, task = s3_index
+    corpus = write_reuters_slice(tmp_path / "c.jsonl", 20)
+    with pytest.raises(ConfigError) as exc:
+        build_index(corpus, "news", EMBEDDER, root="s3://no-such-bucket-here/indexes")
+    assert one_line(exc) == "bucket 'no-such-bucket-here' does not exist (create it, or fix the URI s3://no-such-bucket-here/indexes)"
+    with pytest.raises(ConfigError, match="bucket 'no-such-bucket-here' does not exist"):
+        Index.open("news", "s3://no-such-bucket-here/indexes", embedder=EMBEDDER)
+    llm = ScriptedLLM()
+    with pytest.raises(ConfigError, match="bucket 'no-such-bucket-here' does not exist"):
+        synthesize(task, index, llm, SynthOptions(out="s3://no-such-bucket-here/runs/x"))
+    assert llm.calls == []
+    with pytest.raises(ConfigError, match="is not an s3:// URI with a bucket name"):
+        Index.open("news", "s3://Bad_Bucket/x", embedder=EMBEDDER)
+
+
+def test_wrong_credentials_are_access_denied_and_write_nothing(s3_index, bucket, endpoint, tmp_path):
+    index, task = s3_index
+    corpus = write_reuters_slice(tmp_path / "c.jsonl", 20)
+    before = objects(f"s3://{bucket}")
+
+    def require_auth(count: str) -> None:  # moto's server checks credentials once this many requests passed
+        request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count.encode(), method="POST",
+                                         headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(request, timeout=10).read()
+
+    require_auth("0")
+    try:
+        with pytest.raises(ConfigError) as exc:
+            build_index(corpus, "news", EMBEDDER, root=f"s3://{bucket}/indexes")
+        with pytest.raises(ConfigError, match="access denied"):
+            synthesize(task, index, ScriptedLLM(), SynthOptions(out=f"s3://{bucket}/runs/x"))
+    finally:
+        require_auth("inf")
+    assert one_line(exc) == (f"access denied to s3://{bucket}/indexes (check AWS_ACCESS_KEY_ID / "
+                             "AWS_SECRET_ACCESS_KEY, and the bucket's policy)")
+    assert objects(f"s3://{bucket}") == before
+
+
+def test_an_unreachable_endpoint_is_one_line_and_writes_nothing(bucket, tmp_path, monkeypatch):
+    corpus = write_reuters_slice(tmp_path / "c.jsonl", 20)
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    good = f"s3://{bucket}/indexes"
+    with monkeypatch.context() as patch:
+        patch.setenv("AWS_ENDPOINT_URL", f"http://user:{SECRET}@127.0.0.1:{port}")
+        with pytest.raises(ConfigError) as exc:
+            build_index(corpus, "news", EMBEDDER, root=good)
+        with pytest.raises(ConfigError, match="cannot reach the S3 endpoint"):
+            list_indexes(good)
+    assert one_line(exc) == f"cannot reach the S3 endpoint http://127.0.0.1:{port} (set AWS_ENDPOINT_URL, or check the server)"
+    assert objects(f"s3://{bucket}") == {}
+    assert not (tmp_path / "remote-cache").exists()
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_cli_index_search_and_synth_on_s3(bucket, tmp_path):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    corpus = write_reuters_slice(tmp_path / "reuters.jsonl", 60)
+    root, out = f"s3://{bucket}/indexes", f"s3://{bucket}/runs/cli"
+    built = invoke("index", corpus, "--name", "news", "--embedder", "hash-64", "--root", root)
+    assert built.exit_code == 0, built.output
+    assert built.stdout.startswith("index 'news': ") and built.stdout.rstrip().endswith(f"-> {root}/news")
+    listed = invoke("indexes", "--root", root + "/")
+    assert listed.exit_code == 0 and listed.stdout.startswith("news ") and "hash-64 (64-d)" in listed.stdout
+    hits = invoke("search", "news", "crude oil prices OPEC", "--json", "--root", root)
+    assert hits.exit_code == 0 and len(hits.stdout.splitlines()) == 10
+
+    task = tmp_path / "task.yaml"
+    task.write_text(oil_earnings_task("cli-s3", examples_per_label=2, seed=3, assign_labels=False), encoding="utf-8")
+    resume = invoke("synth", task, "--index", "news", "--root", root, "--out", out, "--fake", "--resume")
+    assert resume.exit_code == 1 and f"--resume: {out} holds no run to continue" in resume.stderr
+    synth = invoke("synth", task, "--index", "news", "--root", root, "--out", out, "--fake")
+    assert synth.exit_code == 0, synth.output
+    assert f"manifest: {out}/manifest.json" in synth.stdout and set(objects(out)) == RUN_FILES
+    again = invoke("synth", task, "--index", "news", "--root", root, "--out", out, "--fake", "--resume")
+    assert again.exit_code == 0 and "LLM calls 0 (+4 reused from the journal" in again.stdout
+
+    missing = invoke("indexes", "--root", "s3://no-such-bucket-here/x")
+    assert missing.exit_code == 1 and missing.stderr.strip() == (
+        "error: bucket 'no-such-bucket-here' does not exist (create it, or fix the URI s3://no-such-bucket-here/x)")

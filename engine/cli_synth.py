@@ -73,7 +73,7 @@ def run_synth(task_path: Path, index_name: str | None, out: Path | str, base_url
     slots = max(1, min(concurrency if isinstance(concurrency, int) else 8, 8))
     settings = EndpointSettings(base_url=base_url, model=model, api_key=api_key, fake=fake, parallel=slots,
                                 replicas=scale.replicas, ray=scale.ray, ray_workers=scale.ray_workers)
-    click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples, "
+    click.echo(f"task {task.name!r}: {len(task.labels)} labels x {task.examples_per_label} examples{_gathered(task)}, "
                f"strategy {task.strategy}, index {_describe(index)}, LLM {settings.describe()}", err=True)
     options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured,
                            max_calls=budget.max_calls, max_tokens_total=budget.max_tokens_total,
@@ -115,12 +115,17 @@ def run_plan(task_path: Path, index_name: str | None, overrides: Overrides, root
     print_plan(task, synth_plan, index, model, file_err=False)
 
 
+def _gathered(task: TaskSpec) -> str:
+    keep = task.quality.confidence_keep
+    return f" (gathering {task.gathered_per_label} for the confidence filter, which keeps {keep:.0%})" if keep else ""
+
+
 def print_plan(task: TaskSpec, synth_plan: SynthPlan, index: Index | None, model: str | None, file_err: bool = True) -> None:
     """The coverage table, which strategy makes which label, and the first round's estimate."""
     echo = lambda line="": click.echo(line, err=file_err)  # noqa: E731
     if synth_plan.coverage:
         echo(f"coverage of index {index.manifest.name!r} for task {task.name!r} ({task.examples_per_label} examples "
-             f"per label, {synth_plan.per_label} passages wanted per label):")
+             f"per label{_gathered(task)}, {synth_plan.per_label} passages wanted per label):")
         width = max(len(name) for name in synth_plan.coverage)
         echo(f"  {'label':<{width}}  {'in band':>7}  {'assigned':>8}  verdict      made by")
         for name, c in synth_plan.coverage.items():

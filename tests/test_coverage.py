@@ -166,3 +166,11 @@ def test_seedbed_plan_prints_coverage_and_the_estimate(mix_index, tmp_path):
     spec.write_text(no_fallback, encoding="utf-8")
     stopped = CliRunner().invoke(main, ["plan", str(spec), "--index", "mix", "--root", str(root)])
     assert stopped.exit_code == 1 and "cannot support label(s) Space" in stopped.stderr and "Traceback" not in stopped.output
+    filtered = spec.read_text(encoding="utf-8").replace("examples_per_label: 4\n", "examples_per_label: 4\nfallback: fewgen\n"
+                                                                                  "quality: {confidence_keep: 0.8}\n")
+    spec.write_text(filtered, encoding="utf-8")
+    gathering = CliRunner().invoke(main, ["plan", str(spec), "--index", "mix", "--root", str(root)])
+    assert gathering.stdout.splitlines()[0].startswith(  # the filter gathers 4 / 0.8 = 5 per label, 10 passages wanted
+        "coverage of index 'mix' for task 'mix' (4 examples per label (gathering 5 for the confidence filter, which "
+        "keeps 80%), 10 passages wanted")
+    assert "estimate for the first round: 15 requests" in gathering.stdout

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from engine.errors import ConfigError
 
-__all__ = ["write_json_atomic", "write_atomic", "validate_name"]
+__all__ = ["write_json_atomic", "write_atomic", "ends_with_newline", "validate_name"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -39,6 +39,13 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def ends_with_newline(path: Path) -> bool:
+    """Whether the non-empty file `path` ends with a newline (one that does not was cut mid-line)."""
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 def validate_name(name: str, what: str = "index name") -> str:

@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from engine.files import ends_with_newline
 from engine.types import Completion
 
 __all__ = ["Journal", "JOURNAL_NAME", "read_answers", "shard_dir"]
@@ -56,7 +57,7 @@ class Journal:
         self.fsync_every = max(1, fsync_every)
         self.fsync_interval = max(0.0, fsync_interval)
         self._done, self._failed = read_answers(self.path)
-        torn = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
+        torn = self.path.exists() and self.path.stat().st_size > 0 and not ends_with_newline(self.path)
         self._handle = open(self.path, "ab")
         self._unsynced = 0
         self._oldest_unsynced = 0.0
@@ -155,12 +156,6 @@ def _encode(entry: dict[str, Any]) -> bytes:
         return line.encode("utf-8")
     except UnicodeEncodeError:
         return (json.dumps(entry) + "\n").encode("ascii")
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1) == b"\n"
 
 
 def _parse_line(line: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from engine.index.reader import index_path, recover as _recover
 from engine.remote import is_remote
 from engine.types import Passage
 
-__all__ = ["BuildResult", "build_index", "writer_lock"]
+__all__ = ["BuildResult", "build_index", "check_target", "writer_lock"]
 
 BATCH = 256
 
@@ -152,14 +152,25 @@ def _check_target(target: Path, name: str, add: bool, force: bool) -> None:
         raise ConfigError(
             f"{target} exists but is not a Seedbed index (no manifest.json); move it away or pass --force to replace it"
         )
-    if add and not exists:
-        raise IndexNotFound(f"cannot --add to index {name!r}: it does not exist under {target.parent}; build it first without --add")
-    if exists and not (add or force):
-        raise ConfigError(
-            f"index {name!r} already exists at {target}; use --add to append documents or --force to rebuild it"
-        )
+    check_target(name, str(target.parent), exists, add, force)
+
+
+def check_target(name: str, root: str, exists: bool, add: bool, force: bool) -> None:
+    """Refuse add with force, add to a missing index, and replacing an existing one without add or force.
+
+    Args:
+        root: the folder or s3:// URI holding the index (named in the messages); exists: whether the index does.
+
+    Raises:
+        ConfigError: add with force, or an existing index without either. IndexNotFound: add to a missing index.
+    """
     if add and force:
         raise ConfigError("--add and --force contradict each other; choose one")
+    if add and not exists:
+        raise IndexNotFound(f"cannot --add to index {name!r}: it does not exist under {root}; build it first without --add")
+    if exists and not (add or force):
+        raise ConfigError(f"index {name!r} already exists at {root}/{name}; use --add to append documents or --force to "
+                          "rebuild it")
 
 
 def _build_in(work, target, corpus, name, embedder, options, add, progress, started, on_ray=(None, 2)) -> BuildResult:

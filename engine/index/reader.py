@@ -17,7 +17,7 @@ from engine.index.manifest import Manifest, read_manifest
 from engine.remote import is_remote
 from engine.types import Hit, Passage
 
-__all__ = ["Index", "MODES", "check_query", "RRF_K", "index_path", "list_indexes", "recover"]
+__all__ = ["Index", "MODES", "check_query", "RRF_K", "index_path", "list_indexes", "missing_index", "recover"]
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al. (2009)
@@ -172,12 +172,15 @@ def _local_folder(name: str, root: Path) -> Path:
     folder = index_path(name, root)
     recover(folder)
     if not (folder / "manifest.json").is_file():
-        names = [m.name for m in list_indexes(root)] if root.is_dir() else []
-        raise IndexNotFound(
-            f"no index named {name!r} under {root}; existing: {', '.join(names) or '(none)'}. "
-            f"Build it with `seedbed index CORPUS --name {name}`"
-        )
+        raise missing_index(name, root)
     return folder
+
+
+def missing_index(name: str, root: Path | str) -> IndexNotFound:
+    """The error for index `name` missing under `root` (a folder or an s3:// URI): the ones there, and how to build it."""
+    names = [m.name for m in list_indexes(root)]
+    return IndexNotFound(f"no index named {name!r} under {root}; existing: {', '.join(names) or '(none)'}. "
+                         f"Build it with `seedbed index CORPUS --name {name} --root {root}`")
 
 
 def recover(target: Path) -> None:

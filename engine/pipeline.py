@@ -92,7 +92,7 @@ def synthesize(
 
         with staged_run(options.out) as staged:
             local = dataclasses.replace(options, out=staged.folder)
-            result = synthesize(task, index, llm, local, on_progress, endpoint, synth_plan, on_round=staged.push_journal)
+            result = synthesize(task, index, llm, local, on_progress, endpoint, synth_plan, on_round=staged.push_round)
             return staged.publish(result)
     started = time.monotonic()
     synth_plan = synth_plan or plan(task, index, options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from engine.errors import ConfigError
+from engine.files import write_atomic
 
 __all__ = ["Remote", "as_uri", "is_remote", "local_cache", "remote_cache_dir"]
 
@@ -53,8 +55,10 @@ def remote_cache_dir() -> Path:
 
 
 def local_cache(uri: str, kind: str) -> Path:
-    """The local folder that stands for `uri` (`kind`: 'indexes' or 'runs'), keyed by the URI's sha256."""
-    return remote_cache_dir() / kind / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    """The local folder that stands for `uri` (`kind`: 'indexes' or 'runs'), keyed by the sha256 of the endpoint
+    and the URI (the same s3://bucket/x on two servers is two places)."""
+    key = f"{_endpoint_url() or 'aws'} {uri}"
+    return remote_cache_dir() / kind / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class Remote:
@@ -70,8 +74,9 @@ class Remote:
         self._fs = filesystem
 
     @classmethod
-    def connect(cls, location: str | Path) -> "Remote":
-        """Parse `location`, build the filesystem from the environment and check that the bucket answers.
+    def connect(cls, location: str | Path, write: bool = False) -> "Remote":
+        """Parse `location`, build the filesystem from the environment and check that the bucket answers
+        (with `write`, that these credentials may also write and delete there: see `check_writable`).
 
         Raises:
             ConfigError: a malformed URI or endpoint; a missing bucket; access denied; the endpoint unreachable.
@@ -83,6 +88,8 @@ class Remote:
                               "'.' or '-'); write e.g. s3://my-bucket/indexes")
         remote = cls(uri, _filesystem())
         remote.check_bucket()
+        if write:
+            remote.check_writable()
         return remote
 
     def child(self, *parts: str) -> "Remote":
@@ -99,6 +106,18 @@ class Remote:
             info = self._fs.get_file_info(self.bucket)
         if info.type == FileType.NotFound:
             raise ConfigError(f"bucket {self.bucket!r} does not exist (create it, or fix the URI {self.uri})")
+
+    def check_writable(self) -> None:
+        """Write and delete a hidden probe object, so credentials that may only read fail before any paid work.
+
+        Raises:
+            ConfigError: access denied writing (or any storage failure), in one line.
+        """
+        probe = self._path(f".seedbed-write-check-{os.getpid()}-{secrets.token_hex(4)}")
+        with self._errors(writing=True):
+            with self._fs.open_output_stream(probe) as stream:
+                stream.write(b"")
+            self._fs.delete_file(probe)
 
     def read_bytes(self, rel: str) -> bytes | None:
         """The object's content, or None when there is none."""
@@ -140,18 +159,17 @@ class Remote:
             raise
 
     def get_file(self, rel: str, local: Path) -> bool:
-        """Download one object to `local` (through a temp file renamed into place); False if there is none."""
+        """Download one object to `local` (atomic: engine.files.write_atomic); False if there is none."""
         local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.tmp-{os.getpid()}")
         try:
-            with self._errors(), self._fs.open_input_stream(self._path(rel)) as stream, open(tmp, "wb") as target:
-                shutil.copyfileobj(stream, target, _CHUNK)
-            os.replace(tmp, local)
+            write_atomic(local, lambda tmp: self._download(rel, tmp))
             return True
         except FileNotFoundError:
             return False
-        finally:
-            tmp.unlink(missing_ok=True)
+
+    def _download(self, rel: str, local: Path) -> None:
+        with self._errors(), self._fs.open_input_stream(self._path(rel)) as stream, open(local, "wb") as target:
+            shutil.copyfileobj(stream, target, _CHUNK)
 
     def upload_folder(self, local: Path, rel: str = "") -> None:
         """Copy every file under `local` to `rel/` (in parallel)."""
@@ -204,23 +222,26 @@ class Remote:
         return "/".join(part for part in (self.bucket, self.key, rel.strip("/")) if part)
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, writing: bool = False) -> Iterator[None]:
         """Turn pyarrow's OSErrors into one ConfigError line; a missing object stays a FileNotFoundError."""
         try:
             yield
         except FileNotFoundError:
             raise
         except OSError as exc:
-            raise _error(exc, self.bucket, self.uri) from None
+            raise _error(exc, self.bucket, self.uri, writing) from None
 
 
-def _error(exc: OSError, bucket: str, uri: str) -> ConfigError:
+def _error(exc: OSError, bucket: str, uri: str, writing: bool = False) -> ConfigError:
     text = _redact(str(exc))
     if "NO_SUCH_BUCKET" in text:
         return ConfigError(f"bucket {bucket!r} does not exist (create it, or fix the URI {uri})")
     if any(code in text for code in _DENIED):
-        return ConfigError(f"access denied to {uri} (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-                           f"{' / AWS_SESSION_TOKEN' if os.environ.get('AWS_SESSION_TOKEN') else ''}, and the bucket's policy)")
+        keys = f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY{' / AWS_SESSION_TOKEN' if os.environ.get('AWS_SESSION_TOKEN') else ''}"
+        if writing:
+            return ConfigError(f"access denied writing to {uri}: these credentials may read it but not write and "
+                               f"delete objects there (check {keys}, and the bucket's policy)")
+        return ConfigError(f"access denied to {uri} (check {keys}, and the bucket's policy)")
     if any(code in text for code in _UNREACHABLE):
         return ConfigError(f"cannot reach the S3 endpoint {_endpoint_shown()} (set AWS_ENDPOINT_URL, or check the server)")
     return ConfigError(f"S3 request for {uri} failed: {text.splitlines()[0] if text else type(exc).__name__}")
@@ -235,16 +256,17 @@ def _redact(text: str) -> str:
     return text
 
 
+def _endpoint_variable() -> str:
+    return "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+
+
 def _endpoint_url() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return os.environ.get(_endpoint_variable()) or None
 
 
 def _endpoint_shown() -> str:
-    """The endpoint as safe to print: scheme, host and port (user info in a URL is dropped)."""
-    url = _endpoint_url()
-    if url is None:
-        return "of AWS (no AWS_ENDPOINT_URL set)"
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@", r"\1", url)
+    """The endpoint as safe to print (`_filesystem` refuses one holding credentials)."""
+    return _endpoint_url() or "of AWS (no AWS_ENDPOINT_URL set)"
 
 
 def _filesystem():
@@ -266,10 +288,13 @@ def _filesystem():
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     url = _endpoint_url()
     if url:
+        if "@" in url:  # user info: a secret may hold any character, so the URL is never printed
+            raise ConfigError(f"{_endpoint_variable()} holds credentials ('@'); put credentials in "
+                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, not in AWS_ENDPOINT_URL")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"AWS_ENDPOINT_URL {_endpoint_shown()!r} is not an http(s) URL; write e.g. http://127.0.0.1:9000")
-        options.update(endpoint_override=parts.netloc.rpartition("@")[2], scheme=parts.scheme)
+            raise ConfigError(f"{_endpoint_variable()} {url!r} is not an http(s) URL; write e.g. http://127.0.0.1:9000")
+        options.update(endpoint_override=parts.netloc, scheme=parts.scheme)
         region = region or "us-east-1"  # S3-compatible servers ignore it; without one the SDK asks AWS
     if region:
         options["region"] = region

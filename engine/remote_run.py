@@ -1,11 +1,13 @@
 """A run folder on S3 (`--out s3://bucket/runs/x`): the run works in a local copy and uploads it.
 
-The local copy is `remote_cache_dir()/runs/<sha of the URI>/run/`. Before the run the remote folder
+The local copy is `remote_cache_dir()/runs/<sha of endpoint and URI>/run/`. Before the run the remote folder
 is downloaded into it, journals merged line by line (answers this machine journalled but never
 uploaded are kept too), so a re-run on any machine resumes from the uploaded journal and pays for no
-answer twice. The journal is uploaded after every round, and when the run stops on an error; at the
-end the files go up with manifest.json last, after the old one was removed, so a manifest.json in the
-bucket always describes the dataset files beside it. A journal is uploaded up to its last complete line.
+answer twice. The journal and run.json (what `--resume` looks for) are uploaded after every round, and
+when the run stops on an error; a failed upload after a round warns once and the run goes on (the local
+journal keeps every answer). At the end the files go up with manifest.json last, after the old one was
+removed, so a manifest.json in the bucket always describes the dataset files beside it; then the local
+copy is deleted (the bucket is the record). A journal is uploaded up to its last complete line.
 
 One process per machine runs a given URI (a lock beside the local copy, as `engine.run_folder.locked`
 locks a local folder); two machines running one URI at once are not detected (S3 has no lock), and
@@ -18,12 +20,14 @@ import dataclasses
 import hashlib
 import logging
 import os
+import shutil
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from engine.errors import ConfigError
+from engine.files import ends_with_newline
 from engine.journal import JOURNAL_NAME, shard_dir
 from engine.remote import Remote, local_cache
 from engine.run_folder import RUN_FILE, SynthResult, locked
@@ -34,12 +38,13 @@ MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class StagedRun:
     """A remote run folder and its local copy, where the run writes."""
 
     remote: Remote
     folder: Path
+    _round_push_failed: bool = field(default=False, init=False, repr=False)
 
     def pull(self) -> None:
         """Download the remote folder into the local copy, merging journals."""
@@ -58,11 +63,22 @@ class StagedRun:
                 self.remote.get_file(rel, local)
 
     def push_journal(self) -> None:
-        """Upload the journal (and its worker shards) as far as its last complete line."""
+        """Upload run.json and the journal (and its worker shards) as far as its last complete line."""
         for path in self._files():
             rel = path.relative_to(self.folder).as_posix()
-            if _is_journal(rel):
-                self.remote.put_file(path, rel, limit=_complete_lines(path))
+            if rel == RUN_FILE or _is_journal(rel):
+                self.remote.put_file(path, rel, limit=_complete_lines(path) if _is_journal(rel) else None)
+
+    def push_round(self) -> None:
+        """`push_journal` after a round; a failure warns once and the run goes on (the local journal keeps every
+        answer, the next round tries again, and `publish` fails loudly if the bucket still refuses)."""
+        try:
+            self.push_journal()
+        except (ConfigError, OSError) as exc:
+            if not self._round_push_failed:
+                log.warning("could not upload the journal to %s after a round (%s); the run goes on, every answer is "
+                            "kept in %s and the upload is tried again", self.remote.uri, exc, self.folder)
+            self._round_push_failed = True
 
     def publish(self, result: SynthResult) -> SynthResult:
         """Upload the finished run, manifest.json last; `result` with its files named by URI."""
@@ -74,6 +90,7 @@ class StagedRun:
         self.remote.put_file(self.folder / MANIFEST, MANIFEST)
         files = {kind: self.remote.uri_of(Path(path).relative_to(self.folder).as_posix())
                  for kind, path in result.files.items()}
+        shutil.rmtree(self.folder, ignore_errors=True)  # the bucket is the record; a re-run pulls it
         return dataclasses.replace(result, out=self.remote.uri, files=files)
 
     def _files(self) -> list[Path]:
@@ -90,7 +107,7 @@ def staged_run(location: str | Path) -> Iterator[StagedRun]:
     Raises:
         ConfigError: storage problems (one line each); another process of this machine runs this URI.
     """
-    remote = Remote.connect(location)
+    remote = Remote.connect(location, write=True)  # read-only credentials fail here, before any paid call
     base = local_cache(remote.uri, "runs")
     with ExitStack() as stack:
         try:
@@ -148,16 +165,10 @@ def _merge_lines(local: Path, other: Path) -> None:
     with open(local, "rb") as handle:
         for line in handle:
             seen.add(hashlib.sha1(line.rstrip(b"\n")).digest())
-    torn = local.stat().st_size > 0 and not _ends_with_newline(local)
+    torn = local.stat().st_size > 0 and not ends_with_newline(local)
     with open(other, "rb") as source, open(local, "ab") as target:
         if torn:
             target.write(b"\n")
         for line in source:
             if line.endswith(b"\n") and hashlib.sha1(line.rstrip(b"\n")).digest() not in seen:
                 target.write(line)
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1) == b"\n"

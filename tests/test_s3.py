@@ -5,6 +5,7 @@ resume it from the bucket on a machine with no local copy; one-line errors that 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import urllib.request
@@ -17,8 +18,8 @@ from engine.errors import ConfigError, IndexNotFound, LLMFatalError
 from engine.index.builder import build_index
 from engine.index.reader import Index, list_indexes
 from engine.pipeline import SynthOptions, synthesize
-from engine.remote import Remote
-from engine.testing import ScriptedLLM
+from engine.remote import Remote, local_cache
+from engine.testing import ScriptedLLM, default_answer
 
 from conftest import oil_earnings_task, write_reuters_slice
 
@@ -38,6 +39,13 @@ def endpoint():
     server.stop()
 
 
+def s3_filesystem(endpoint: str):
+    from pyarrow.fs import S3FileSystem
+
+    return S3FileSystem(access_key="seedbed-test-key", secret_key=SECRET, endpoint_override=endpoint.removeprefix("http://"),
+                        scheme="http", region="us-east-1", allow_bucket_creation=True)
+
+
 @pytest.fixture
 def bucket(endpoint, monkeypatch, tmp_path):
     """A fresh bucket on the loopback server, the AWS_* environment pointing at it, and a private local cache."""
@@ -47,12 +55,37 @@ def bucket(endpoint, monkeypatch, tmp_path):
     for name in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SEEDBED_REMOTE_CACHE_DIR", str(tmp_path / "remote-cache"))
-    from pyarrow.fs import S3FileSystem
-
     name = f"seedbed-{uuid.uuid4().hex[:12]}"
-    S3FileSystem(access_key="seedbed-test-key", secret_key=SECRET, endpoint_override=endpoint.removeprefix("http://"),
-                 scheme="http", region="us-east-1", allow_bucket_creation=True).create_dir(name)
+    s3_filesystem(endpoint).create_dir(name)
     return name
+
+
+def require_auth(endpoint: str, count: str) -> None:
+    """moto's server checks credentials (and IAM policies) once `count` requests passed; "inf" turns that off."""
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count.encode(), method="POST",
+                                     headers={"Content-Type": "text/plain"})
+    urllib.request.urlopen(request, timeout=10).read()
+
+
+@pytest.fixture
+def read_only(bucket, endpoint, monkeypatch):
+    """AWS_* credentials of an IAM user that may read the bucket but not write to it (checked by moto while this lasts)."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="seedbed-test-key",
+                       aws_secret_access_key=SECRET)
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    policy = {"Version": "2012-10-17", "Statement": [{  # moto checks HEAD requests as s3:HeadBucket / s3:HeadObject
+        "Effect": "Allow", "Action": ["s3:Get*", "s3:List*", "s3:Head*"],
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}
+    iam.put_user_policy(UserName=user, PolicyName="read-only", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    require_auth(endpoint, "0")
+    yield key
+    require_auth(endpoint, "inf")
 
 
 def objects(uri: str) -> dict[str, int]:
@@ -136,18 +169,113 @@ def test_an_upload_cut_short_leaves_the_previous_index_in_place(bucket, tmp_path
         self.put_file(first, f"{rel}/{first.relative_to(local).as_posix()}".lstrip("/"))
         raise ConfigError("cannot reach the S3 endpoint (the connection dropped)")
 
+    write_bytes = Remote.write_bytes
+
+    def drop_the_pointer(self, rel, data):
+        if rel == "manifest.json":
+            raise ConfigError("cannot reach the S3 endpoint (the connection dropped)")
+        write_bytes(self, rel, data)
+
     bigger = write_reuters_slice(tmp_path / "bigger.jsonl", 80)
-    with monkeypatch.context() as patch:
-        patch.setattr(Remote, "upload_folder", upload_one_file_then_drop)
-        with pytest.raises(ConfigError, match="connection dropped"):
-            build_index(bigger, "news", EMBEDDER, root=root, force=True)
-        with pytest.raises(ConfigError, match="connection dropped"):
-            build_index(bigger, "fresh", EMBEDDER, root=root)
-    assert objects(root) == before  # the partial builds were removed; the pointer never moved
+    for method, cut in (("upload_folder", upload_one_file_then_drop), ("write_bytes", drop_the_pointer)):
+        with monkeypatch.context() as patch:
+            patch.setattr(Remote, method, cut)
+            with pytest.raises(ConfigError, match="connection dropped"):
+                build_index(bigger, "news", EMBEDDER, root=root, force=True)
+            with pytest.raises(ConfigError, match="connection dropped"):
+                build_index(bigger, "fresh", EMBEDDER, root=root)
+        assert objects(root) == before, method  # the unpointed builds were removed; the pointer never moved
     shutil.rmtree(tmp_path / "remote-cache")
     assert len(Index.open("news", root, embedder=EMBEDDER)) == passages
     with pytest.raises(IndexNotFound, match="no index named 'fresh' .* existing: news"):
         Index.open("fresh", root, embedder=EMBEDDER)
+
+
+def test_opening_an_index_keeps_cached_builds_newer_than_the_one_it_opens(bucket, tmp_path):
+    """Another process may have just fetched a newer build into the same cache: only older copies are pruned."""
+    build_index(write_reuters_slice(tmp_path / "reuters.jsonl", 40), "news", EMBEDDER, root=f"s3://{bucket}/idx")
+    opened = Index.open("news", f"s3://{bucket}/idx", embedder=EMBEDDER).folder
+    older, newer = opened.parent / "20000101T000000Z-00000000", opened.parent / "99991231T235959Z-ffffffff"
+    for folder in (older, newer):
+        folder.mkdir()
+        (folder / "manifest.json").write_text("{}", encoding="utf-8")
+    assert Index.open("news", f"s3://{bucket}/idx", embedder=EMBEDDER).folder == opened
+    assert newer.is_dir() and not older.exists()
+
+
+# --- storage --------------------------------------------------------------------------------------
+
+
+class CutStream:
+    """An output stream whose `fail_on`-th write fails as a dropped connection does (closing it still commits)."""
+
+    def __init__(self, stream, fail_on: int):
+        self.stream, self.fail_on, self.writes = stream, fail_on, 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.writes == self.fail_on:
+            raise OSError("AWS Error NETWORK_CONNECTION during UploadPart operation: connection reset by peer")
+        return self.stream.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.stream.__exit__(*exc)
+
+
+class CutFilesystem:
+    """A real S3 filesystem whose output streams are cut on their `fail_on`-th write."""
+
+    def __init__(self, filesystem, fail_on: int):
+        self.filesystem, self.fail_on, self.streams = filesystem, fail_on, []
+
+    def open_output_stream(self, path):
+        self.streams.append(CutStream(self.filesystem.open_output_stream(path), self.fail_on))
+        return self.streams[-1]
+
+    def __getattr__(self, name):
+        return getattr(self.filesystem, name)
+
+
+def test_an_upload_cut_inside_put_file_keeps_the_previous_object_and_leaves_no_temp(bucket, endpoint, tmp_path,
+                                                                                   monkeypatch):
+    import engine.remote
+
+    remote = Remote.connect(f"s3://{bucket}/blobs")
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    old.write_bytes(b"old " * 64)
+    new.write_bytes(b"new " * 64)
+    remote.put_file(old, "data.bin")
+    monkeypatch.setattr(engine.remote, "_CHUNK", 64)  # four chunks, the second one cut
+    cut = CutFilesystem(s3_filesystem(endpoint), fail_on=2)
+    with pytest.raises(ConfigError, match="cannot reach the S3 endpoint"):
+        Remote(remote.uri, cut).put_file(new, "data.bin")
+    assert [stream.writes for stream in cut.streams] == [2]  # one chunk went out before the cut
+    assert remote.read_bytes("data.bin") == old.read_bytes()
+    assert objects(remote.uri) == {"data.bin": 256}  # the partial temp object was deleted
+
+
+def test_credentials_in_the_endpoint_url_are_refused_and_never_printed(bucket, monkeypatch):
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS secrets hold '/' (and '+')
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://AKIDEXAMPLE:{secret}@127.0.0.1:9")
+    with pytest.raises(ConfigError) as exc:
+        list_indexes(f"s3://{bucket}/indexes")
+    assert str(exc.value) == ("AWS_ENDPOINT_URL holds credentials ('@'); put credentials in "
+                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, not in AWS_ENDPOINT_URL")
+
+
+def test_the_local_copy_of_a_uri_depends_on_the_endpoint(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    copies = []
+    for endpoint in ("http://127.0.0.1:9000", "http://127.0.0.1:9001", None):
+        if endpoint:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        else:
+            monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        copies.append(local_cache("s3://bucket/runs/x", "runs"))
+    assert len(set(copies)) == 3 and len({copy.parent for copy in copies}) == 1
 
 
 # --- run folders ----------------------------------------------------------------------------------
@@ -201,6 +329,8 @@ def test_a_run_on_s3_uploads_its_files_and_resumes_from_the_bucket_on_a_clean_ma
     assert manifest["counts"]["llm_calls"] == result.calls == local.calls > 0
     assert pushed[-1] == "manifest.json"  # last, so a manifest in the bucket describes finished files
     assert pushed.count("journal.jsonl") == manifest["counts"]["rounds"] + 1  # after each round, and at the end
+    assert set(pushed[:2]) == {"journal.jsonl", "run.json"}  # run.json with the first journal: --resume finds it
+    assert not (local_cache(out, "runs") / "run").exists()  # published: the bucket is the record
 
     shutil.rmtree(tmp_path / "remote-cache")  # another machine: only the bucket knows this run
     llm = ScriptedLLM()
@@ -217,7 +347,7 @@ def test_a_run_that_fails_keeps_its_paid_answers_in_the_bucket_and_no_manifest(s
     out = f"s3://{bucket}/runs/crashed"
     with pytest.raises(LLMFatalError, match="went away"):
         synthesize(task, index, CrashingLLM(survive=3), SynthOptions(out=out, concurrency=1))
-    assert set(objects(out)) == {"journal.jsonl"}  # the answers paid for; no dataset, no manifest
+    assert set(objects(out)) == {"journal.jsonl", "run.json"}  # the answers paid for; no dataset, no manifest
     lines = Remote.connect(out).read_bytes("journal.jsonl").decode().splitlines()
     assert sum(json.loads(line)["status"] == "ok" for line in lines) == 3
 
@@ -230,15 +360,13 @@ def test_a_run_that_fails_keeps_its_paid_answers_in_the_bucket_and_no_manifest(s
 
 def test_journals_merge_when_this_machine_holds_answers_the_bucket_lacks(s3_index, bucket, tmp_path):
     """The bucket's journal and a local copy that never finished uploading are joined, not overwritten."""
-    from engine.remote import local_cache
-
     index, task = s3_index
     out = f"s3://{bucket}/runs/merge"
-    first = ScriptedLLM()
-    synthesize(task, index, first, SynthOptions(out=out, concurrency=1))
-    journal = local_cache(out, "runs") / "run" / "journal.jsonl"
-    lines = journal.read_text(encoding="utf-8").splitlines(keepends=True)
+    synthesize(task, index, ScriptedLLM(), SynthOptions(out=out, concurrency=1))
+    lines = Remote.connect(out).read_bytes("journal.jsonl").decode().splitlines(keepends=True)
     Remote.connect(out).write_bytes("journal.jsonl", "".join(lines[:2]).encode())  # the bucket saw only two answers
+    journal = local_cache(out, "runs") / "run" / "journal.jsonl"
+    journal.parent.mkdir(parents=True)
     journal.write_text("".join(lines[2:]) + '{"torn', encoding="utf-8")  # this machine had the rest, and a torn line
     llm = ScriptedLLM()
     synthesize(task, index, llm, SynthOptions(out=out, concurrency=1))
@@ -268,23 +396,80 @@ def test_wrong_credentials_are_access_denied_and_write_nothing(s3_index, bucket,
     index, task = s3_index
     corpus = write_reuters_slice(tmp_path / "c.jsonl", 20)
     before = objects(f"s3://{bucket}")
-
-    def require_auth(count: str) -> None:  # moto's server checks credentials once this many requests passed
-        request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count.encode(), method="POST",
-                                         headers={"Content-Type": "text/plain"})
-        urllib.request.urlopen(request, timeout=10).read()
-
-    require_auth("0")
+    require_auth(endpoint, "0")
     try:
         with pytest.raises(ConfigError) as exc:
             build_index(corpus, "news", EMBEDDER, root=f"s3://{bucket}/indexes")
         with pytest.raises(ConfigError, match="access denied"):
             synthesize(task, index, ScriptedLLM(), SynthOptions(out=f"s3://{bucket}/runs/x"))
     finally:
-        require_auth("inf")
+        require_auth(endpoint, "inf")
     assert one_line(exc) == (f"access denied to s3://{bucket}/indexes (check AWS_ACCESS_KEY_ID / "
                              "AWS_SECRET_ACCESS_KEY, and the bucket's policy)")
     assert objects(f"s3://{bucket}") == before
+
+
+class RecordingEmbedder(HashEmbedder):
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.texts: list[str] = []
+
+    def encode(self, texts, batch_size: int = 64):
+        self.texts.extend(texts)
+        return super().encode(texts, batch_size)
+
+
+def test_credentials_that_may_only_read_fail_before_any_embedding_or_llm_call(s3_index, bucket, read_only, tmp_path):
+    index, task = s3_index
+    root = f"s3://{bucket}/indexes"
+    before = objects(f"s3://{bucket}")
+    embedder = RecordingEmbedder(64)
+    with pytest.raises(ConfigError) as exc:
+        build_index(write_reuters_slice(tmp_path / "c.jsonl", 20), "other", embedder, root=root)
+    message = str(exc.value)
+    assert message == (f"access denied writing to {root}: these credentials may read it but not write and delete "
+                       "objects there (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, and the bucket's policy)")
+    assert read_only["SecretAccessKey"] not in message and embedder.texts == []
+    llm = ScriptedLLM()
+    with pytest.raises(ConfigError, match=f"^access denied writing to s3://{bucket}/runs/ro: "):
+        synthesize(task, index, llm, SynthOptions(out=f"s3://{bucket}/runs/ro"))
+    assert llm.calls == []
+    assert len(Index.open("news", root, embedder=EMBEDDER)) == len(index)  # reading still works
+    assert objects(f"s3://{bucket}") == before
+
+
+def refusing_once() -> ScriptedLLM:
+    """An LLM that refuses its first request, so a run takes a second round to replace it."""
+    llm = ScriptedLLM(respond=lambda messages: "I'm sorry, but I can't help with that." if len(llm.calls) == 1
+                      else default_answer(messages))
+    return llm
+
+
+def test_a_journal_upload_failing_after_a_round_warns_once_and_the_run_goes_on(s3_index, bucket, tmp_path, monkeypatch,
+                                                                              caplog):
+    index, task = s3_index
+    out = f"s3://{bucket}/runs/flaky"
+    whole = synthesize(task, index, refusing_once(), SynthOptions(out=tmp_path / "whole", concurrency=1))
+    put_file = Remote.put_file
+
+    def drop_the_journal(self, local, rel, limit=None):
+        if rel == "journal.jsonl":
+            raise ConfigError("cannot reach the S3 endpoint (the connection dropped)")
+        put_file(self, local, rel, limit)
+
+    llm = refusing_once()
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="engine.remote_run"):
+        patch.setattr(Remote, "put_file", drop_the_journal)
+        with pytest.raises(ConfigError, match="connection dropped"):  # every round ran; publishing fails loudly
+            synthesize(task, index, llm, SynthOptions(out=out, concurrency=1))
+    warned = [record.getMessage() for record in caplog.records if "after a round" in record.getMessage()]
+    rounds = json.loads((tmp_path / "whole" / "manifest.json").read_text(encoding="utf-8"))["counts"]["rounds"]
+    assert rounds >= 2 and len(warned) == 1 and "\n" not in warned[0] and len(llm.calls) == whole.calls
+    assert "manifest.json" not in objects(out)
+
+    again = ScriptedLLM()  # the local copy kept every answer: the same run publishes without paying again
+    assert synthesize(task, index, again, SynthOptions(out=out, concurrency=1)).reused == whole.calls
+    assert again.calls == [] and "manifest.json" in objects(out)
 
 
 def test_an_unreachable_endpoint_is_one_line_and_writes_nothing(bucket, tmp_path, monkeypatch):
@@ -294,7 +479,7 @@ def test_an_unreachable_endpoint_is_one_line_and_writes_nothing(bucket, tmp_path
         port = probe.getsockname()[1]
     good = f"s3://{bucket}/indexes"
     with monkeypatch.context() as patch:
-        patch.setenv("AWS_ENDPOINT_URL", f"http://user:{SECRET}@127.0.0.1:{port}")
+        patch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
         with pytest.raises(ConfigError) as exc:
             build_index(corpus, "news", EMBEDDER, root=good)
         with pytest.raises(ConfigError, match="cannot reach the S3 endpoint"):
@@ -338,3 +523,33 @@ def test_cli_index_search_and_synth_on_s3(bucket, tmp_path):
     missing = invoke("indexes", "--root", "s3://no-such-bucket-here/x")
     assert missing.exit_code == 1 and missing.stderr.strip() == (
         "error: bucket 'no-such-bucket-here' does not exist (create it, or fix the URI s3://no-such-bucket-here/x)")
+
+
+def test_cli_resume_after_a_crash_on_s3_pays_only_for_answers_not_journalled(bucket, tmp_path):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.testing import FakeOpenAIServer, Fault
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args])
+
+    root, out = f"s3://{bucket}/indexes", f"s3://{bucket}/runs/crash"
+    corpus = write_reuters_slice(tmp_path / "reuters.jsonl", 60)
+    assert invoke("index", corpus, "--name", "news", "--embedder", "hash-64", "--root", root).exit_code == 0
+    task = tmp_path / "task.yaml"
+    task.write_text(oil_earnings_task("cli-crash", examples_per_label=2, seed=3, assign_labels=False), encoding="utf-8")
+    synth = ("synth", task, "--index", "news", "--root", root, "--out", out, "--model", "fake-model", "--concurrency", "1",
+             "--no-structured", "--no-cache")
+
+    revoked = lambda number, _body: Fault.error(401, "key revoked") if number > 2 else None  # noqa: E731
+    with FakeOpenAIServer(schedule=revoked) as server:
+        crashed = invoke(*synth, "--base-url", server.base_url)
+    assert crashed.exit_code != 0 and "rejected the API key (401)" in crashed.stderr
+    assert set(objects(out)) == {"journal.jsonl", "run.json"}
+
+    shutil.rmtree(tmp_path / "remote-cache")  # resumed on another machine: only the bucket knows the run
+    with FakeOpenAIServer() as server:
+        resumed = invoke(*synth, "--base-url", server.base_url, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert server.count == 2 and "LLM calls 2 (+2 reused from the journal" in resumed.stdout

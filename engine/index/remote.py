@@ -10,11 +10,12 @@ pointer written: one PUT, atomic on S3. So a reader sees the old complete index 
 an upload cut short leaves a build nobody points at. After the pointer moves, the previous build is
 deleted (a reader still copying it follows the pointer to the new one).
 
-Readers copy the pointed build into a local cache (`remote_cache_dir()/indexes/<sha of ROOT/NAME>/ID/`)
+Readers copy the pointed build into a local cache (`remote_cache_dir()/indexes/<sha of endpoint and ROOT/NAME>/ID/`)
 and open it there. The LanceDB table is copied, not read in place: search holds FAISS, BM25 and the
 passage table in memory anyway, so reading the table on S3 would add round trips and save nothing.
 A build id never changes content, so a complete cached copy is reused without asking the bucket
-for more than the pointer; the copies of older builds are removed when a newer one arrives.
+for more than the pointer; the copies of older builds are removed when a newer one arrives (never
+newer ones: build ids sort by time, and another process may have just fetched a newer build).
 
 One writer per machine and index (the builder's lock, on the cache folder); two machines writing one
 index at once are not detected (S3 has no lock): the last pointer written wins.
@@ -32,11 +33,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.errors import ConfigError, IndexNotFound, IndexStoreError
+from engine.errors import ConfigError, IndexStoreError
 from engine.files import validate_name
-from engine.index.builder import BuildResult, build_index, writer_lock
+from engine.index.builder import BuildResult, build_index, check_target, writer_lock
 from engine.index.manifest import Manifest, manifest_dict, parse_manifest
-from engine.index.reader import recover
+from engine.index.reader import missing_index, recover
 from engine.remote import Remote, local_cache
 
 __all__ = ["build_remote", "fetch", "list_remote", "POINTER"]
@@ -55,11 +56,11 @@ def build_remote(corpus, name: str, embedder, root: str, add: bool, force: bool,
         ConfigError: storage problems (one line each); an existing index without add/force; add with force.
         IndexNotFound: `add` on a missing index. Otherwise what build_index raises.
     """
-    remote = Remote.connect(root).child(validate_name(name))
+    remote = Remote.connect(root, write=True).child(validate_name(name))  # read-only credentials fail before embedding
     cache = local_cache(remote.uri, "indexes")
     with writer_lock(cache, name):
         pointer = _pointer(remote)
-        _check(pointer, remote, name, add, force)
+        check_target(name, remote.uri.rsplit("/", 1)[0], pointer is not None, add, force)
         staging = cache / "staging"  # the lock is held: no other process of this machine stages this index
         shutil.rmtree(staging, ignore_errors=True)
         try:
@@ -68,7 +69,7 @@ def build_remote(corpus, name: str, embedder, root: str, add: bool, force: bool,
             result = build_index(corpus, name, embedder, root=staging, add=add, **build)
             build_id = _publish(remote, staging / name, result.manifest, pointer)
             os.rename(staging / name, cache / build_id)  # what was uploaded is the cached copy of the new build
-            _prune(cache, keep=build_id)
+            _prune(cache, newest=build_id)
             return result
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -84,9 +85,7 @@ def fetch(name: str, root: str) -> Path:
     remote = Remote.connect(root).child(validate_name(name))
     pointer = _pointer(remote)
     if pointer is None:
-        names = [m.name for m in list_remote(root)]
-        raise IndexNotFound(f"no index named {name!r} under {root}; existing: {', '.join(names) or '(none)'}. "
-                            f"Build it with `seedbed index CORPUS --name {name} --root {root}`")
+        raise missing_index(name, root)
     return _fetch_build(remote, pointer, local_cache(remote.uri, "indexes"), name)
 
 
@@ -119,31 +118,26 @@ def _pointer(remote: Remote) -> dict[str, Any] | None:
     return pointer
 
 
-def _check(pointer: dict | None, remote: Remote, name: str, add: bool, force: bool) -> None:
-    if add and force:
-        raise ConfigError("--add and --force contradict each other; choose one")
-    if add and pointer is None:
-        raise IndexNotFound(f"cannot --add to index {name!r}: it does not exist under {remote.uri.rsplit('/', 1)[0]}; "
-                            "build it first without --add")
-    if pointer is not None and not (add or force):
-        raise ConfigError(f"index {name!r} already exists at {remote.uri}; use --add to append documents or --force to "
-                          "rebuild it")
-
-
 def _publish(remote: Remote, folder: Path, manifest: Manifest, previous: dict | None) -> str:
     """Upload `folder` as a new build, then point the index at it; returns the build id."""
-    build_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)
-    files = _files_of(folder)
+    build_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(4)  # sorts by time
+    pointer = {**manifest_dict(manifest), "build": {"id": build_id, "files": _files_of(folder), "read": READ_NOTE}}
     try:
         remote.child("builds", build_id).upload_folder(folder)
+        remote.write_bytes(POINTER, json.dumps(pointer, indent=2, sort_keys=True).encode())
     except BaseException:
-        _quietly(lambda: remote.delete(f"builds/{build_id}"))  # nobody points at it; tidy up if the bucket answers
+        _quietly(lambda: _drop_unpointed(remote, build_id))  # an upload or pointer write that failed: tidy up
         raise
-    pointer = {**manifest_dict(manifest), "build": {"id": build_id, "files": files, "read": READ_NOTE}}
-    remote.write_bytes(POINTER, json.dumps(pointer, indent=2, sort_keys=True).encode())
     if previous is not None:
         _quietly(lambda: remote.delete(f"builds/{previous['build']['id']}"))
     return build_id
+
+
+def _drop_unpointed(remote: Remote, build_id: str) -> None:
+    """Delete build `build_id` unless the pointer names it (a pointer write reported failed may have landed)."""
+    current = _pointer(remote)
+    if current is None or current["build"]["id"] != build_id:
+        remote.delete(f"builds/{build_id}")
 
 
 def _fetch_build(remote: Remote, pointer: dict, cache: Path, name: str) -> Path:
@@ -152,7 +146,7 @@ def _fetch_build(remote: Remote, pointer: dict, cache: Path, name: str) -> Path:
         build_id = pointer["build"]["id"]
         local = cache / build_id
         if local.is_dir() or _download(remote.child("builds", build_id), pointer["build"]["files"], local):
-            _prune(cache, keep=build_id)
+            _prune(cache, newest=build_id)
             return local
         newer = _pointer(remote)
         if newer is None or newer["build"]["id"] == build_id:
@@ -189,10 +183,11 @@ def _files_of(folder: Path) -> dict[str, int]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def _prune(cache: Path, keep: str) -> None:
-    """Remove cached copies of builds other than `keep` (an open index holds its data in memory)."""
+def _prune(cache: Path, newest: str) -> None:
+    """Remove cached copies of builds older than `newest` (ids sort by time; an open index holds its data in
+    memory). Newer ones stay: another process may have just fetched one."""
     for folder in cache.iterdir():
-        if folder.is_dir() and not folder.name.startswith(".") and folder.name not in (keep, "staging"):
+        if folder.is_dir() and not folder.name.startswith(".") and folder.name != "staging" and folder.name < newest:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -200,5 +195,5 @@ def _quietly(action: Callable[[], None]) -> None:
     """Run a clean-up whose failure must not hide the outcome (the pointer is what counts)."""
     try:
         action()
-    except ConfigError as exc:
+    except (ConfigError, IndexStoreError) as exc:
         log.warning("clean-up on S3 failed (%s); the leftover build is not pointed at and can be deleted", exc)

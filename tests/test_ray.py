@@ -287,6 +287,19 @@ def test_an_index_built_on_ray_is_the_local_build_row_for_row(tmp_path, local_ra
             assert [h.passage.id for h in a.search(query, k=10, mode=mode)] == \
                    [h.passage.id for h in b.search(query, k=10, mode=mode)], (query, mode)
 
-    result = CliRunner().invoke(main, ["index", str(corpus), "--name", "onray", "--embedder", "hash-64", "--root", str(root),
-                                       "--add", "--ray"])
-    assert result.exit_code != 0 and "--add with --ray is not supported yet" in result.output
+    more = tmp_path / "more.jsonl"  # --add: 30 documents already indexed, 50 new ones
+    write_reuters_slice(more, 140, start=60)
+    for name, extra in (("local", []), ("onray", ["--ray", "--ray-workers", "2"])):
+        result = CliRunner().invoke(main, ["index", str(more), "--name", name, "--embedder", "hash-64", "--root", str(root),
+                                           "--add", *extra])
+        assert result.exit_code == 0, result.output
+    local, onray = (json.loads((root / name / "manifest.json").read_text()) for name in ("local", "onray"))
+    assert onray["passages"] == local["passages"] > a.manifest.passages
+    assert onray["corpus_fingerprint"] == local["corpus_fingerprint"] != a.manifest.corpus_fingerprint
+    assert onray["sources"][1]["added"] == local["sources"][1]["added"] > 0
+    assert onray["sources"][1]["duplicates"] == local["sources"][1]["duplicates"] > 0
+    a = Index.open("local", root, embedder=HashEmbedder(64))
+    b = Index.open("onray", root, embedder=HashEmbedder(64))
+    assert a.passages["id"].to_list() == b.passages["id"].to_list()  # row for row
+    for query in ("oil prices OPEC", "quarterly net profit"):
+        assert [h.passage.id for h in a.search(query, k=10)] == [h.passage.id for h in b.search(query, k=10)], query

@@ -66,7 +66,7 @@ def build_index(
         progress: called with (passages_done, documents_done) after each batch.
         ray: read, chunk, deduplicate and embed on a Ray cluster ("local" or its address; see
             engine/index/distributed.py) with `ray_workers` embedding actors; the result is the same
-            index, row for row. Not with `add`.
+            index, row for row, with or without `add`.
 
     Raises:
         ConfigError: bad name, or an existing index without --add/--force; for an s3:// root, a missing bucket,
@@ -77,9 +77,6 @@ def build_index(
     started = time.monotonic()
     target = index_path(name, root)
     list_files(corpus)  # fail fast on a bad path before any work
-    if ray and add:
-        raise ConfigError("--add with --ray is not supported yet: add locally (only new passages are embedded), "
-                          "or rebuild with --ray --force")
     if is_remote(root):  # built here in a staging folder by this function, then published (engine/index/remote.py)
         from engine.index.remote import build_remote
 
@@ -174,14 +171,11 @@ def check_target(name: str, root: str, exists: bool, add: bool, force: bool) -> 
 
 
 def _build_in(work, target, corpus, name, embedder, options, add, progress, started, on_ray=(None, 2)) -> BuildResult:
+    previous = _copy_previous(target, work, embedder) if add else None
     if on_ray[0]:
-        return _build_on_ray(work, corpus, name, embedder, options, started, *on_ray, progress=progress)
+        return _build_on_ray(work, corpus, name, embedder, options, started, *on_ray, previous=previous, progress=progress)
     stats = CorpusStats()
-    previous = None
-    if add:
-        previous = read_manifest(target)
-        previous.check_embedder(embedder.id, embedder.dim)
-        shutil.copytree(target, work)
+    if previous:
         table = store.open_table(work)
         index = dense.load(work / "dense.faiss")
         stats.seen_hashes.update(store.load_passages(table)["id"].to_list())
@@ -206,18 +200,33 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
                    added, previous, started)
 
 
+def _copy_previous(target: Path, work: Path, embedder) -> Manifest:
+    """`--add`: the index's manifest (its embedder must be `embedder`), the index copied into `work`."""
+    previous = read_manifest(target)
+    previous.check_embedder(embedder.id, embedder.dim)
+    shutil.copytree(target, work)
+    return previous
+
+
 def _build_on_ray(work, corpus, name, embedder, options, started, address: str, workers: int,
-                  progress: Callable[[int, int], None] | None = None) -> BuildResult:
-    """The table written on Ray (engine/index/distributed.py), then FAISS and BM25 from it as locally."""
+                  previous: Manifest | None = None, progress: Callable[[int, int], None] | None = None) -> BuildResult:
+    """The table written on Ray (engine/index/distributed.py), then FAISS and BM25 from it as locally;
+    with `previous` (`--add`, the index already copied into `work`), new passages appended to it."""
     from engine.index.distributed import fill_on_ray
 
-    work.mkdir(parents=True)
-    total, fingerprint, stats = fill_on_ray(work, corpus, options, embedder.id, embedder.dim, address=address,
-                                            workers=workers)
-    if progress and total:
-        progress(total, stats.documents)
+    existing = None
+    if previous is None:
+        work.mkdir(parents=True)
+    else:
+        table = store.open_table(work)
+        existing = (set(store.load_passages(table)["id"].to_list()), table.count_rows(), previous.corpus_fingerprint)
+    added, fingerprint, stats = fill_on_ray(work, corpus, options, embedder.id, embedder.dim, address=address,
+                                            workers=workers, previous=existing)
+    if progress and added:
+        progress(added, stats.documents)
+    total = added + (existing[1] if existing else 0)
     table = store.open_table(work) if total else None  # no passages: nothing was written, and _finish says why
-    return _finish(work, corpus, name, embedder, options, stats, table, None, total, fingerprint, total, None, started)
+    return _finish(work, corpus, name, embedder, options, stats, table, None, total, fingerprint, added, previous, started)
 
 
 def _finish(work, corpus, name, embedder, options, stats, table, index, total: int, fingerprint: str, added: int,

@@ -42,8 +42,13 @@ _STATS = ("files", "documents", "empty_documents", "duplicates", "too_short")
 
 
 def fill_on_ray(work: Path, corpus: str | Path, options: CorpusOptions, embedder_id: str, dim: int, *,
-                address: str | None, workers: int, batch_size: int = 256) -> tuple[int, str, CorpusStats]:
+                address: str | None, workers: int, batch_size: int = 256,
+                previous: tuple[set[str], int, str] | None = None) -> tuple[int, str, CorpusStats]:
     """Write the passages table of `corpus` under `work/store` on Ray.
+
+    With `previous` (`--add`: the table's passage ids, its row count and the old corpus fingerprint),
+    passages already in the table are duplicates, the new ones are numbered after its last row and
+    appended, and the fingerprint continues the old one, as a local `--add` does.
 
     Returns:
         (passages written, the corpus fingerprint's hex digest, corpus counts).
@@ -78,24 +83,25 @@ def fill_on_ray(work: Path, corpus: str | Path, options: CorpusOptions, embedder
     # groupby does this without the driver, but its hash shuffle took minutes for 115 passages here.)
     keys = passages.select_columns(["file_no", "seq", "id"]).take_all()
     keys.sort(key=lambda r: (r["file_no"], r["seq"]))
+    seen, start_row, fingerprint = previous or (set(), 0, "")
     rows: dict[tuple[int, int], int] = {}
-    seen: set[str] = set()
-    digest = hashlib.sha256()  # the fingerprint a local build computes: the kept ids in row order
+    digest = hashlib.sha256(fingerprint.encode())  # the fingerprint a local build computes: the kept ids in row order
     for key in keys:
         if key["id"] not in seen:
             seen.add(key["id"])
-            rows[(key["file_no"], key["seq"])] = len(rows)
+            rows[(key["file_no"], key["seq"])] = start_row + len(rows)
             digest.update(key["id"].encode())
     stats.duplicates += len(keys) - len(rows)
     stats.passages = total = len(rows)
     if total == 0:
-        return 0, hashlib.sha256(b"").hexdigest(), stats
+        return 0, digest.hexdigest(), stats
     numbered = passages.map_batches(_number, fn_kwargs={"rows": ray.put(rows)}, batch_format="pyarrow")
     threads = max(1, int(ray.cluster_resources().get("CPU", 1) // workers))  # torch threads per actor: no oversubscription
     embedded = numbered.map_batches(_Embed, fn_constructor_kwargs={"embedder_id": embedder_id, "dim": dim, "threads": threads},
                                     batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
                                     num_cpus=0.5, batch_format="pyarrow")  # 1 CPU each starved the reading tasks on 2 CPUs
-    embedded.write_lance(str(work / "store" / f"{store.TABLE}.lance"), schema=store.schema(dim))
+    embedded.write_lance(str(work / "store" / f"{store.TABLE}.lance"), schema=store.schema(dim),
+                         mode="append" if previous else "create")
     return total, digest.hexdigest(), stats
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine.errors import ConfigError, LLMError, LLMFatalError, LLMPromptTooLongError
+from engine.errors import LLMError, LLMFatalError, LLMPromptTooLongError
 from engine.llm.client import estimate_tokens
 from engine.llm.runner import ChatLLM, run_requests_sync
 from engine.types import Completion, Request, SamplingParams
@@ -138,13 +138,45 @@ def call_all(requests: list[Request], llm: ChatLLM, journal: Journal | CachedJou
         run_many = getattr(llm, "run_many", None)  # engine.llm.distributed.RayLLM: the batch goes to a cluster
         if run_many is not None:
             if capped:
-                raise ConfigError("--max-tokens-total and --max-cost are checked per request on one machine; "
-                                  "with --ray, cap the run with --max-calls")
-            run_many(to_send, concurrency, on_result, journal.shard_dir)
+                _run_many_capped(run_many, to_send, concurrency, on_result, journal.shard_dir, progress)
+            else:
+                run_many(to_send, concurrency, on_result, journal.shard_dir)
         else:
             run_requests_sync(_Capped(llm, progress) if capped else llm, to_send, concurrency=concurrency,
                               on_result=on_result)
     return answers
+
+
+def _run_many_capped(run_many, requests: list[Request], concurrency: int, on_result, shards, progress: Progress) -> None:
+    """On a cluster under a token or cost cap: waves of `concurrency` requests, each request admitted
+    before its wave goes out as `_Capped` admits one locally (its estimated tokens reserved, or held back
+    as over the cap); a wave's reservations end when its answers are in."""
+    for start in range(0, len(requests), concurrency):
+        wave, needs = [], []
+        for request in requests[start:start + concurrency]:
+            need = _need(request.chat_messages(), request.sampling)
+            if progress.would_pass_cap(*need):
+                on_result(request, _OverCap("held back by the token or cost cap"))
+                continue
+            _reserve(progress, need, 1)
+            wave.append(request)
+            needs.append(need)
+        try:
+            if wave:
+                run_many(wave, concurrency, on_result, shards)
+        finally:
+            for need in needs:
+                _reserve(progress, need, -1)
+
+
+def _need(messages: list[dict[str, str]], params: SamplingParams) -> tuple[int, int]:
+    """A request's reservation: its estimated prompt tokens and its max_tokens."""
+    return estimate_tokens("".join(m["content"] for m in messages)), params.max_tokens or 0
+
+
+def _reserve(progress: Progress, need: tuple[int, int], sign: int) -> None:
+    progress.reserved[0] += sign * need[0]
+    progress.reserved[1] += sign * need[1]
 
 
 class _OverCap(LLMError):
@@ -168,16 +200,14 @@ class _Capped:
 
     async def complete(self, messages: list[dict[str, str]], params: SamplingParams,
                        json_schema: dict[str, Any] | None = None) -> Completion:
-        need = (estimate_tokens("".join(m["content"] for m in messages)), params.max_tokens or 0)
+        need = _need(messages, params)
         if self.progress.would_pass_cap(*need):
             raise _OverCap("held back by the token or cost cap")
-        self.progress.reserved[0] += need[0]
-        self.progress.reserved[1] += need[1]
+        _reserve(self.progress, need, 1)
         try:
             return await self.llm.complete(messages, params, json_schema)
         finally:
-            self.progress.reserved[0] -= need[0]
-            self.progress.reserved[1] -= need[1]
+            _reserve(self.progress, need, -1)
 
 
 def estimate(requests: list[Request], progress: Progress, judged: bool) -> dict[str, Any]:

@@ -64,9 +64,8 @@ def run_synth(task_path: Path, index_name: str | None, out: Path | str, base_url
     index = Index.open(index_name, root) if index_name else None
     from engine.llm.adaptive import AdaptiveLimit, parse_concurrency
 
-    concurrency = parse_concurrency(concurrency, start=4, max=32)
-    if isinstance(concurrency, AdaptiveLimit) and scale.ray:
-        concurrency = 8 * scale.ray_workers  # an adaptive limit lives in one process; the workers are many
+    # with --ray, each worker learns its own number in flight, up to 32 (engine/llm/distributed.py)
+    concurrency = parse_concurrency(concurrency, start=4, max=32 * (scale.ray_workers if scale.ray else 1))
     if isinstance(concurrency, AdaptiveLimit) and not base_url:
         concurrency = 4  # the embedded server (and the fake) has a fixed number of slots: fill them
     adaptive = concurrency if isinstance(concurrency, AdaptiveLimit) else None

@@ -137,6 +137,43 @@ def test_a_ray_run_writes_the_same_dataset_with_every_answer_in_a_shard(setup, l
         assert again.count == 0
 
 
+def test_a_token_cap_holds_on_ray_and_a_larger_cap_continues_paying_nothing_twice(setup, local_ray, tmp_path):
+    folder, task, root, reference, calls = setup
+    spent = json.loads((folder / "reference" / "manifest.json").read_text())["tokens"]
+    whole = spent["prompt_this_run"] + spent["completion_this_run"]
+    cap = whole // 3
+    run = tmp_path / "run"
+    with FakeOpenAIServer(latency=0.02) as server:
+        result = CliRunner().invoke(main, synth_args(task, root, run, [server.base_url], "--ray", "--max-tokens-total", str(cap)))
+        assert result.exit_code == 0, result.output
+        first = server.count
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert 0 < first < calls and manifest["counts"]["unsent_over_token_or_cost_cap"] > 0
+    assert manifest["tokens"]["prompt_this_run"] + manifest["tokens"]["completion_this_run"] <= cap
+    with FakeOpenAIServer(latency=0.02) as server:
+        result = CliRunner().invoke(main, synth_args(task, root, run, [server.base_url], "--ray"))
+        assert result.exit_code == 0, result.output
+        assert server.count == calls - first  # the rest, nothing twice
+    assert (run / "dataset.jsonl").read_bytes() == reference
+
+
+def test_concurrency_auto_on_ray_backs_off_an_overloaded_endpoint_and_writes_the_same_dataset(setup, local_ray, tmp_path):
+    """An endpoint that serves 2 at once and answers 429 past that: at a fixed 16 in flight many requests
+    are turned away (some fail after every retry); with auto each actor learns its own number in flight,
+    far fewer are turned away, none fails, and the dataset is the one-process run's."""
+    folder, task, root, reference, calls = setup
+    rejected = {}
+    for concurrency in ("16", "auto"):
+        run = tmp_path / concurrency
+        with FakeOpenAIServer(latency=0.05, capacity=2, overload_retry_after=0.05) as server:
+            args = synth_args(task, root, run, [server.base_url], "--ray", "--ray-workers", "2", "--concurrency", concurrency)
+            result = CliRunner().invoke(main, args)  # the last --concurrency counts
+            rejected[concurrency] = server.count - shard_answers(run)  # 429s: an answered request was sent once
+    assert result.exit_code == 0, result.output
+    assert (run / "dataset.jsonl").read_bytes() == reference and shard_answers(run) == calls
+    assert rejected["16"] > 0 and rejected["auto"] < rejected["16"] / 2, rejected
+
+
 def answerer_pids() -> list[int]:
     """Processes of Seedbed's Ray actors (Ray titles them ray::_Answerer...)."""
     pids = []

@@ -120,7 +120,7 @@ class RayLLM:
         self.address, self.workers, self.timeout, self.max_retries = address, workers, timeout, max_retries
         self.batch_size = batch_size
         self._pool: list = []  # the run's actors, started on first use
-        self._pool_key: tuple[int, str] | None = None  # (requests in flight per actor, shard folder) they serve
+        self._pool_key: tuple[int, str, bool] | None = None  # (in flight per actor, shard folder, adaptive) they serve
         connect(address)
 
     def __repr__(self) -> str:
@@ -146,20 +146,19 @@ class RayLLM:
         """Answer `requests` on the cluster; hand each result to `on_result` as its batch comes back.
 
         Each actor has `ceil(concurrency / workers)` requests in flight and two batches at hand, so
-        it never waits for the driver between batches.
+        it never waits for the driver between batches. With an `AdaptiveLimit` (`--concurrency auto`),
+        each actor learns its own number in flight, up to `ceil(limit.max / workers)`.
 
         Raises:
-            ConfigError: an adaptive concurrency (not shared across processes yet: give a number).
             LLMFatalError: an actor met a fatal endpoint error (everything answered before is in the shards).
         """
-        if not isinstance(concurrency, int):
-            raise ConfigError("--concurrency auto does not work with --ray yet; give a number (the total in flight)")
         if not requests:
             return
         ray = ray_module()
-        per_worker = max(1, math.ceil(concurrency / self.workers))
+        adaptive = not isinstance(concurrency, int)
+        per_worker = max(1, math.ceil((concurrency.max if adaptive else concurrency) / self.workers))
         size = self.batch_size or per_worker * 4
-        actors = self._actors(ray, per_worker, shards)
+        actors = self._actors(ray, per_worker, shards, adaptive)
         by_id = {request.id: request for request in requests}
         batches = [[(r.id, _encode_request(r)) for r in requests[i:i + size]] for i in range(0, len(requests), size)]
         pending = iter(batches)
@@ -187,15 +186,15 @@ class RayLLM:
         if fatal:
             raise LLMFatalError(fatal)
 
-    def _actors(self, ray, per_worker: int, shards: Path) -> list:
+    def _actors(self, ray, per_worker: int, shards: Path, adaptive: bool = False) -> list:
         """The run's actors, started on first use (and again if the shard folder or their load changes)."""
-        key = (per_worker, str(shards))
+        key = (per_worker, str(shards), adaptive)
         if self._pool_key != key:
             self.shutdown()
             shards.mkdir(parents=True, exist_ok=True)
             remote = ray.remote(num_cpus=0.25, max_restarts=-1, max_task_retries=-1)(_Answerer)
-            self._pool = [remote.remote(self.endpoints, self.model, self.timeout, self.max_retries, per_worker, str(shards))
-                          for _ in range(self.workers)]
+            self._pool = [remote.remote(self.endpoints, self.model, self.timeout, self.max_retries, per_worker, str(shards),
+                                        adaptive) for _ in range(self.workers)]
             self._pool_key = key
         return self._pool
 
@@ -212,19 +211,26 @@ class _Answerer:
     """A Ray actor's work: answer batches through the client, journalling each answer in its own shard.
 
     Its methods are coroutines, so Ray runs it as an async actor: the batches queued on it run
-    together on one event loop (no gap between batches) under one gate of `per_worker` requests in
-    flight, and the client keeps its connections from batch to batch.
+    together on one event loop (no gap between batches), sent by the in-process runner
+    (`engine.llm.runner.run_requests`) under one `AdaptiveLimit` shared by those batches: fixed at
+    `per_worker` in flight, or, with `adaptive`, learning it between 1 and `per_worker` from this
+    actor's own 429s, timeouts and latencies (each actor backs off on its own, as TCP senders do).
+    The client keeps its connections from batch to batch.
     """
 
-    def __init__(self, endpoints, model: str, timeout: float, max_retries: int, per_worker: int, shards: str):
+    def __init__(self, endpoints, model: str, timeout: float, max_retries: int, per_worker: int, shards: str,
+                 adaptive: bool = False):
         from engine.journal import Journal, read_answers
+        from engine.llm.adaptive import AdaptiveLimit
         from engine.llm.client import OpenAIChat
         from engine.llm.replicas import ReplicaPool
 
-        clients = [OpenAIChat(url, model, api_key=key, timeout=timeout, max_retries=max_retries) for url, key in endpoints]
+        start = min(4, per_worker) if adaptive else per_worker
+        self.limit = AdaptiveLimit(start, min=1 if adaptive else per_worker, max=per_worker)
+        clients = [OpenAIChat(url, model, api_key=key, timeout=timeout, max_retries=max_retries,
+                              on_retry=self.limit.on_retry) for url, key in endpoints]
         self.llm = clients[0] if len(clients) == 1 else ReplicaPool(clients)
-        self.model, self.per_worker = model, per_worker
-        self.gate = None  # made in the actor's event loop, on first use
+        self.model = model
         folder = Path(shards)
         # earlier shards (a dead predecessor's included): their answers are not paid again
         self.known = {}
@@ -236,33 +242,31 @@ class _Answerer:
     async def answer(self, batch: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
         """(request id, kind, payload) per request: kind ok (payload: the completion as JSON),
         too_long, failed or fatal (payload: the error)."""
-        import asyncio
+        from engine.llm.runner import run_requests
 
-        if self.gate is None:
-            self.gate = asyncio.Semaphore(self.per_worker)
         out: dict[str, tuple[str, str]] = {}
-
-        async def one(request_id: str, text: str) -> None:
+        to_send = []
+        for request_id, text in batch:
             found = self.known.get((request_id, self.model))
             if found is not None:
                 out[request_id] = ("ok", json.dumps(asdict(found)))
-                return
-            request = _decode_request(request_id, text)
-            async with self.gate:
-                try:
-                    result = await self.llm.complete(request.chat_messages(), request.sampling, request.json_schema)
-                except LLMFatalError as error:  # the endpoint is gone: the driver stops the run
-                    out[request_id] = ("fatal", str(error))
-                    return
-                except LLMError as error:
-                    self.journal.record_failed(request_id, self.model, str(error))
-                    out[request_id] = ("too_long" if isinstance(error, LLMPromptTooLongError) else "failed", str(error))
-                    return
-            self.journal.record_ok(request_id, self.model, result)
-            self.known[(request_id, self.model)] = result
-            out[request_id] = ("ok", json.dumps(asdict(result)))
+            else:
+                to_send.append(_decode_request(request_id, text))
 
-        await asyncio.gather(*(one(request_id, text) for request_id, text in batch))
+        def record(request: Request, result: Completion | LLMError) -> None:
+            if isinstance(result, LLMError):
+                self.journal.record_failed(request.id, self.model, str(result))
+                out[request.id] = ("too_long" if isinstance(result, LLMPromptTooLongError) else "failed", str(result))
+            else:
+                self.journal.record_ok(request.id, self.model, result)
+                self.known[(request.id, self.model)] = result
+                out[request.id] = ("ok", json.dumps(asdict(result)))
+
+        try:
+            await run_requests(self.llm, to_send, concurrency=self.limit, on_result=record)
+        except LLMFatalError as error:  # the endpoint is gone: the driver stops the run
+            for request in to_send:
+                out.setdefault(request.id, ("fatal", str(error)))
         self.journal.sync()
         return [(request_id, *out[request_id]) for request_id, _ in batch]
 

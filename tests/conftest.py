@@ -1,4 +1,4 @@
-"""Shared fixtures: slices of the bundled Reuters sample and one read-only hash-embedder index."""
+"""Shared fixtures and helpers: slices of the bundled Reuters sample, one read-only hash-embedder index, a crashing LLM."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from engine.errors import LLMFatalError
+from engine.testing import ScriptedLLM
 
 REPO = Path(__file__).resolve().parents[1]
 REUTERS = REPO / "corpora" / "reuters-sample" / "reuters_sample.jsonl"
@@ -92,3 +95,16 @@ def require_small_model() -> None:
     if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+class CrashingLLM(ScriptedLLM):
+    """Answers like ScriptedLLM, then fails for good after `survive` calls (the endpoint went away)."""
+
+    def __init__(self, survive: int):
+        super().__init__()
+        self.survive = survive
+
+    async def complete(self, messages, params, json_schema=None):
+        if len(self.calls) >= self.survive:
+            raise LLMFatalError("the endpoint went away")
+        return await super().complete(messages, params, json_schema)

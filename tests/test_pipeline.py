@@ -18,7 +18,7 @@ from engine.testing import ScriptedLLM, default_answer
 from engine.pipeline import SynthOptions, synthesize, task_fingerprint
 from engine.types import LabelSpec, OutputSpec, RetrievalParams, SamplingParams, TaskSpec
 
-from conftest import REPO
+from conftest import REPO, CrashingLLM
 
 TASK = TaskSpec(
     name="reuters-topics",
@@ -56,19 +56,6 @@ def expected_template_identity():
     refine = hashlib.sha256((REPO / "prompts" / "synthesizrr" / "refine.md").read_bytes()).hexdigest()
     joined = f"system:{system}\nsynthesizrr/refine:{refine}"
     return "system+synthesizrr/refine", hashlib.sha256(joined.encode()).hexdigest()
-
-
-class CrashingLLM(ScriptedLLM):
-    """Answers like ScriptedLLM, then fails for good after `survive` calls (the endpoint went away)."""
-
-    def __init__(self, survive: int):
-        super().__init__()
-        self.survive = survive
-
-    async def complete(self, messages, params, json_schema=None):
-        if len(self.calls) >= self.survive:
-            raise LLMFatalError("the endpoint went away")
-        return await super().complete(messages, params, json_schema)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from engine.pipeline import SynthOptions, synthesize
 from engine.remote import Remote, local_cache
 from engine.testing import ScriptedLLM, default_answer
 
-from conftest import oil_earnings_task, write_reuters_slice
+from conftest import CrashingLLM, oil_earnings_task, write_reuters_slice
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra: pip install -e '.[dev]'")
 
@@ -291,19 +291,6 @@ def s3_index(bucket, tmp_path):
     from engine.config import load_task
 
     return Index.open("news", root, embedder=EMBEDDER), load_task(task_file)
-
-
-class CrashingLLM(ScriptedLLM):
-    """Answers like ScriptedLLM, then fails for good after `survive` calls."""
-
-    def __init__(self, survive: int):
-        super().__init__()
-        self.survive = survive
-
-    async def complete(self, messages, params, json_schema=None):
-        if len(self.calls) >= self.survive:
-            raise LLMFatalError("the endpoint went away")
-        return await super().complete(messages, params, json_schema)
 
 
 def test_a_run_on_s3_uploads_its_files_and_resumes_from_the_bucket_on_a_clean_machine(s3_index, bucket, tmp_path,

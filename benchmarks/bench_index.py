@@ -77,16 +77,15 @@ def throughput(folder: Path, passages: int, repeats: int) -> dict:
         started = time.perf_counter()
         result = build_index(corpus, "throughput", embedder, root=folder / "indexes", options=options, force=True)
         elapsed = time.perf_counter() - started
-        count = len(Index.open("throughput", folder / "indexes", embedder=embedder))
-        seedbed.append(count / elapsed)
         if texts is None:
             texts = Index.open("throughput", folder / "indexes", embedder=embedder).passages["text"].to_list()
+        count = result.manifest.passages
+        seedbed.append(count / elapsed)
         started = time.perf_counter()
         embedder.encode(texts, batch_size=64)
         bare.append(len(texts) / (time.perf_counter() - started))
         print(f"  repeat {repeat + 1}: seedbed index {seedbed[-1]:.1f} passages/s, bare embedder {bare[-1]:.1f} "
               f"passages/s ({count} passages from {documents} reviews)", flush=True)
-        del result
     ratio = statistics.median(seedbed) / statistics.median(bare)
     return {"passages": len(texts), "documents": documents, "seedbed_passages_per_s": statistics.median(seedbed),
             "bare_embedder_passages_per_s": statistics.median(bare), "ratio": round(ratio, 3),

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from engine.filters import first_per_label
 from engine.types import Example, Rejection, Request
 
 __all__ = ["confidence_filter", "out_of_fold_confidence"]
@@ -60,7 +61,8 @@ def confidence_filter(pairs: list[tuple[Example, Request]], embedder, keep: floa
                                         f"{FOLDS}-fold out-of-fold", "dropped": 0}
     if len(counts) < 2 or min(counts.values()) < 2:
         report["skipped"] = f"needs 2 labels with 2 examples each to train a student, got {dict(counts)}"
-        kept, surplus = _first(pairs, target)
+        kept, surplus = first_per_label(pairs, len(pairs) if target is None else target,
+                                        "gathered for the confidence filter, which could not run")
         return kept, surplus, report
     vectors = embedder.encode([example.text for example, _ in pairs])
     confidence = out_of_fold_confidence(vectors, labels, min(FOLDS, min(counts.values())), seed)
@@ -78,16 +80,3 @@ def confidence_filter(pairs: list[tuple[Example, Request]], embedder, keep: floa
                             f"{keep:.0%}{cap}", pairs[i][0].provenance) for i in sorted(dropped)]
     report.update(dropped=len(dropped), per_label=per_label)
     return [pair for i, pair in enumerate(pairs) if i not in dropped], rejections, report
-
-
-def _first(pairs: list[tuple[Example, Request]], target: int | None) -> tuple[list, list[Rejection]]:
-    """Without a student: the first `target` pairs per label, the rest `surplus` rejections."""
-    kept, rejections, have = [], [], Counter()
-    for example, request in pairs:
-        have[example.label] += 1
-        if target is None or have[example.label] <= target:
-            kept.append((example, request))
-        else:
-            rejections.append(Rejection(example.label, "surplus", example.text,
-                                        "gathered for the confidence filter, which could not run", example.provenance))
-    return kept, rejections

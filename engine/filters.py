@@ -10,14 +10,16 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
+from typing import Any
 
-from engine.types import OutputSpec
+from engine.types import Example, OutputSpec, Rejection
 
 __all__ = [
     "Deduper",
     "copy_of_passage",
     "copy_rate",
     "empty",
+    "first_per_label",
     "mentions_passage",
     "normalize",
     "refusal",
@@ -143,6 +145,18 @@ def normalize(text: str) -> str:
     """Case-, accent-, punctuation- and whitespace-insensitive form used for exact dedup."""
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     return " ".join(tokens(folded))
+
+
+def first_per_label(pairs: list[tuple[Example, Any]], limit: int, why: str) -> tuple[list[tuple[Example, Any]], list[Rejection]]:
+    """The first `limit` (example, request) pairs of each label, in order; the rest as `surplus` rejections."""
+    kept, surplus, have = [], [], {}
+    for example, request in pairs:
+        have[example.label] = have.get(example.label, 0) + 1
+        if have[example.label] <= limit:
+            kept.append((example, request))
+        else:
+            surplus.append(Rejection(example.label, "surplus", example.text, why, example.provenance))
+    return kept, surplus
 
 
 class Deduper:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine.calls import OnProgress, Progress, call_all, estimate, make_ask
-from engine.filters import Deduper
+from engine.filters import Deduper, first_per_label
 from engine.judge import RoundJudge
 from engine.llm.runner import ChatLLM
 from engine.retrieval.screen import Screen
@@ -158,16 +158,10 @@ def _collect(task: TaskSpec, part_of: dict[str, Part], requests: list[Request], 
 def _trim_surplus(task: TaskSpec, outcomes: Outcomes) -> None:
     """Keep at most `gathered_per_label` per label: examples that a review or the judge moved into a
     label that already has its examples become `surplus` rejections (the earliest are kept)."""
-    have: dict[str, int] = {}
-    kept = []
-    for example, request in outcomes.examples:
-        have[example.label] = have.get(example.label, 0) + 1
-        if have[example.label] <= task.gathered_per_label:
-            kept.append((example, request))
-        else:
-            outcomes.rejections.append(Rejection(example.label, "surplus", example.text,
-                                                 "relabelled into a label that already had its examples", example.provenance))
+    kept, surplus = first_per_label(outcomes.examples, task.gathered_per_label,
+                                    "relabelled into a label that already had its examples")
     outcomes.examples[:] = kept
+    outcomes.rejections.extend(surplus)
 
 
 def _still_wanted(task: TaskSpec, outcomes: Outcomes) -> dict[str, int]:

@@ -37,15 +37,25 @@ def models_install(name: str) -> None:
 
 @click.command()
 @click.option("--model", default=None, help="Catalog model to prepare (default: the demo model).")
+@click.option("--native", is_flag=True,
+              help="Also build llama-server for this CPU (about 6 min on 2 cores): faster prompt "
+                   "processing than the prebuilt runtime, used whenever present.")
 @friendly
-def setup(model: str | None) -> None:
-    """Prepare the embedded LLM: build llama-server (once per CPU) and install + verify a model."""
-    from engine.runtime.build import ensure_llama_server
+def setup(model: str | None, native: bool) -> None:
+    """Prepare the embedded LLM: install + verify a model, and name the llama.cpp runtime it runs on."""
+    from engine.runtime import prebuilt
+    from engine.runtime.build import ensure_llama_server, server_command
     from engine.runtime.catalog import DEFAULT_MODEL, get_model
     from engine.runtime.local import ensure_model
 
-    get_model(model or DEFAULT_MODEL)  # an unknown name fails before a 6-minute build
-
-    click.echo("llama-server: checking (a first build takes about 6 minutes on 2 cores) ...", err=True)
-    click.echo(f"llama-server: {ensure_llama_server(build=True)}")
+    get_model(model or DEFAULT_MODEL)  # an unknown name fails before any download or build
+    if native:
+        click.echo("llama-server: checking (a first native build takes about 6 minutes on 2 cores) ...", err=True)
+        ensure_llama_server(build=True)
+    command = server_command(build=True)
+    if command == prebuilt.command():
+        click.echo(f"llama.cpp runtime: prebuilt (xllamacpp {prebuilt.version()}); "
+                   "`seedbed setup --native` builds a faster native llama-server (about 6 min)")
+    else:
+        click.echo(f"llama.cpp runtime: native {command[0]}")
     click.echo(f"{model or DEFAULT_MODEL}: {ensure_model(model or DEFAULT_MODEL, install=True)}")

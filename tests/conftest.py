@@ -85,11 +85,11 @@ def private_llm_cache(tmp_path_factory, monkeypatch):
 
 def require_small_model() -> None:
     """Skip the calling test unless llama-server and SmolLM2 are ready; with SEEDBED_REQUIRE_INTEGRATION, fail it."""
-    from engine.runtime.build import find_llama_server
+    from engine.runtime.build import server_available
     from engine.runtime.catalog import TEST_MODEL
     from engine.runtime.local import model_status
 
-    if find_llama_server() is not None and model_status(TEST_MODEL).verified:
+    if server_available() and model_status(TEST_MODEL).verified:
         return
     message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
     if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):

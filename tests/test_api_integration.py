@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from engine.api import ServeConfig, create_app
-from engine.runtime.build import find_llama_server
+from engine.runtime.build import server_available
 from engine.runtime.catalog import TEST_MODEL
 from engine.llm.client import OpenAIChat
 from engine.runtime.local import model_status
@@ -26,7 +26,7 @@ KEY = "e2e-key-0123456789abcdef"
 def live(hash_index, tmp_path):
     import uvicorn
 
-    if find_llama_server() is None or not model_status(TEST_MODEL).verified:
+    if not server_available() or not model_status(TEST_MODEL).verified:
         message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
         if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
             pytest.fail(message)

@@ -441,6 +441,24 @@ def test_setup_with_an_unknown_model_fails_before_building():
     assert_clean_error(invoke("setup", "--model", "no-such-model"), "no-such-model")
 
 
+def test_setup_names_the_runtime_and_builds_nothing_where_the_prebuilt_wheel_serves(monkeypatch, tmp_path):
+    from engine.runtime import build
+
+    monkeypatch.setenv("SEEDBED_RUNTIME", "prebuilt")
+    monkeypatch.setattr(build, "build_llama_server", lambda *a, **k: pytest.fail("setup built llama-server"))
+    result = invoke("setup", "--model", "smollm2-135m")
+    if "not installed" in result.output:
+        pytest.skip("SmolLM2 is not installed here")
+    assert result.exit_code == 0, result.output
+    assert "llama.cpp runtime: prebuilt (xllamacpp 2026." in result.stdout
+    assert "seedbed setup --native" in result.stdout
+
+
+def test_setup_with_a_runtime_that_is_not_one_fails_cleanly(monkeypatch):
+    monkeypatch.setenv("SEEDBED_RUNTIME", "gpu")
+    assert_clean_error(invoke("setup", "--model", "smollm2-135m"), "SEEDBED_RUNTIME='gpu'", "auto, native, prebuilt")
+
+
 def test_adaptive_concurrency_against_a_throttling_endpoint(built, tmp_path):
     from engine.testing import FakeOpenAIServer
 

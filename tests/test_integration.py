@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.runtime.build import find_llama_server
+from engine.runtime.build import server_available
 from engine.runtime.catalog import TEST_MODEL
 from engine.runtime.local import model_status
 
@@ -40,7 +40,7 @@ seed: 7
 
 @pytest.fixture(scope="module")
 def runtime_ready():
-    ready = find_llama_server() is not None and model_status(TEST_MODEL).verified
+    ready = server_available() and model_status(TEST_MODEL).verified
     if not ready:
         message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
         if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):

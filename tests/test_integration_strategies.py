@@ -15,7 +15,7 @@ import os
 import pytest
 
 from engine.config import load_task
-from engine.runtime.build import find_llama_server
+from engine.runtime.build import server_available
 from engine.runtime.catalog import TEST_MODEL
 from engine.llm.client import OpenAIChat
 from engine.runtime.local import model_status
@@ -46,7 +46,7 @@ def available(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server():
-    if find_llama_server() is None or not model_status(TEST_MODEL).verified:
+    if not server_available() or not model_status(TEST_MODEL).verified:
         message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
         if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
             pytest.fail(message)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError, RuntimeSetupError
-from engine.runtime import build, local
+from engine.runtime import build, local, prebuilt
 from engine.runtime.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL, ModelEntry, get_model
 from engine.runtime.local import (
     assemble_parts,
@@ -290,6 +290,47 @@ def test_find_llama_server_cache_then_path(home, tmp_path, monkeypatch):
     assert find_llama_server() == cached  # the per-CPU build wins over PATH
 
 
+def test_server_command_prefers_a_native_build_then_the_prebuilt_wheel(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    monkeypatch.delenv("SEEDBED_RUNTIME", raising=False)
+    monkeypatch.setattr(prebuilt, "available", lambda: True)
+    assert build.server_command() == prebuilt.command() == [sys.executable, "-m", "engine.runtime.prebuilt"]
+    cached = _executable(home / "bin" / build.cpu_key() / "llama-server")
+    assert build.server_command() == [str(cached)]  # faster prompt processing: used when present
+    monkeypatch.setenv("SEEDBED_RUNTIME", "prebuilt")
+    assert build.server_command() == prebuilt.command()
+    monkeypatch.setenv("SEEDBED_RUNTIME", "native")
+    assert build.server_command() == [str(cached)]
+    monkeypatch.setenv("SEEDBED_RUNTIME", "fast")
+    with pytest.raises(RuntimeSetupError, match=r"SEEDBED_RUNTIME='fast'.*auto, native, prebuilt"):
+        build.server_command()
+    assert not build.server_available()
+
+
+def test_server_command_without_any_runtime_says_how(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    monkeypatch.delenv("SEEDBED_RUNTIME", raising=False)
+    monkeypatch.setattr(prebuilt, "available", lambda: False)
+    with pytest.raises(RuntimeSetupError, match=r"xllamacpp.*seedbed setup --native"):
+        build.server_command()
+    assert not build.server_available()
+    monkeypatch.setenv("SEEDBED_RUNTIME", "prebuilt")
+    with pytest.raises(RuntimeSetupError, match="SEEDBED_RUNTIME=prebuilt but the xllamacpp wheel is not installed"):
+        build.server_command()
+    monkeypatch.setenv("SEEDBED_RUNTIME", "native")
+    monkeypatch.setattr(prebuilt, "available", lambda: True)  # native asked for: the wheel is not used
+    with pytest.raises(RuntimeSetupError, match="seedbed setup --native"):
+        build.server_command()
+
+
+def test_prebuilt_runtime_refuses_a_flag_it_does_not_take_in_one_line(tmp_path):
+    proc = subprocess.run([*prebuilt.command(), "-m", str(tmp_path / "m.gguf"), "-a", "x", "--port", "1",
+                           "--mlock"], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "--mlock" in proc.stderr and "seedbed setup --native" in proc.stderr
+
+
 def test_cpu_key_is_folder_safe():
     key = build.cpu_key()
     assert re.fullmatch(r"[A-Za-z0-9_]+-[a-z0-9-]+-[0-9a-f]{8}", key)
@@ -352,7 +393,7 @@ def test_server_with_unrunnable_binary_says_how(tmp_path, home):
     model = tmp_path / "m.gguf"
     model.write_bytes(b"x")
     server = LocalServer(model, "fake", binary=tmp_path / "no-such-binary", log_path=tmp_path / "s.log")
-    with pytest.raises(RuntimeSetupError, match="no-such-binary.*seedbed setup"):
+    with pytest.raises(RuntimeSetupError, match="no-such-binary.*SEEDBED_LLAMA_SERVER"):
         server.start()
     assert server.pid is None
 
@@ -366,11 +407,19 @@ def test_server_without_model_file_says_how(tmp_path, home):
 # --- integration: a real llama-server with SmolLM2 -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def runtime() -> tuple[Path, Path]:
-    binary = find_llama_server()
-    if binary is None:
-        pytest.skip("no llama-server binary: build it with `seedbed setup`")
+@pytest.fixture(scope="module", params=["native", "prebuilt"])
+def runtime(request) -> tuple[list[str], Path]:
+    """Each integration test runs on both runtimes: the native build (optional, skipped where
+    `seedbed setup --native` has not run) and the prebuilt xllamacpp wheel (a dependency: required)."""
+    if request.param == "native":
+        found = find_llama_server()
+        if found is None:
+            pytest.skip("no native llama-server: `seedbed setup --native` builds one")
+        binary = [str(found)]
+    else:
+        if not prebuilt.available():
+            pytest.fail("the xllamacpp wheel (a Seedbed dependency) is not installed")
+        binary = prebuilt.command()
     try:
         model = ensure_model(TEST_MODEL, install=False, progress=False)
     except RuntimeSetupError as exc:
@@ -486,7 +535,7 @@ def test_real_server_dies_with_its_parent(tmp_path, runtime, sig):
         from pathlib import Path
         from engine.runtime.server import LocalServer, ServerConfig
         server = LocalServer(Path({str(model)!r}), "t", ServerConfig(parallel=1, ctx_per_slot=512),
-                             binary=Path({str(binary)!r}), log_path=Path({str(tmp_path / 's.log')!r}))
+                             binary={binary!r}, log_path=Path({str(tmp_path / 's.log')!r}))
         server.start()
         print(server.pid, server.port, flush=True)
         time.sleep(120)

@@ -31,6 +31,9 @@ from engine.errors import RuntimeSetupError
 
 __all__ = [
     "LLAMA_CPP_PYTHON_VERSION",
+    "RUNTIMES",
+    "server_command",
+    "server_available",
     "seedbed_home",
     "cpu_key",
     "find_llama_server",
@@ -126,7 +129,7 @@ def find_llama_server() -> Path | None:
             raise RuntimeSetupError(
                 f"SEEDBED_LLAMA_SERVER={env!r} is not an executable file. Point it at a "
                 "llama-server binary, or unset it to use the cached build "
-                "(`seedbed setup` builds one)."
+                "(`seedbed setup --native` builds one)."
             )
         return path
     cached = _cached_binary()
@@ -154,10 +157,69 @@ def ensure_llama_server(build: bool = True) -> Path:
     if not build:
         raise RuntimeSetupError(
             f"No llama-server binary found (looked at $SEEDBED_LLAMA_SERVER, {_cached_binary()}, "
-            "and PATH). Build one with `seedbed setup` (about 6 min on 2 cores), or set "
+            "and PATH). Build one with `seedbed setup --native` (about 6 min on 2 cores), or set "
             "SEEDBED_LLAMA_SERVER to an existing binary."
         )
     return build_llama_server()
+
+
+RUNTIMES = ("auto", "native", "prebuilt")
+
+
+def _runtime_choice() -> str:
+    choice = os.environ.get("SEEDBED_RUNTIME", "auto").strip().lower() or "auto"
+    if choice not in RUNTIMES:
+        raise RuntimeSetupError(
+            f"SEEDBED_RUNTIME={choice!r} is not a runtime. Use one of {', '.join(RUNTIMES)} "
+            "(auto: the native build when present, else the prebuilt wheel), or unset it.")
+    return choice
+
+
+def server_command(build: bool = False) -> list[str]:
+    """The command that starts a llama.cpp server; llama-server's flags follow it.
+
+    `$SEEDBED_RUNTIME` chooses: `native` (a llama-server binary, see `find_llama_server`),
+    `prebuilt` (the xllamacpp wheel), or `auto` (default): the native binary when one is found, as
+    it evaluates prompts faster, else the prebuilt runtime, else (with `build`) a native build.
+
+    Args:
+        build: build the native server when the choice needs it and none is found (about 6 min).
+
+    Returns:
+        argv without the server flags: `[binary]` or `[python, -m, engine.runtime.prebuilt]`.
+
+    Raises:
+        RuntimeSetupError: the chosen runtime is not available (and may not be built), or
+            `$SEEDBED_RUNTIME` is not a runtime.
+    """
+    from engine.runtime import prebuilt
+
+    choice = _runtime_choice()
+    if choice != "prebuilt":
+        found = find_llama_server()
+        if found is not None:
+            return [str(found)]
+    if choice != "native" and prebuilt.available():
+        return prebuilt.command()
+    if choice == "prebuilt":
+        raise RuntimeSetupError(
+            "SEEDBED_RUNTIME=prebuilt but the xllamacpp wheel is not installed. Install it "
+            "(`pip install xllamacpp`, a Seedbed dependency), or unset SEEDBED_RUNTIME.")
+    if build:
+        return [str(build_llama_server())]
+    raise RuntimeSetupError(
+        f"No llama.cpp server found (looked at $SEEDBED_LLAMA_SERVER, {_cached_binary()}, PATH and "
+        "the xllamacpp wheel). Install Seedbed's dependencies (xllamacpp is one), build the native "
+        "server with `seedbed setup --native` (about 6 min on 2 cores), or set SEEDBED_LLAMA_SERVER.")
+
+
+def server_available() -> bool:
+    """True if `server_command()` would find a runtime without building one."""
+    try:
+        server_command(build=False)
+    except RuntimeSetupError:
+        return False
+    return True
 
 
 def build_llama_server(jobs: int | None = None) -> Path:

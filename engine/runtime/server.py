@@ -20,13 +20,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from engine.errors import ConfigError, RuntimeSetupError
-from engine.runtime.build import (
-    ensure_llama_server,
-    seedbed_home,
-)
+from engine.runtime.build import seedbed_home, server_command
 from engine.runtime.catalog import DEFAULT_MODEL
 from engine.runtime.local import ensure_model
 
@@ -170,20 +167,22 @@ class LocalServer:
     """
 
     def __init__(self, model_path: Path, alias: str, config: ServerConfig = ServerConfig(),
-                 *, binary: Path | None = None, log_path: Path | None = None) -> None:
+                 *, binary: Path | Sequence[str] | None = None, log_path: Path | None = None) -> None:
         """Prepare (not start) a server.
 
         Args:
             model_path: the GGUF file.
             alias: the model name clients send (`-a`).
             config: how to run it.
-            binary: llama-server; None finds one at start (never builds).
+            binary: a llama-server binary, or a command prefix that takes llama-server's flags
+                (`engine.runtime.prebuilt.command()`); None chooses at start (`server_command`,
+                never builds).
             log_path: where stdout/stderr go; default `seedbed_home()/logs/llama-server-ALIAS-PORT.log`.
         """
         self.model_path = Path(model_path)
         self.alias = alias
         self.config = config
-        self._binary = binary
+        self._binary = [str(binary)] if isinstance(binary, (str, Path)) else (list(binary) if binary else None)
         self._log_path = log_path
         self._port = config.port
         self._proc: subprocess.Popen[bytes] | None = None
@@ -200,7 +199,8 @@ class LocalServer:
             name: a catalog name; it is also the alias clients send as `model`.
             config: how to run it.
             install: install the model if absent (see `install_model`).
-            build: build llama-server if none is found (about 6 min on 2 cores).
+            build: build the native llama-server if no runtime is found (about 6 min on 2 cores;
+                never needed where the prebuilt xllamacpp wheel is installed).
 
         Returns:
             An unstarted LocalServer.
@@ -210,7 +210,7 @@ class LocalServer:
             RuntimeSetupError: the model or binary is missing and may not be prepared, or preparing failed.
         """
         path = ensure_model(name, install=install)
-        return cls(path, name, config, binary=ensure_llama_server(build=build))
+        return cls(path, name, config, binary=server_command(build=build))
 
     @property
     def port(self) -> int:
@@ -245,9 +245,9 @@ class LocalServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _command(self, binary: Path) -> list[str]:
+    def _command(self, binary: list[str]) -> list[str]:
         cfg = self.config
-        return [str(binary), "-m", str(self.model_path), "-a", self.alias,
+        return [*binary, "-m", str(self.model_path), "-a", self.alias,
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "-t", str(cfg.threads or _cpu_count()),
                 "-c", str(cfg.ctx_per_slot * cfg.parallel), "-np", str(cfg.parallel),
@@ -268,7 +268,7 @@ class LocalServer:
         if not self.model_path.is_file():
             raise RuntimeSetupError(f"Model file {self.model_path} does not exist. "
                                     f"Run `seedbed models install {self.alias}`.")
-        binary = self._binary or ensure_llama_server(build=False)
+        binary = self._binary or server_command(build=False)
         auto_port = self._port is None
         for attempt in range(3):
             if auto_port and (self._port is None or attempt > 0):
@@ -283,7 +283,7 @@ class LocalServer:
                     raise
         raise AssertionError("unreachable")
 
-    def _spawn(self, binary: Path) -> None:
+    def _spawn(self, binary: list[str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         _prune_logs(self.log_path.parent)
         # Append, so a restart keeps the log of the crash that caused it; the child keeps its
@@ -299,8 +299,8 @@ class LocalServer:
                 self._proc = _spawn_in_long_lived_thread(popen)
             except OSError as exc:
                 raise RuntimeSetupError(
-                    f"Cannot run llama-server {binary}: {exc}. Point SEEDBED_LLAMA_SERVER at a "
-                    "working binary, or unset it and run `seedbed setup`.") from exc
+                    f"Cannot run llama-server {' '.join(binary)}: {exc}. Point SEEDBED_LLAMA_SERVER at a "
+                    "working binary, or unset it to use the cached native build or the prebuilt xllamacpp runtime.") from exc
         _install_exit_hooks()
         _LIVE.add(self)
 

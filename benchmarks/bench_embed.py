@@ -1,0 +1,173 @@
+"""Faster CPU paths for the MiniLM embedder against today's fp32 torch path, on the same passages.
+
+Paths, each embedding the same `--passages` real news-mix passages (corpora/, cut to about 80
+words as the index's chunker does) with the same batch size, in this process:
+- `fp32-torch`: today's path, sentence-transformers on torch (the baseline);
+- `int8-torch`: the same model after `torch.ao.quantization.quantize_dynamic` (Linear layers to int8);
+- `fp32-onnx` / `int8-onnx` / `int8-onnx-pc`: the encoder exported with `torch.onnx.export`, run
+  by ONNX Runtime, then int8 dynamic quantization (`onnxruntime.quantization`; per tensor, and per
+  channel), mean pooling and normalisation in numpy; skipped, with the reason, when `onnxruntime`/`onnx` are not installed.
+The paths alternate `--repeats` times; medians of passages/s are printed with the speed-up over
+fp32-torch and the cosine agreement (mean and minimum over passages) with the fp32-torch vectors.
+Adoption rule (issue 14): a path becomes the default only at >= 1.5x with mean cosine >= 0.99,
+and only if it installs offline from the package registry.
+
+Usage: python benchmarks/bench_embed.py [--passages 2000] [--batch-size 64] [--repeats 3] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CORPUS = ROOT / "corpora" / "news-mix" / "news_mix.jsonl"
+RESULTS = Path(__file__).parent / "results"
+
+
+def passages(count: int, words: int = 80) -> list[str]:
+    out = []
+    for line in CORPUS.open(encoding="utf-8"):
+        tokens = json.loads(line)["text"].split()
+        out += [" ".join(tokens[i:i + words]) for i in range(0, len(tokens), words) if len(tokens[i:i + words]) >= 20]
+        if len(out) >= count:
+            break
+    return out[:count]
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+class OnnxEncoder:
+    """The MiniLM encoder under ONNX Runtime, with sentence-transformers' mean pooling."""
+
+    def __init__(self, model, path: Path, threads: int):
+        import onnxruntime as ort
+
+        self.tokenizer = model.tokenizer
+        self.max_length = model.max_seq_length
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        order = np.argsort([-len(t) for t in texts])
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            feed = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                  max_length=self.max_length, return_tensors="np")
+            feed = {k: v.astype(np.int64) for k, v in feed.items() if k in self.inputs}
+            hidden = self.session.run(None, feed)[0]
+            mask = feed["attention_mask"][..., None].astype(np.float32)
+            out[idx] = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+        return _normalise(out)
+
+
+def export_onnx(model, folder: Path) -> tuple[Path, Path, Path]:
+    """fp32, int8 and int8 per-channel ONNX files of the model's transformer (last hidden state)."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    sample = model.tokenizer(["a sample sentence"], return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+    class Encoder(torch.nn.Module):  # keyword arguments: BertModel.forward's positional order changes
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *tensors):
+            return self.inner(**dict(zip(names, tensors))).last_hidden_state
+
+    encoder = Encoder(model[0].auto_model).eval()
+    fp32 = folder / "minilm.onnx"
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"last_hidden_state": {0: "batch", 1: "sequence"}}
+    with torch.no_grad():
+        torch.onnx.export(encoder, tuple(sample[n] for n in names), str(fp32), input_names=names,
+                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    int8, int8_pc = folder / "minilm-int8.onnx", folder / "minilm-int8-pc.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(fp32), str(int8_pc), weight_type=QuantType.QInt8, per_channel=True)
+    return fp32, int8, int8_pc
+
+
+def main() -> None:
+    import torch
+
+    from engine.embed import _model_dir, load_sentence_transformer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passages", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--record", action="store_true", help="write benchmarks/results/embed-<date>.json")
+    args = parser.parse_args()
+
+    texts = passages(args.passages)
+    threads = torch.get_num_threads()
+    model = load_sentence_transformer(_model_dir("all-MiniLM-L6-v2"))
+    quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+    def st(m):
+        return lambda: m.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+
+    paths = {"fp32-torch": st(model), "int8-torch": st(quantized)}
+    skipped = {}
+    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
+        try:
+            files = export_onnx(model, Path(tmp))
+            for name, file in zip(("fp32-onnx", "int8-onnx", "int8-onnx-pc"), files):
+                encoder = OnnxEncoder(model, file, threads)
+                paths[name] = (lambda e: lambda: e.encode(texts, args.batch_size))(encoder)
+        except ImportError as exc:
+            skipped["onnx"] = f"not installed ({exc.name}): pip install onnxruntime onnx"
+            print(f"ONNX paths skipped: {skipped['onnx']}")
+
+        vectors, rates = {}, {name: [] for name in paths}
+        for name, run in paths.items():  # warm-up (first-call allocations), and the vectors compared
+            vectors[name] = np.asarray(run(), dtype=np.float32)
+        for repeat in range(args.repeats):
+            for name in (list(paths) if repeat % 2 == 0 else list(paths)[::-1]):
+                started = time.perf_counter()
+                paths[name]()
+                rates[name].append(len(texts) / (time.perf_counter() - started))
+    base = statistics.median(rates["fp32-torch"])
+    results = {}
+    for name in paths:
+        cos = np.sum(vectors[name] * vectors["fp32-torch"], axis=1)
+        rate = statistics.median(rates[name])
+        results[name] = {"passages_s": round(rate, 1), "speedup": round(rate / base, 3),
+                         "cosine_mean": round(float(cos.mean()), 5), "cosine_min": round(float(cos.min()), 5),
+                         "adoptable": bool(rate / base >= 1.5 and cos.mean() >= 0.99)}
+        r = results[name]
+        print(f"{name:<12} {r['passages_s']:8.1f} passages/s  {r['speedup']:5.2f}x  cosine mean "
+              f"{r['cosine_mean']:.4f} min {r['cosine_min']:.4f}  {'meets' if r['adoptable'] else 'misses'} "
+              "the rule (>= 1.5x, cosine >= 0.99)", flush=True)
+    if args.record:
+        record = {"date": date.today().isoformat(),
+                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                  "torch": torch.__version__, "threads": threads, "passages": len(texts),
+                  "batch_size": args.batch_size, "repeats": args.repeats, "results": results, "skipped": skipped}
+        path = RESULTS / f"embed-{record['date']}.json"
+        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        print(f"recorded {path}")
+
+
+if __name__ == "__main__":
+    main()

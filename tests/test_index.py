@@ -15,7 +15,7 @@ from rank_bm25 import BM25Okapi
 from engine.corpus import CorpusOptions, iter_passages
 from engine.embed import HashEmbedder, get_embedder
 from engine.errors import ConfigError, IndexMismatch, IndexNotFound, IndexStoreError
-from engine.index import builder, dense, lexical
+from engine.index import builder, dense, lexical, store
 from engine.index.builder import build_index
 from engine.index.manifest import FORMAT_VERSION, read_manifest
 from engine.index.reader import Index, list_indexes
@@ -359,6 +359,46 @@ def test_saved_bm25_scores_like_the_fresh_one(tmp_path, bm25_corpus):
         np.testing.assert_allclose(lexical.scores(loaded, query), lexical.scores(model, query), atol=1e-6)
     rows, values = lexical.top_k(lexical.scores(model, "wheat export"), 5)
     assert len(rows) == 5 and list(values) == sorted(values, reverse=True)
+
+
+def test_bm25_built_in_batches_is_bm25s_own_index(bm25_corpus):
+    import bm25s
+
+    texts, tokens, _ = bm25_corpus
+    theirs = bm25s.BM25(**lexical.BM25_PARAMS)
+    theirs.index(tokens, show_progress=False)
+    whole = lexical.build(texts)
+    for ours in (whole, lexical.build_batches(texts[i:i + 7] for i in range(0, len(texts), 7))):
+        assert ours.scores["num_docs"] == theirs.scores["num_docs"] == len(texts)
+        assert set(ours.vocab_dict) == set(theirs.vocab_dict)
+        for token, column in theirs.vocab_dict.items():  # same docs and scores per token (ids may differ)
+            if token == "":
+                continue
+            a = slice(*theirs.scores["indptr"][column:column + 2])
+            b = slice(*ours.scores["indptr"][ours.vocab_dict[token]:ours.vocab_dict[token] + 2])
+            np.testing.assert_array_equal(ours.scores["indices"][b], theirs.scores["indices"][a])
+            np.testing.assert_allclose(ours.scores["data"][b], theirs.scores["data"][a], rtol=1e-6)
+        for query in QUERIES:
+            np.testing.assert_array_equal(lexical.scores(ours, query), lexical.scores(whole, query))
+
+
+def test_bm25_of_an_empty_passage_and_of_nothing():
+    model = lexical.build(["", "wheat exports rose", "the of and"])
+    assert model.scores["num_docs"] == 3 and lexical.scores(model, "wheat")[1] > 0
+    with pytest.raises(ValueError, match="at least one passage"):
+        lexical.build_batches([])
+
+
+def test_the_table_is_read_in_row_order_a_batch_at_a_time(built):
+    root, _ = built
+    table = store.open_table(root / "news")
+    whole = store.load_passages(table)
+    batches = list(store.iter_columns(table, ["id", "text"], batch_rows=7))
+    assert len(batches) > 1 and all(b.num_rows <= 7 for b in batches)
+    assert [t for b in store.iter_texts(table, batch_rows=7) for t in b] == whole["text"].to_list()
+    assert store.passage_ids(table) == set(whole["id"].to_list())
+    rows = np.concatenate([r for r, _ in store.iter_vectors(table, batch_rows=7)])
+    np.testing.assert_array_equal(rows, np.arange(len(whole)))
 
 
 # --- the real embedder -----------------------------------------------------------------------------

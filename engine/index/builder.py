@@ -178,7 +178,7 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
     if previous:
         table = store.open_table(work)
         index = dense.load(work / "dense.faiss")
-        stats.seen_hashes.update(store.load_passages(table)["id"].to_list())
+        stats.seen_hashes.update(store.passage_ids(table))
         start_row = table.count_rows()
     else:
         work.mkdir(parents=True)
@@ -219,7 +219,7 @@ def _build_on_ray(work, corpus, name, embedder, options, started, address: str, 
         work.mkdir(parents=True)
     else:
         table = store.open_table(work)
-        existing = (set(store.load_passages(table)["id"].to_list()), table.count_rows(), previous.corpus_fingerprint)
+        existing = (store.passage_ids(table), table.count_rows(), previous.corpus_fingerprint)
     added, fingerprint, stats = fill_on_ray(work, corpus, options, embedder.id, embedder.dim, address=address,
                                             workers=workers, previous=existing)
     if progress and added:
@@ -273,9 +273,9 @@ def _final_dense(index, table, dim: int, total: int):
 
 
 def _write_bm25(table, folder: Path) -> None:
-    # BM25's IDF depends on the whole corpus, so it is rebuilt from the stored texts (seconds per 100k).
-    texts = store.load_passages(table)["text"].to_list()
-    lexical.save(lexical.build(texts, **lexical.BM25_PARAMS), folder)
+    # BM25's IDF depends on the whole corpus, so it is rebuilt from the stored texts (seconds per 100k),
+    # streamed a batch at a time: no text and no token list is held past its batch.
+    lexical.save(lexical.build_batches(store.iter_texts(table), **lexical.BM25_PARAMS), folder)
 
 
 def _manifest(name, embedder, total, fingerprint, kind, options, corpus, stats, added, previous) -> Manifest:

@@ -14,7 +14,8 @@ import pyarrow as pa
 from engine.errors import IndexStoreError
 from engine.types import Passage
 
-__all__ = ["TABLE", "schema", "open_table", "create_table", "append_rows", "compact", "load_passages", "iter_vectors"]
+__all__ = ["TABLE", "schema", "open_table", "create_table", "append_rows", "compact", "load_passages", "iter_columns",
+           "iter_vectors", "iter_texts", "passage_ids"]
 
 TABLE = "passages"
 
@@ -86,6 +87,27 @@ def compact(table) -> None:
         table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
 
 
+def iter_columns(table, columns: Sequence[str], batch_rows: int = 8192):
+    """Yield Arrow record batches of `columns` in row order, a batch at a time (never the whole table).
+
+    LanceDB scans a table in the order it was written, which is row order for every table Seedbed
+    writes; should a scan ever come out of order, the table is read whole and sorted instead.
+    """
+    wanted = list(dict.fromkeys(["row", *columns]))
+    expected = 0
+    batches = table.search().select(wanted).limit(None).to_batches(batch_rows)
+    for batch in batches:
+        rows = batch.column("row").to_numpy()
+        if len(rows) and not (rows[0] == expected and np.array_equal(rows, np.arange(expected, expected + len(rows)))):
+            break
+        expected += len(rows)
+        yield batch
+    else:
+        return
+    ordered = table.to_arrow().select(wanted).sort_by("row").slice(expected)
+    yield from ordered.to_batches(batch_rows)
+
+
 def load_passages(table) -> pl.DataFrame:
     """All passages without vectors, ordered by row (row i is FAISS vector i)."""
     frame = pl.from_arrow(table.to_arrow().select(["row", "id", "text", "source", "metadata"]))
@@ -94,11 +116,23 @@ def load_passages(table) -> pl.DataFrame:
 
 def iter_vectors(table, batch_rows: int = 8192):
     """Yield (rows, vectors) in row order, a batch at a time, to rebuild FAISS without re-embedding."""
-    vectors = table.to_arrow().select(["row", "vector"]).sort_by("row")
-    for offset in range(0, vectors.num_rows, batch_rows):
-        chunk = vectors.slice(offset, batch_rows)
-        flat = chunk.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    for chunk in iter_columns(table, ["vector"], batch_rows):
+        flat = chunk.column("vector").flatten().to_numpy(zero_copy_only=False)
         yield chunk.column("row").to_numpy(), flat.reshape(chunk.num_rows, -1).astype(np.float32)
+
+
+def iter_texts(table, batch_rows: int = 8192):
+    """Yield each batch's passage texts (a list of str) in row order."""
+    for chunk in iter_columns(table, ["text"], batch_rows):
+        yield chunk.column("text").to_pylist()
+
+
+def passage_ids(table) -> set[str]:
+    """Every passage id of the table (the id column alone, streamed)."""
+    ids: set[str] = set()
+    for chunk in iter_columns(table, ["id"]):
+        ids.update(chunk.column("id").to_pylist())
+    return ids
 
 
 def row_to_passage(row: dict[str, Any]) -> Passage:

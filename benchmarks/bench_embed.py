@@ -8,7 +8,9 @@ words as the index's chunker does) with the same batch size, in this process:
   by ONNX Runtime, then int8 dynamic quantization (`onnxruntime.quantization`; per tensor, and per
   channel), mean pooling and normalisation in numpy; skipped, with the reason, when `onnxruntime`/`onnx` are not installed.
 The paths alternate `--repeats` times; medians of passages/s are printed with the speed-up over
-fp32-torch and the cosine agreement (mean and minimum over passages) with the fp32-torch vectors.
+fp32-torch, the cosine agreement (mean and minimum over passages) with the fp32-torch vectors,
+and what retrieval sees: for 200 queries (the first 12 words of every tenth passage), the overlap
+of each path's top-10 passages with fp32-torch's (exact inner-product search over all passages).
 Adoption rule (issue 14): a path becomes the default only at >= 1.5x with mean cosine >= 0.99,
 and only if it installs offline from the package registry.
 
@@ -128,6 +130,13 @@ def main() -> None:
                                 convert_to_numpy=True, show_progress_bar=False)
 
     paths = {"fp32-torch": st(model), "int8-torch": st(quantized)}
+    queries = [" ".join(t.split()[:12]) for t in texts[::10]][:200]
+
+    def st_encode(m):
+        return lambda q: m.encode(q, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)
+
+    encoders = {"fp32-torch": st_encode(model), "int8-torch": st_encode(quantized)}
     skipped = {}
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         try:
@@ -135,6 +144,7 @@ def main() -> None:
             for name, file in zip(("fp32-onnx", "int8-onnx", "int8-onnx-pc"), files):
                 encoder = OnnxEncoder(model, file, threads)
                 paths[name] = (lambda e: lambda: e.encode(texts, args.batch_size))(encoder)
+                encoders[name] = (lambda e: lambda q: e.encode(q, args.batch_size))(encoder)
         except ImportError as exc:
             skipped["onnx"] = f"not installed ({exc.name}): pip install onnxruntime onnx"
             print(f"ONNX paths skipped: {skipped['onnx']}")
@@ -142,6 +152,9 @@ def main() -> None:
         vectors, rates = {}, {name: [] for name in paths}
         for name, run in paths.items():  # warm-up (first-call allocations), and the vectors compared
             vectors[name] = np.asarray(run(), dtype=np.float32)
+        top10 = {}
+        for name, encode in encoders.items():
+            top10[name] = np.argsort(-(encode(queries) @ vectors[name].T), axis=1)[:, :10]
         for repeat in range(args.repeats):
             for name in (list(paths) if repeat % 2 == 0 else list(paths)[::-1]):
                 started = time.perf_counter()
@@ -152,12 +165,14 @@ def main() -> None:
     for name in paths:
         cos = np.sum(vectors[name] * vectors["fp32-torch"], axis=1)
         rate = statistics.median(rates[name])
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top10[name], top10["fp32-torch"])])
         results[name] = {"passages_s": round(rate, 1), "speedup": round(rate / base, 3),
                          "cosine_mean": round(float(cos.mean()), 5), "cosine_min": round(float(cos.min()), 5),
+                         "top10_overlap": round(float(overlap), 4),
                          "adoptable": bool(rate / base >= 1.5 and cos.mean() >= 0.99)}
         r = results[name]
         print(f"{name:<12} {r['passages_s']:8.1f} passages/s  {r['speedup']:5.2f}x  cosine mean "
-              f"{r['cosine_mean']:.4f} min {r['cosine_min']:.4f}  {'meets' if r['adoptable'] else 'misses'} "
+              f"{r['cosine_mean']:.4f} min {r['cosine_min']:.4f}  top-10 {r['top10_overlap']:.3f}  {'meets' if r['adoptable'] else 'misses'} "
               "the rule (>= 1.5x, cosine >= 0.99)", flush=True)
     if args.record:
         record = {"date": date.today().isoformat(),

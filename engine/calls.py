@@ -78,11 +78,13 @@ OnProgress = Callable[[Progress], None]  # called with the live counters after e
 
 
 def call_all(requests: list[Request], llm: ChatLLM, journal: Journal | CachedJournal, concurrency: int | AdaptiveLimit,
-             progress: Progress, on_progress: OnProgress | None, budgeted: bool = True) -> dict[str, Completion]:
+             progress: Progress, on_progress: OnProgress | None, budgeted: bool = True,
+             on_answer: Callable[[Request, Completion], None] | None = None) -> dict[str, Completion]:
     """Answers for `requests`: from the journal when recorded, else from the LLM (journalled on arrival).
 
     With a budget, requests beyond it are not sent (their ids go to `progress.unsent`); a later
-    run with a larger budget sends them, reusing everything already answered.
+    run with a larger budget sends them, reusing everything already answered. `on_answer` sees each
+    new answer as it arrives, after it is journalled (it must be quick: it runs on the event loop).
     """
     answers: dict[str, Completion] = {}
     to_send: list[Request] = []
@@ -111,6 +113,8 @@ def call_all(requests: list[Request], llm: ChatLLM, journal: Journal | CachedJou
         if isinstance(result, Completion):
             journal.record_ok(request.id, llm.model, result)
             answers[request.id] = result
+            if on_answer is not None:
+                on_answer(request, result)
             progress.prompt_tokens += result.prompt_tokens
             progress.completion_tokens += result.completion_tokens
             if result.cached_tokens is not None:

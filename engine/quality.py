@@ -129,6 +129,11 @@ class QualityChecks:
         self.grounding = {"checked": 0, "ungrounded": 0, "entities": 0, "ungrounded_entities": 0}
         self._entities: dict[str, list[tuple[str, str]]] = {}  # a round's examples, tagged in one batch
 
+    @property
+    def tags_entities(self) -> bool:
+        """True when the grounding check tags entities (so tagging early saves time)."""
+        return self.params.grounding != "off" and self._make_extractor is not None
+
     def prefetch(self, pairs: list[tuple[Example, Request]]) -> None:
         """Tag the entities of a round's examples in one batch before they are checked one by one.
 

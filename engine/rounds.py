@@ -8,6 +8,8 @@ Label verification, when asked for, judges the kept examples through the same jo
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -99,8 +101,10 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm: ChatLLM, journal: Journal
         if progress.estimate is None:
             progress.estimate = estimate(requests, progress, judged=bool(judge))
         start = len(outcomes.examples)
-        answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress)
-        _collect(task, part_of, requests, answers, deduper, outcomes, progress, state)
+        early = _EarlyTags(task, part_of, quality) if quality is not None and quality.tags_entities else None
+        answers = call_all(requests, llm, journal, options.concurrency, progress, on_progress,
+                           on_answer=early.answered if early else None)
+        _collect(task, part_of, requests, answers, deduper, outcomes, progress, state, early.finish() if early else {})
         kept = []
         for part in parts:
             new = [pair for pair in outcomes.examples[start:] if part_of[pair[1].label] is part]
@@ -123,10 +127,56 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm: ChatLLM, journal: Journal
     return outcomes
 
 
+class _EarlyTags:
+    """Parse each answer and tag its entities as it arrives, while the round's other requests are in
+    flight: tagged after the round, the grounding check's spaCy work ran while no request was.
+    A worker thread takes the answers from a queue, a batch of whatever has arrived at a time."""
+
+    def __init__(self, task: TaskSpec, part_of: dict[str, Part], quality: QualityChecks):
+        self.task, self.part_of, self.quality = task, part_of, quality
+        self.parsed: dict[str, list[Example | Rejection] | None] = {}
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="seedbed-early-tags", daemon=True)
+        self._thread.start()
+
+    def answered(self, request: Request, completion: Completion) -> None:
+        self._queue.put((request, completion))
+
+    def _work(self) -> None:
+        done = False
+        while not done:
+            batch = [self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get())
+            done = batch[-1] is None
+            try:
+                pairs = []
+                for request, completion in (item for item in batch if item is not None):
+                    self.parsed[request.id] = results = _parse(self.part_of[request.label].strategy, self.task,
+                                                               request, completion)
+                    pairs += [(r, request) for r in results or () if isinstance(r, Example)]
+                self.quality.prefetch(pairs)
+            except BaseException as exc:  # re-raised by finish(), on the caller's thread
+                self._error = exc
+                done = True
+
+    def finish(self) -> dict[str, list[Example | Rejection] | None]:
+        """The answers parsed so far (their entities tagged), once the worker has caught up."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.parsed
+
+
 def _collect(task: TaskSpec, part_of: dict[str, Part], requests: list[Request], answers: dict[str, Completion],
-             deduper: _Checks, outcomes: Outcomes, progress: Progress, state: _Plan) -> None:
-    """Parse one round's answers into examples, rejections, failures and held-back requests."""
-    parsed = {request.id: _parse(part_of[request.label].strategy, task, request, answers.get(request.id))
+             deduper: _Checks, outcomes: Outcomes, progress: Progress, state: _Plan,
+             parsed_early: dict[str, list[Example | Rejection] | None]) -> None:
+    """Parse one round's answers (those `_EarlyTags` has not) into examples, rejections, failures and
+    held-back requests."""
+    parsed = {request.id: parsed_early[request.id] if request.id in parsed_early
+              else _parse(part_of[request.label].strategy, task, request, answers.get(request.id))
               for request in requests if request.id not in progress.unsent}
     if deduper.quality is not None:
         deduper.quality.prefetch([(result, request) for request in requests for result in parsed.get(request.id) or ()

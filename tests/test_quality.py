@@ -136,6 +136,39 @@ def test_a_passage_near_a_reference_row_never_reaches_a_prompt(hash_index, tmp_p
     assert guarded.manifest["stages"]["quality"]["reference_rows"] == 1
 
 
+def test_answers_are_tagged_while_the_rounds_other_requests_are_in_flight(hash_index, tmp_path, monkeypatch, extractor):
+    """The grounding check's entity tagging runs on a worker thread as answers arrive, not after the
+    round; the dataset and the verdicts are those of tagging after the round."""
+    import threading
+
+    from engine import pipeline
+
+    seen = []
+
+    def recording(texts):
+        seen.append((threading.current_thread().name, len(texts), llm.calls_made()))
+        return extractor(texts)
+
+    task = TaskSpec(name="early", labels=(LabelSpec("Oil", "crude oil prices, OPEC and oil production"),
+                                          LabelSpec("Grain", "wheat, corn and grain harvests and exports")),
+                    output=OutputSpec("news headline", min_words=4, max_words=30), examples_per_label=6,
+                    retrieval=RetrievalParams(min_similarity=0.05, max_similarity=0.95), seed=3)
+    monkeypatch.setattr(pipeline, "_entity_extractor", lambda: recording)
+    llm = ScriptedLLM(delay=0.05)
+    llm.calls_made = lambda: len(llm.calls)
+    early = synthesize(task, hash_index.index, llm, SynthOptions(out=tmp_path / "early", concurrency=2))
+    assert any(name == "seedbed-early-tags" and calls < 12 for name, _, calls in seen), seen  # mid-round
+    seen.clear()
+    monkeypatch.setattr(QualityChecks, "tags_entities", property(lambda self: False))  # tag after the round
+    llm = ScriptedLLM(delay=0.05)
+    llm.calls_made = lambda: len(llm.calls)
+    late = synthesize(task, hash_index.index, llm, SynthOptions(out=tmp_path / "late", concurrency=2))
+    assert seen and all(name == "MainThread" for name, _, _ in seen)
+    columns = ["text", "label", "passage_id"]
+    assert pl.read_parquet(early.files["parquet"])[columns].equals(pl.read_parquet(late.files["parquet"])[columns])
+    assert early.manifest["stages"]["quality"] == late.manifest["stages"]["quality"]
+
+
 def test_the_confidence_filter_drops_each_labels_least_confident_examples_out_of_fold():
     """Real MiniLM embeddings: 8 sports and 8 business headlines, two of each labelled the other way."""
     from engine.cartography import confidence_filter

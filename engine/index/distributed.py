@@ -13,8 +13,8 @@ place exactly as a local build does, so a Ray-built index is the local build's, 
 What reaches the driver: the file list, and the (file, position, id) of every passage (about 80
 bytes each: 8 GB at 100 M passages, where the dedup and numbering must become a Ray Data groupby,
 whose hash shuffle crawled on this 2-core machine).
-FAISS and BM25 are built by the driver from the table (FAISS streams vectors in batches; BM25 still
-reads every text, as a local build does: issue 14 item 5). For a corpus far past one machine the
+FAISS and BM25 are built by the driver from the table, as a local build does, reading it a batch at
+a time (FAISS keeps the vectors; BM25 keeps (doc, token, tf) arrays, no text). For a corpus far past one machine the
 ANN and full-text indexes should be Lance's own, built by its distributed index builders; that is
 not done here (see docs/scaling.md).
 """

@@ -183,14 +183,15 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
     else:
         work.mkdir(parents=True)
         table = store.create_table(work, embedder.dim)
-        index = dense.new_index(embedder.dim, "flat")
+        index = None  # built once at the end from the stored vectors, of the kind the final size needs
         start_row = 0
     digest = hashlib.sha256((previous.corpus_fingerprint if previous else "").encode())
     added = 0
     for batch in _batches(iter_passages(corpus, options, stats), BATCH):
         vectors = embedder.encode([p.text for p in batch])
         store.append_rows(table, start_row + added, batch, vectors)
-        index.add(vectors)
+        if index is not None:  # --add: the previous index grows (rebuilt at the end if it outgrows its kind)
+            index.add(vectors)
         for passage in batch:
             digest.update(passage.id.encode())
         added += len(batch)

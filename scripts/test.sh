@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install, prepare the test model (SmolLM2-135M) and llama-server, then run the whole test suite,
-# integration tests against a real llama.cpp server included, then the wheel from an empty folder.
+# Install (the prebuilt llama.cpp runtime comes with it), prepare the test model (SmolLM2-135M), then
+# run the whole test suite, integration tests against a real llama.cpp server included, then the
+# wheel from an empty folder.
 # CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,7 +14,7 @@ from rank_bm25 import BM25Okapi
 
 from engine.corpus import CorpusOptions, iter_passages
 from engine.embed import HashEmbedder, get_embedder
-from engine.errors import ConfigError, IndexMismatch, IndexNotFound, IndexStoreError
+from engine.errors import ConfigError, IndexMismatch, IndexNotFound, IndexStoreError, RuntimeSetupError
 from engine.index import builder, dense, lexical, store
 from engine.index.builder import build_index
 from engine.index.manifest import FORMAT_VERSION, read_manifest
@@ -424,6 +424,42 @@ def test_real_minilm_embedder_end_to_end(tmp_path, reuters_slice):
                           ("perfume company goes public", "corpus.jsonl:14")]:
         assert index.search(query, k=1, mode="dense")[0].passage.source == source, query
         assert index.search(query, k=1, mode="bm25")[0].passage.source != source, query
+
+
+@pytest.fixture(scope="module")
+def int8_home(tmp_path_factory):
+    """One SEEDBED_HOME for the module, so the int8 model is exported once (about 30 s on 2 CPUs)."""
+    return tmp_path_factory.mktemp("int8-home")
+
+
+def test_the_int8_embedder_is_exported_once_and_agrees_with_fp32(int8_home, tmp_path, reuters_slice, monkeypatch):
+    monkeypatch.setenv("SEEDBED_HOME", str(int8_home))
+    int8 = get_embedder("all-MiniLM-L6-v2-int8")
+    exported = int8_home / "embedders" / "all-MiniLM-L6-v2-int8" / "model-int8.onnx"
+    assert int8.id == "all-MiniLM-L6-v2-int8" and int8.dim == 384 and exported.is_file()
+    stamp = exported.stat().st_mtime_ns
+    assert get_embedder("all-MiniLM-L6-v2-int8") and exported.stat().st_mtime_ns == stamp  # reused, not re-made
+    texts = [p.text for p in iter_passages(REUTERS, CorpusOptions())][:40]
+    cosine = np.sum(int8.encode(texts) * get_embedder().encode(texts), axis=1)
+    assert cosine.mean() > 0.985 and cosine.min() > 0.95, cosine
+    assert int8.encode([]).shape == (0, 384)
+    root = tmp_path / "indexes"
+    build_index(reuters_slice(20), "int8", int8, root=root)
+    index = Index.open("int8", root)  # the manifest names the int8 embedder, so queries are embedded with it
+    assert index.manifest.embedder == "all-MiniLM-L6-v2-int8" and index.embedder.id == "all-MiniLM-L6-v2-int8"
+    target = index.passage(3)
+    assert index.search(target.text, k=1, mode="dense")[0].passage.id == target.id
+    with pytest.raises(IndexMismatch):
+        Index.open("int8", root, embedder=get_embedder())
+
+
+def test_the_int8_embedder_without_onnx_runtime_says_how(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(RuntimeSetupError, match=r"seedbed\[onnx\]"):
+        get_embedder("all-MiniLM-L6-v2-int8")
 
 
 def test_a_build_and_an_add_leave_one_compacted_table_version(tmp_path, reuters_slice, monkeypatch):

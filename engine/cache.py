@@ -206,9 +206,9 @@ class CachedJournal:
         self.cache_hits = 0
 
     @property
-    def shard_dir(self):
-        """The run journal's worker shards (engine/journal.py)."""
-        return self.journal.shard_dir
+    def shards(self):
+        """Where the run journal's worker shards go (engine/journal.py)."""
+        return self.journal.shards
 
     def completed(self, request_id: str, model: str) -> Completion | None:
         found = self.journal.completed(request_id, model)

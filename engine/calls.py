@@ -142,9 +142,9 @@ def call_all(requests: list[Request], llm: ChatLLM, journal: Journal | CachedJou
         run_many = getattr(llm, "run_many", None)  # engine.llm.distributed.RayLLM: the batch goes to a cluster
         if run_many is not None:
             if capped:
-                _run_many_capped(run_many, to_send, concurrency, on_result, journal.shard_dir, progress)
+                _run_many_capped(run_many, to_send, concurrency, on_result, journal.shards, progress)
             else:
-                run_many(to_send, concurrency, on_result, journal.shard_dir)
+                run_many(to_send, concurrency, on_result, journal.shards)
         else:
             run_requests_sync(_Capped(llm, progress) if capped else llm, to_send, concurrency=concurrency,
                               on_result=on_result)

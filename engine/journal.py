@@ -50,10 +50,12 @@ class Journal:
         fsync_interval: also fsync on the first append this many seconds or more after the
             oldest waiting line (0 = every line). See the module docstring for what each
             kind of crash can lose.
+        shards: an s3:// URI for the workers' shards instead of the local `journal.d/`.
     """
 
-    def __init__(self, path: Path, fsync_every: int = 16, fsync_interval: float = 0.2):
+    def __init__(self, path: Path, fsync_every: int = 16, fsync_interval: float = 0.2, shards: str | None = None):
         self.path = Path(path)
+        self._shards = shards
         self.fsync_every = max(1, fsync_every)
         self.fsync_interval = max(0.0, fsync_interval)
         self._done, self._failed = read_answers(self.path)
@@ -67,8 +69,10 @@ class Journal:
             os.fsync(self._handle.fileno())
 
     @property
-    def shard_dir(self) -> Path:
-        return shard_dir(self.path)
+    def shards(self) -> Path | str:
+        """Where a distributed run's workers put their shards: `journal.d/` beside the journal, or the
+        s3:// URI given as `shards` (a run folder on S3: engine/remote_run.py)."""
+        return self._shards or shard_dir(self.path)
 
     def completed(self, request_id: str, model: str) -> Completion | None:
         """The recorded answer for a request, if it completed before."""

@@ -16,7 +16,7 @@ from engine.cache import CachedJournal
 from engine.calls import Progress, make_ask
 from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index, check_query
-from engine.journal import JOURNAL_NAME, Journal
+from engine.journal import JOURNAL_NAME, Journal, shard_dir
 from engine.plan import SynthOptions, SynthPlan, plan, prepare
 from engine.quality import QualityChecks
 from engine.remote import is_remote
@@ -73,6 +73,7 @@ def synthesize(
     endpoint: str = "",
     synth_plan: SynthPlan | None = None,
     on_round: Callable[[], None] | None = None,
+    shards: str | None = None,
 ) -> SynthResult:
     """Retrieve passages per label, have the LLM refine each into an example, filter, write.
 
@@ -80,7 +81,8 @@ def synthesize(
     them, so an interrupted run continues without paying twice. Labels the index cannot support
     are made by the task's fallback strategy in the same run (see `plan`; pass its result as
     `synth_plan` when it was already made). `options.out` may be an s3:// URI: the run works in a
-    local copy of that folder and uploads it (engine/remote_run.py). `on_round` is called after each round.
+    local copy of that folder and uploads it (engine/remote_run.py), and the workers of a distributed run put
+    their journal shards in its `journal.d/` (`shards`). `on_round` is called after each round.
 
     Raises:
         ConfigError: the folder holds a different task (without `fresh`) or is locked by another run; for an
@@ -92,7 +94,8 @@ def synthesize(
 
         with staged_run(options.out) as staged:
             local = dataclasses.replace(options, out=staged.folder)
-            result = synthesize(task, index, llm, local, on_progress, endpoint, synth_plan, on_round=staged.push_round)
+            result = synthesize(task, index, llm, local, on_progress, endpoint, synth_plan, on_round=staged.push_round,
+                                shards=staged.remote.uri_of(shard_dir(Path(JOURNAL_NAME)).name))
             return staged.publish(result)
     started = time.monotonic()
     synth_plan = synth_plan or plan(task, index, options)
@@ -100,7 +103,7 @@ def synthesize(
         check_run_identity(options.out, task, llm.model, options.fresh)
         progress = Progress(budget=options.max_calls, max_tokens=options.max_tokens_total,
                             max_cost=options.max_cost, prices=options.prices)
-        with Journal(options.out / JOURNAL_NAME) as run_journal:
+        with Journal(options.out / JOURNAL_NAME, shards=shards) as run_journal:
             journal = CachedJournal(run_journal, options.cache, endpoint or llm.model) if options.cache else run_journal
             ask = make_ask(llm, journal, options.concurrency, progress, on_progress)
             setup = {}

@@ -32,7 +32,7 @@ from engine.journal import JOURNAL_NAME, shard_dir
 from engine.remote import Remote, local_cache
 from engine.run_folder import RUN_FILE, SynthResult, locked
 
-__all__ = ["StagedRun", "staged_run", "remote_run_exists"]
+__all__ = ["StagedRun", "staged_run", "remote_run_exists", "complete_lines"]
 
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class StagedRun:
         for path in self._files():
             rel = path.relative_to(self.folder).as_posix()
             if rel == RUN_FILE or _is_journal(rel):
-                self.remote.put_file(path, rel, limit=_complete_lines(path) if _is_journal(rel) else None)
+                self.remote.put_file(path, rel, limit=complete_lines(path) if _is_journal(rel) else None)
 
     def push_round(self) -> None:
         """`push_journal` after a round; a failure warns once and the run goes on (the local journal keeps every
@@ -86,7 +86,7 @@ class StagedRun:
         for path in self._files():
             rel = path.relative_to(self.folder).as_posix()
             if rel != MANIFEST:
-                self.remote.put_file(path, rel, limit=_complete_lines(path) if _is_journal(rel) else None)
+                self.remote.put_file(path, rel, limit=complete_lines(path) if _is_journal(rel) else None)
         self.remote.put_file(self.folder / MANIFEST, MANIFEST)
         files = {kind: self.remote.uri_of(Path(path).relative_to(self.folder).as_posix())
                  for kind, path in result.files.items()}
@@ -143,7 +143,7 @@ def _is_journal(rel: str) -> bool:
     return rel == JOURNAL_NAME or (rel.startswith(shard_dir(Path(JOURNAL_NAME)).name + "/") and rel.endswith(".jsonl"))
 
 
-def _complete_lines(path: Path) -> int:
+def complete_lines(path: Path) -> int:
     """Bytes of `path` up to and including its last newline (a line being appended is left for the next upload)."""
     size = path.stat().st_size
     with open(path, "rb") as handle:

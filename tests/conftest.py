@@ -1,8 +1,9 @@
-"""Shared fixtures and helpers: slices of the bundled Reuters sample, one read-only hash-embedder index, a crashing LLM."""
+"""Shared fixtures and helpers: slices of the bundled Reuters sample, one read-only hash-embedder index, a crashing LLM, a bucket on moto's S3 server."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +109,37 @@ class CrashingLLM(ScriptedLLM):
         if len(self.calls) >= self.survive:
             raise LLMFatalError("the endpoint went away")
         return await super().complete(messages, params, json_schema)
+
+
+S3_SECRET = "seedbed-test-secret-d41d8cd9"
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """moto's S3 server on loopback (the dev extra), for the tests of indexes and runs on S3."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra: pip install -e '.[dev]'")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+    server.stop()
+
+
+def s3_filesystem(endpoint: str):
+    from pyarrow.fs import S3FileSystem
+
+    return S3FileSystem(access_key="seedbed-test-key", secret_key=S3_SECRET, endpoint_override=endpoint.removeprefix("http://"),
+                        scheme="http", region="us-east-1", allow_bucket_creation=True)
+
+
+@pytest.fixture
+def bucket(endpoint, monkeypatch, tmp_path):
+    """A fresh bucket on the loopback server, the AWS_* environment pointing at it, and a private local cache."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "seedbed-test-key", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+                        "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SEEDBED_REMOTE_CACHE_DIR", str(tmp_path / "remote-cache"))
+    name = f"seedbed-{uuid.uuid4().hex[:12]}"
+    s3_filesystem(endpoint).create_dir(name)
+    return name

@@ -27,6 +27,7 @@ from engine.cli import main
 from engine.errors import ConfigError, LLMFatalError
 from engine.llm.client import OpenAIChat
 from engine.llm.replicas import ReplicaPool
+from engine.remote import Remote
 from engine.testing.server import FakeOpenAIServer
 from engine.types import SamplingParams
 
@@ -342,3 +343,56 @@ def test_an_index_built_on_ray_is_the_local_build_row_for_row(tmp_path, local_ra
     assert a.passages["id"].to_list() == b.passages["id"].to_list()  # row for row
     for query in ("oil prices OPEC", "quarterly net profit"):
         assert [h.passage.id for h in a.search(query, k=10)] == [h.passage.id for h in b.search(query, k=10)], query
+
+
+def bucket_answers(bucket: str, prefix: str) -> int:
+    """Answers ("ok" lines) in the worker shards under s3://bucket/prefix/journal.d/."""
+    remote = Remote.connect(f"s3://{bucket}/{prefix}/journal.d")
+    lines = [line for rel in remote.list_files() for line in remote.read_bytes(rel).decode().splitlines() if line]
+    return sum(1 for line in lines if json.loads(line)["status"] == "ok")
+
+
+def test_a_ray_run_on_s3_has_its_workers_answers_in_the_bucket_when_the_driver_is_killed(setup, bucket, tmp_path):
+    """With the run folder on S3 the workers upload their shards to the bucket themselves (the driver of a
+    cluster cannot read a worker node's disk): killed before it uploaded anything, its answers are in the
+    bucket, and a re-run on a machine with no local copy pays only for what was in flight or not yet uploaded."""
+    folder, task, root, _, _ = setup
+    with FakeOpenAIServer() as server:  # the reference at this size, in one process
+        result = CliRunner().invoke(main, synth_args(task, root, tmp_path / "reference", [server.base_url], "-n", "40"))
+        assert result.exit_code == 0, result.output
+        calls = server.count
+    out = f"s3://{bucket}/runs/ray"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SEEDBED_CACHE_DIR": str(tmp_path / "cache")}
+    with FakeOpenAIServer(latency=0.5) as server:
+        args = synth_args(task, root, Path("unused"), [server.base_url], "-n", "40", "--ray", "--ray-workers", "2")
+        args[args.index("--out") + 1] = out
+        with open(tmp_path / "first.log", "wb") as log:
+            driver = subprocess.Popen([sys.executable, "-c", "from engine.cli import main; main()", *args],
+                                      env={**env, "SEEDBED_REMOTE_CACHE_DIR": str(tmp_path / "machine-a")},
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while server.count < calls // 3 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        _wait_for_workers_to_go(30)
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        first = set(prompts(server))
+        in_bucket = bucket_answers(bucket, "runs/ray")
+        # every answer but those of the last upload interval (8 a second here: 4 in flight, 0.5 s each)
+        assert len(first) - 12 <= in_bucket <= len(first) < calls
+
+        second = subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", *args],
+                                env={**env, "SEEDBED_REMOTE_CACHE_DIR": str(tmp_path / "machine-b")},
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr[-2000:]
+        received = prompts(server)
+    resent = [p for p in received[len(first):] if p in first]
+    assert len(resent) == len(first) - in_bucket  # exactly the answers the bucket did not hold
+    assert len(received) - len(resent) == calls
+    written = Remote.connect(out).read_bytes("dataset.jsonl")
+    assert written == (tmp_path / "reference" / "dataset.jsonl").read_bytes()

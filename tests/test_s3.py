@@ -21,43 +21,13 @@ from engine.pipeline import SynthOptions, synthesize
 from engine.remote import Remote, local_cache
 from engine.testing import ScriptedLLM, default_answer
 
-from conftest import CrashingLLM, oil_earnings_task, write_reuters_slice
+from conftest import CrashingLLM, S3_SECRET as SECRET, oil_earnings_task, s3_filesystem, write_reuters_slice
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra: pip install -e '.[dev]'")
 
-SECRET = "seedbed-test-secret-d41d8cd9"
 EMBEDDER = HashEmbedder(64)
 QUERIES = ("crude oil prices OPEC", "quarterly net profit dividend", "wheat exports", "bank interest rates")
 RUN_FILES = {"dataset.parquet", "dataset.jsonl", "rejected.jsonl", "manifest.json", "README.md", "run.json", "journal.jsonl"}
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-    server.stop()
-
-
-def s3_filesystem(endpoint: str):
-    from pyarrow.fs import S3FileSystem
-
-    return S3FileSystem(access_key="seedbed-test-key", secret_key=SECRET, endpoint_override=endpoint.removeprefix("http://"),
-                        scheme="http", region="us-east-1", allow_bucket_creation=True)
-
-
-@pytest.fixture
-def bucket(endpoint, monkeypatch, tmp_path):
-    """A fresh bucket on the loopback server, the AWS_* environment pointing at it, and a private local cache."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "seedbed-test-key", "AWS_SECRET_ACCESS_KEY": SECRET,
-                        "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SEEDBED_REMOTE_CACHE_DIR", str(tmp_path / "remote-cache"))
-    name = f"seedbed-{uuid.uuid4().hex[:12]}"
-    s3_filesystem(endpoint).create_dir(name)
-    return name
 
 
 def require_auth(endpoint: str, count: str) -> None:

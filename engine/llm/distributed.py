@@ -9,7 +9,13 @@ with its retries) over one endpoint or a `engine.llm.replicas.ReplicaPool` of se
 every answer to its own journal shard in the run folder (`journal.d/`, `engine.journal`) the
 moment it arrives. So a killed actor loses only what it had in flight (its successor reads the
 shards and skips what was answered), a killed driver loses the same, and re-running the command
-pays only for requests no shard holds. The driver hands each answer to the round loop exactly as
+pays only for requests no shard holds. When the run folder is on S3 (`--out s3://...`), the shard
+folder is the bucket's `journal.d/`: each actor appends to a local file and uploads what it added as
+a new part object at most every `UPLOAD_EVERY` seconds and at the end of every batch, so a worker on
+any node makes its answers durable where a re-run on any machine finds them (a killed driver then
+loses what was in flight and at most the last second of answers). With a local run folder on a
+cluster of several nodes, the actors of other nodes write their shards on their own disks, where a
+re-run of a killed driver cannot see them; the run warns once and names the fix (an s3:// run folder). The driver hands each answer to the round loop exactly as
 the in-process runner does, so rounds, filters and the written dataset are the local code, in
 plan order.
 
@@ -29,6 +35,7 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -38,8 +45,10 @@ from typing import Any
 from engine.errors import ConfigError, LLMError, LLMFatalError, LLMPromptTooLongError, LLMRetryableError
 from engine.types import Completion, Request, SamplingParams
 
-__all__ = ["RayLLM", "ray_module", "RAY_HINT"]
+__all__ = ["RayLLM", "ray_module", "RAY_HINT", "ShardWriter"]
 
+UPLOAD_EVERY = 1.0  # seconds between an S3 shard's part uploads while answers arrive
+log = logging.getLogger(__name__)
 RAY_HINT = 'Ray is not installed; install the extra: pip install "seedbed[ray]"'
 
 
@@ -143,12 +152,13 @@ class RayLLM:
         self.shutdown()
         await self.local.close()
 
-    def run_many(self, requests: Sequence[Request], concurrency: int, on_result, shards: Path) -> None:
+    def run_many(self, requests: Sequence[Request], concurrency: int, on_result, shards: Path | str) -> None:
         """Answer `requests` on the cluster; hand each result to `on_result` as its batch comes back.
 
         Each actor has `ceil(concurrency / workers)` requests in flight and two batches at hand, so
         it never waits for the driver between batches. With an `AdaptiveLimit` (`--concurrency auto`),
-        each actor learns its own number in flight, up to `ceil(limit.max / workers)`.
+        each actor learns its own number in flight, up to `ceil(limit.max / workers)`. `shards`: the
+        journal's shard folder, a local path or an s3:// URI (see the module docstring).
 
         Raises:
             LLMFatalError: an actor met a fatal endpoint error (everything answered before is in the shards).
@@ -187,16 +197,21 @@ class RayLLM:
         if fatal:
             raise LLMFatalError(fatal)
 
-    def _actors(self, ray, per_worker: int, shards: Path, adaptive: bool = False) -> list:
+    def _actors(self, ray, per_worker: int, shards: Path | str, adaptive: bool = False) -> list:
         """The run's actors, started on first use (and again if the shard folder or their load changes)."""
+        from engine.remote import is_remote
+
         key = (per_worker, str(shards), adaptive)
         if self._pool_key != key:
             self.shutdown()
-            shards.mkdir(parents=True, exist_ok=True)
+            if not is_remote(shards):
+                Path(shards).mkdir(parents=True, exist_ok=True)
             remote = ray.remote(num_cpus=0.25, max_restarts=-1, max_task_retries=-1)(_Answerer)
             self._pool = [remote.remote(self.endpoints, self.model, self.timeout, self.max_retries, per_worker, str(shards),
                                         adaptive) for _ in range(self.workers)]
             self._pool_key = key
+            if not is_remote(shards):
+                _warn_if_other_nodes(ray, self._pool, shards)
         return self._pool
 
     def shutdown(self) -> None:
@@ -222,7 +237,6 @@ class _Answerer:
 
     def __init__(self, endpoints, model: str, timeout: float, max_retries: int, per_worker: int, shards: str,
                  adaptive: bool = False):
-        from engine.journal import Journal, read_answers
         from engine.llm.adaptive import AdaptiveLimit
         from engine.llm.client import OpenAIChat
         from engine.llm.replicas import ReplicaPool
@@ -233,13 +247,10 @@ class _Answerer:
                               on_retry=self.limit.on_retry if adaptive else None) for url, key in endpoints]
         self.llm = clients[0] if len(clients) == 1 else ReplicaPool(clients)
         self.model = model
-        folder = Path(shards)
+        self.shard = ShardWriter(shards)
         # earlier shards (a dead predecessor's included): their answers are not paid again
-        self.known = {}
-        for path in sorted(folder.glob("*.jsonl")):
-            done, _ = read_answers(path)
-            self.known.update(done)
-        self.journal = Journal(folder / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl")
+        self.known = self.shard.known
+        self.journal = self.shard.journal
 
     async def answer(self, batch: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
         """(request id, kind, payload) per request: kind ok (payload: the completion as JSON),
@@ -265,6 +276,7 @@ class _Answerer:
                 self.journal.record_ok(request.id, self.model, result)
                 self.known[(request.id, self.model)] = result
                 out[request.id] = ("ok", json.dumps(asdict(result)))
+            self.shard.upload_soon()
 
         try:
             if self.limit is not None:
@@ -275,7 +287,12 @@ class _Answerer:
             for request in to_send:
                 out.setdefault(request.id, ("fatal", str(error)))
         self.journal.sync()
+        await self.shard.upload_now()
         return [(request_id, *out[request_id]) for request_id, _ in batch]
+
+    def node(self) -> str:
+        """The Ray node this actor runs on."""
+        return ray_module().get_runtime_context().get_node_id()
 
     async def _gated(self, request: Request, record) -> None:
         """One request under the fixed gate, its answer or error (a fatal one included) recorded."""
@@ -287,6 +304,91 @@ class _Answerer:
             except LLMError as error:
                 result = error
         record(request, result)
+
+
+class ShardWriter:
+    """One actor's journal shard in `folder` (a local path or an s3:// URI), and the answers of every
+    shard already there.
+
+    Local: the shard is `folder/<host>-<pid>-<random>.jsonl`, appended as answers arrive. On S3: the
+    same file is kept in the local remote cache and each upload puts the lines added since the last
+    one as a new object `<shard name>.<part>.jsonl` (parts, not the whole file again, so an upload
+    costs what it adds), at most every `upload_every` seconds (`upload_soon`) and on `upload_now`.
+    """
+
+    def __init__(self, folder: str | Path, upload_every: float = UPLOAD_EVERY):
+        from engine.journal import Journal
+        from engine.remote import Remote, is_remote, local_cache
+
+        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.remote = Remote.connect(folder, write=True) if is_remote(folder) else None
+        local = local_cache(self.remote.uri, "shards") if self.remote else Path(folder)
+        local.mkdir(parents=True, exist_ok=True)
+        self.known = self._read_remote(local) if self.remote else self._read_local(local)
+        self.journal = Journal(local / f"{name}.jsonl")
+        self.name, self.upload_every = name, upload_every
+        self._sent, self._part, self._last = 0, 0, 0.0
+        self._uploading: asyncio.Future | None = None
+
+    @staticmethod
+    def _read_local(folder: Path) -> dict:
+        from engine.journal import read_answers
+
+        known: dict = {}
+        for path in sorted(folder.glob("*.jsonl")):
+            known.update(read_answers(path)[0])
+        return known
+
+    def _read_remote(self, scratch: Path) -> dict:
+        from engine.journal import read_answers
+
+        known: dict = {}
+        copy = scratch / f".read-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            for rel in sorted(self.remote.list_files()):
+                if rel.endswith(".jsonl") and "/" not in rel and self.remote.get_file(rel, copy):
+                    known.update(read_answers(copy)[0])
+        finally:
+            copy.unlink(missing_ok=True)
+        return known
+
+    def upload_soon(self) -> None:
+        """Start an upload in a thread if the last one began `upload_every` seconds ago or more (S3 only)."""
+        if self.remote is None or (self._uploading is not None and not self._uploading.done()):
+            return
+        if time.monotonic() - self._last >= self.upload_every:
+            self._uploading = asyncio.get_running_loop().run_in_executor(None, self._upload)
+
+    async def upload_now(self) -> None:
+        """Wait for a running upload, then upload what is left (S3 only)."""
+        if self.remote is None:
+            return
+        if self._uploading is not None:
+            await self._uploading
+        self._uploading = asyncio.get_running_loop().run_in_executor(None, self._upload)
+        await self._uploading
+
+    def _upload(self) -> None:
+        from engine.remote_run import complete_lines
+
+        self._last = time.monotonic()
+        end = complete_lines(self.journal.path)
+        if end <= self._sent:
+            return
+        with open(self.journal.path, "rb") as handle:
+            handle.seek(self._sent)
+            data = handle.read(end - self._sent)
+        self.remote.write_bytes(f"{self.name}.{self._part:06d}.jsonl", data)
+        self._sent, self._part = end, self._part + 1
+
+
+def _warn_if_other_nodes(ray, actors: list, shards: Path | str) -> None:
+    """Warn once when actors run on nodes other than the driver's while the shard folder is a local path."""
+    here = ray.get_runtime_context().get_node_id()
+    if any(node != here for node in ray.get([actor.node.remote() for actor in actors])):
+        log.warning("workers on other nodes journal their answers in %s on their own disks, where a re-run after a "
+                    "killed driver cannot see them (it would pay for those answers again); put the run folder on "
+                    "storage every node reaches: --out s3://BUCKET/PREFIX", shards)
 
 
 def _encode_request(request: Request) -> str:

@@ -63,11 +63,18 @@ class StagedRun:
                 self.remote.get_file(rel, local)
 
     def push_journal(self) -> None:
-        """Upload run.json and the journal (and its worker shards) as far as its last complete line."""
+        """Upload run.json and the journal (and its worker shards) as far as its last complete line; a shard
+        the bucket already holds at that size (one pulled from it, or a Ray worker's own upload) is not sent again."""
+        there = None
         for path in self._files():
             rel = path.relative_to(self.folder).as_posix()
             if rel == RUN_FILE or _is_journal(rel):
-                self.remote.put_file(path, rel, limit=complete_lines(path) if _is_journal(rel) else None)
+                limit = complete_lines(path) if _is_journal(rel) else None
+                if rel != JOURNAL_NAME and limit is not None:
+                    there = self.remote.list_files() if there is None else there
+                    if there.get(rel) == limit:
+                        continue
+                self.remote.put_file(path, rel, limit=limit)
 
     def push_round(self) -> None:
         """`push_journal` after a round; a failure warns once and the run goes on (the local journal keeps every

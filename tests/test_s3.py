@@ -510,3 +510,38 @@ def test_cli_resume_after_a_crash_on_s3_pays_only_for_answers_not_journalled(buc
         resumed = invoke(*synth, "--base-url", server.base_url, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert server.count == 2 and "LLM calls 2 (+2 reused from the journal" in resumed.stdout
+
+
+def test_a_worker_shard_on_s3_uploads_what_it_added_as_parts_and_survives_a_failed_upload(bucket, monkeypatch, caplog):
+    """The Ray actors' shard writer (engine/llm/distributed.py) without Ray: each upload puts only the lines
+    added since the last as a new part; a refused upload warns once and the next one sends those lines too;
+    a new writer (a restarted actor, a re-run) knows every answer in the bucket."""
+    import asyncio
+
+    from engine.llm.distributed import ShardWriter
+    from engine.types import Completion
+
+    folder = f"s3://{bucket}/runs/r/journal.d"
+
+    async def work() -> ShardWriter:
+        writer = ShardWriter(folder, upload_every=0)
+        writer.journal.record_ok("a", "m", Completion("first", "m"))
+        await writer.upload_now()
+        real = writer.remote.write_bytes
+        monkeypatch.setattr(writer.remote, "write_bytes", lambda rel, data: (_ for _ in ()).throw(ConfigError("denied")))
+        writer.journal.record_ok("b", "m", Completion("second", "m"))
+        with caplog.at_level(logging.WARNING):
+            await writer.upload_now()
+        assert "could not upload its journal shard" in caplog.text
+        monkeypatch.setattr(writer.remote, "write_bytes", real)
+        writer.journal.record_ok("c", "m", Completion("third", "m"))
+        await writer.upload_now()
+        await writer.upload_now()  # nothing new: no empty part
+        return writer
+
+    writer = asyncio.run(work())
+    parts = Remote.connect(folder).list_files()
+    assert sorted(parts) == [f"{writer.name}.000000.jsonl", f"{writer.name}.000001.jsonl"]
+    second = Remote.connect(folder).read_bytes(f"{writer.name}.000001.jsonl").decode().splitlines()
+    assert [json.loads(line)["request_id"] for line in second] == ["b", "c"]
+    assert {key[0] for key in ShardWriter(folder).known} == {"a", "b", "c"}

@@ -329,6 +329,7 @@ class ShardWriter:
         self.name, self.upload_every = name, upload_every
         self._sent, self._part, self._last = 0, 0, 0.0
         self._uploading: asyncio.Future | None = None
+        self._failed = False
 
     @staticmethod
     def _read_local(folder: Path) -> dict:
@@ -369,6 +370,8 @@ class ShardWriter:
         await self._uploading
 
     def _upload(self) -> None:
+        """Put the lines added since the last upload as the next part; a failure warns once and the next
+        upload sends them (the answers also reach the driver, whose journal keeps them)."""
         from engine.remote_run import complete_lines
 
         self._last = time.monotonic()
@@ -378,7 +381,14 @@ class ShardWriter:
         with open(self.journal.path, "rb") as handle:
             handle.seek(self._sent)
             data = handle.read(end - self._sent)
-        self.remote.write_bytes(f"{self.name}.{self._part:06d}.jsonl", data)
+        try:
+            self.remote.write_bytes(f"{self.name}.{self._part:06d}.jsonl", data)
+        except (ConfigError, OSError) as exc:
+            if not self._failed:
+                log.warning("a worker could not upload its journal shard to %s (%s); it keeps the answers in %s and "
+                            "tries again", self.remote.uri, exc, self.journal.path)
+            self._failed = True
+            return
         self._sent, self._part = end, self._part + 1
 
 

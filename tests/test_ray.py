@@ -222,20 +222,7 @@ def test_a_killed_driver_resumes_and_pays_for_no_answered_request_again(setup, t
     env = {**os.environ, "PYTHONPATH": str(REPO), "SEEDBED_CACHE_DIR": str(tmp_path / "cache")}
     with FakeOpenAIServer(latency=0.5) as server:
         args = synth_args(task, root, run, [server.base_url], "-n", "40", "--ray", "--ray-workers", "2")
-        with open(tmp_path / "first.log", "wb") as log:
-            driver = subprocess.Popen([sys.executable, "-c", "from engine.cli import main; main()", *args],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while server.count < calls // 4 and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-        _wait_for_workers_to_go(30)
-        try:  # what is left of its local cluster (Ray's own agents end by themselves within a minute)
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_driver_after(args, env, server, calls // 4, tmp_path / "first.log")
         first = set(prompts(server))
         answered_before = shard_answers(run)
         assert 0 < answered_before < calls and not (run / "dataset.jsonl").exists()
@@ -251,6 +238,25 @@ def test_a_killed_driver_resumes_and_pays_for_no_answered_request_again(setup, t
     assert len(received) - len(resent) == calls
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["counts"]["reused_from_journal"] >= answered_before
+
+
+def kill_driver_after(args: list[str], env: dict, server: FakeOpenAIServer, requests: int, log_path: Path) -> None:
+    """Run `seedbed ARGS` in its own process group, SIGKILL it once `server` got `requests` requests, and wait
+    until its local cluster's workers are gone."""
+    with open(log_path, "wb") as log:
+        driver = subprocess.Popen([sys.executable, "-c", "from engine.cli import main; main()", *args],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while server.count < requests and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert driver.poll() is None, log_path.read_text()[-2000:]
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    _wait_for_workers_to_go(30)
+    try:  # what is left of its local cluster (Ray's own agents end by themselves within a minute)
+        os.killpg(driver.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _wait_for_workers_to_go(seconds: float) -> None:
@@ -366,21 +372,8 @@ def test_a_ray_run_on_s3_has_its_workers_answers_in_the_bucket_when_the_driver_i
     with FakeOpenAIServer(latency=0.5) as server:
         args = synth_args(task, root, Path("unused"), [server.base_url], "-n", "40", "--ray", "--ray-workers", "2")
         args[args.index("--out") + 1] = out
-        with open(tmp_path / "first.log", "wb") as log:
-            driver = subprocess.Popen([sys.executable, "-c", "from engine.cli import main; main()", *args],
-                                      env={**env, "SEEDBED_REMOTE_CACHE_DIR": str(tmp_path / "machine-a")},
-                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while server.count < calls // 3 and driver.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
-        driver.send_signal(signal.SIGKILL)
-        driver.wait()
-        _wait_for_workers_to_go(30)
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_driver_after(args, {**env, "SEEDBED_REMOTE_CACHE_DIR": str(tmp_path / "machine-a")}, server, calls // 3,
+                          tmp_path / "first.log")
         first = set(prompts(server))
         in_bucket = bucket_answers(bucket, "runs/ray")
         # every answer but those of the last upload interval (8 a second here: 4 in flight, 0.5 s each)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from engine.errors import ConfigError
 
-__all__ = ["write_json_atomic", "write_atomic", "ends_with_newline", "validate_name"]
+__all__ = ["write_json_atomic", "write_atomic", "ends_with_newline", "complete_lines", "validate_name"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -46,6 +46,22 @@ def ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as handle:
         handle.seek(-1, os.SEEK_END)
         return handle.read(1) == b"\n"
+
+
+def complete_lines(path: Path) -> int:
+    """Bytes of `path` up to and including its last newline (a line still being appended is left out)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            block = handle.read(end - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            end = start
+    return 0
 
 
 def validate_name(name: str, what: str = "index name") -> str:

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.errors import ConfigError
-from engine.files import ends_with_newline
+from engine.files import complete_lines, ends_with_newline
 from engine.journal import JOURNAL_NAME, shard_dir
 from engine.remote import Remote, local_cache
 from engine.run_folder import RUN_FILE, SynthResult, locked
 
-__all__ = ["StagedRun", "staged_run", "remote_run_exists", "complete_lines"]
+__all__ = ["StagedRun", "staged_run", "remote_run_exists"]
 
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
@@ -148,22 +148,6 @@ def _push_quietly(staged: StagedRun) -> None:
 
 def _is_journal(rel: str) -> bool:
     return rel == JOURNAL_NAME or (rel.startswith(shard_dir(Path(JOURNAL_NAME)).name + "/") and rel.endswith(".jsonl"))
-
-
-def complete_lines(path: Path) -> int:
-    """Bytes of `path` up to and including its last newline (a line being appended is left for the next upload)."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            handle.seek(start)
-            block = handle.read(end - start)
-            newline = block.rfind(b"\n")
-            if newline >= 0:
-                return start + newline + 1
-            end = start
-    return 0
 
 
 def _merge_lines(local: Path, other: Path) -> None:

@@ -372,7 +372,7 @@ class ShardWriter:
     def _upload(self) -> None:
         """Put the lines added since the last upload as the next part; a failure warns once and the next
         upload sends them (the answers also reach the driver, whose journal keeps them)."""
-        from engine.remote_run import complete_lines
+        from engine.files import complete_lines
 
         self._last = time.monotonic()
         end = complete_lines(self.journal.path)

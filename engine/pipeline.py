@@ -16,7 +16,7 @@ from engine.cache import CachedJournal
 from engine.calls import Progress, make_ask
 from engine.index.builder import BuildResult, build_index
 from engine.index.reader import Index, check_query
-from engine.journal import JOURNAL_NAME, Journal, shard_dir
+from engine.journal import JOURNAL_NAME, Journal
 from engine.plan import SynthOptions, SynthPlan, plan, prepare
 from engine.quality import QualityChecks
 from engine.remote import is_remote
@@ -95,7 +95,7 @@ def synthesize(
         with staged_run(options.out) as staged:
             local = dataclasses.replace(options, out=staged.folder)
             result = synthesize(task, index, llm, local, on_progress, endpoint, synth_plan, on_round=staged.push_round,
-                                shards=staged.remote.uri_of(shard_dir(Path(JOURNAL_NAME)).name))
+                                shards=staged.shards)
             return staged.publish(result)
     started = time.monotonic()
     synth_plan = synth_plan or plan(task, index, options)

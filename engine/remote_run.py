@@ -35,6 +35,7 @@ from engine.run_folder import RUN_FILE, SynthResult, locked
 __all__ = ["StagedRun", "staged_run", "remote_run_exists"]
 
 MANIFEST = "manifest.json"
+SHARDS = shard_dir(Path(JOURNAL_NAME)).name  # the journal's worker shards: journal.d
 log = logging.getLogger(__name__)
 
 
@@ -62,18 +63,24 @@ class StagedRun:
             else:
                 self.remote.get_file(rel, local)
 
+    @property
+    def shards(self) -> str:
+        """Where the workers of a distributed run put their journal shards: the bucket's `journal.d/`."""
+        return self.remote.uri_of(SHARDS)
+
     def push_journal(self) -> None:
-        """Upload run.json and the journal (and its worker shards) as far as its last complete line; a shard
-        the bucket already holds at that size (one pulled from it, or a Ray worker's own upload) is not sent again."""
-        there = None
-        for path in self._files():
-            rel = path.relative_to(self.folder).as_posix()
-            if rel == RUN_FILE or _is_journal(rel):
-                limit = complete_lines(path) if _is_journal(rel) else None
-                if rel != JOURNAL_NAME and limit is not None:
-                    there = self.remote.list_files() if there is None else there
-                    if there.get(rel) == limit:
-                        continue
+        """Upload run.json and the journal (and its worker shards) as far as its last complete line."""
+        files = [(path, rel) for path, rel in self._files() if rel == RUN_FILE or _is_journal(rel)]
+        self._put(files)
+
+    def _put(self, files: list[tuple[Path, str]]) -> None:
+        """Upload (path, rel) files, a journal as far as its last complete line; a worker shard the bucket
+        already holds at that size (one pulled from it, or a Ray worker's own upload) is not sent again."""
+        shards = {rel for _, rel in files if rel != JOURNAL_NAME and _is_journal(rel)}
+        there = self.remote.list_files() if shards else {}
+        for path, rel in files:
+            limit = complete_lines(path) if _is_journal(rel) else None
+            if rel not in shards or there.get(rel) != limit:
                 self.remote.put_file(path, rel, limit=limit)
 
     def push_round(self) -> None:
@@ -90,20 +97,19 @@ class StagedRun:
     def publish(self, result: SynthResult) -> SynthResult:
         """Upload the finished run, manifest.json last; `result` with its files named by URI."""
         self.remote.delete(MANIFEST)  # until the new one is up, no manifest describes files being replaced
-        for path in self._files():
-            rel = path.relative_to(self.folder).as_posix()
-            if rel != MANIFEST:
-                self.remote.put_file(path, rel, limit=complete_lines(path) if _is_journal(rel) else None)
+        self._put([(path, rel) for path, rel in self._files() if rel != MANIFEST])
         self.remote.put_file(self.folder / MANIFEST, MANIFEST)
         files = {kind: self.remote.uri_of(Path(path).relative_to(self.folder).as_posix())
                  for kind, path in result.files.items()}
         shutil.rmtree(self.folder, ignore_errors=True)  # the bucket is the record; a re-run pulls it
         return dataclasses.replace(result, out=self.remote.uri, files=files)
 
-    def _files(self) -> list[Path]:
-        """The run's files: everything but hidden ones (the lock, temp files of atomic writes)."""
-        return sorted(path for path in self.folder.rglob("*") if path.is_file()
-                      and not any(part.startswith(".") for part in path.relative_to(self.folder).parts))
+    def _files(self) -> list[tuple[Path, str]]:
+        """The run's files, with their paths relative to the folder: everything but hidden ones (the lock,
+        temp files of atomic writes)."""
+        paths = sorted(path for path in self.folder.rglob("*") if path.is_file()
+                       and not any(part.startswith(".") for part in path.relative_to(self.folder).parts))
+        return [(path, path.relative_to(self.folder).as_posix()) for path in paths]
 
 
 @contextmanager
@@ -147,7 +153,7 @@ def _push_quietly(staged: StagedRun) -> None:
 
 
 def _is_journal(rel: str) -> bool:
-    return rel == JOURNAL_NAME or (rel.startswith(shard_dir(Path(JOURNAL_NAME)).name + "/") and rel.endswith(".jsonl"))
+    return rel == JOURNAL_NAME or (rel.startswith(SHARDS + "/") and rel.endswith(".jsonl"))
 
 
 def _merge_lines(local: Path, other: Path) -> None:

@@ -513,12 +513,12 @@ def test_cli_resume_after_a_crash_on_s3_pays_only_for_answers_not_journalled(buc
 
 
 def test_a_worker_shard_on_s3_uploads_what_it_added_as_parts_and_survives_a_failed_upload(bucket, monkeypatch, caplog):
-    """The Ray actors' shard writer (engine/llm/distributed.py) without Ray: each upload puts only the lines
+    """The Ray actors' shard writer (engine/llm/shards.py) without Ray: each upload puts only the lines
     added since the last as a new part; a refused upload warns once and the next one sends those lines too;
     a new writer (a restarted actor, a re-run) knows every answer in the bucket."""
     import asyncio
 
-    from engine.llm.distributed import ShardWriter
+    from engine.llm.shards import ShardWriter
     from engine.types import Completion
 
     folder = f"s3://{bucket}/runs/r/journal.d"

@@ -9,15 +9,15 @@ with its retries) over one endpoint or a `engine.llm.replicas.ReplicaPool` of se
 every answer to its own journal shard in the run folder (`journal.d/`, `engine.journal`) the
 moment it arrives. So a killed actor loses only what it had in flight (its successor reads the
 shards and skips what was answered), a killed driver loses the same, and re-running the command
-pays only for requests no shard holds. When the run folder is on S3 (`--out s3://...`), the shard
-folder is the bucket's `journal.d/`: each actor appends to a local file and uploads what it added as
-a new part object at most every `UPLOAD_EVERY` seconds and at the end of every batch, so a worker on
-any node makes its answers durable where a re-run on any machine finds them (a killed driver then
-loses what was in flight and at most the last second of answers). With a local run folder on a
-cluster of several nodes, the actors of other nodes write their shards on their own disks, where a
-re-run of a killed driver cannot see them; the run warns once and names the fix (an s3:// run folder). The driver hands each answer to the round loop exactly as
-the in-process runner does, so rounds, filters and the written dataset are the local code, in
-plan order.
+pays only for requests no shard holds (`engine.llm.shards.ShardWriter`). When the run folder is on
+S3 (`--out s3://...`), the shard folder is the bucket's `journal.d/` and each actor uploads its
+shard itself, so a worker on any node makes its answers durable where a re-run on any machine finds
+them (a killed driver then loses what was in flight and at most the last second of answers). With a
+local run folder on a cluster of several nodes, the actors of other nodes write their shards on
+their own disks, where a re-run of a killed driver cannot see them; the run warns once and names
+the fix (an s3:// run folder). The driver hands each answer to the round loop exactly as the
+in-process runner does, so rounds, filters and the written dataset are the local code, in plan
+order.
 
 Why actors and not a Ray Dataset per round: a synthesis runs several rounds (top-ups for rejected
 examples follow from the answers before them), and a Ray Data pipeline starts its actor pool for
@@ -35,8 +35,6 @@ import logging
 import math
 import os
 import socket
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -45,9 +43,8 @@ from typing import Any
 from engine.errors import ConfigError, LLMError, LLMFatalError, LLMPromptTooLongError, LLMRetryableError
 from engine.types import Completion, Request, SamplingParams
 
-__all__ = ["RayLLM", "ray_module", "RAY_HINT", "ShardWriter"]
+__all__ = ["RayLLM", "ray_module", "RAY_HINT"]
 
-UPLOAD_EVERY = 1.0  # seconds between an S3 shard's part uploads while answers arrive
 log = logging.getLogger(__name__)
 RAY_HINT = 'Ray is not installed; install the extra: pip install "seedbed[ray]"'
 
@@ -240,6 +237,7 @@ class _Answerer:
         from engine.llm.adaptive import AdaptiveLimit
         from engine.llm.client import OpenAIChat
         from engine.llm.replicas import ReplicaPool
+        from engine.llm.shards import ShardWriter
 
         self.limit = AdaptiveLimit(min(4, per_worker), max=per_worker) if adaptive else None
         self.per_worker, self.gate = per_worker, None  # the fixed gate is made in the actor's event loop
@@ -304,92 +302,6 @@ class _Answerer:
             except LLMError as error:
                 result = error
         record(request, result)
-
-
-class ShardWriter:
-    """One actor's journal shard in `folder` (a local path or an s3:// URI), and the answers of every
-    shard already there.
-
-    Local: the shard is `folder/<host>-<pid>-<random>.jsonl`, appended as answers arrive. On S3: the
-    same file is kept in the local remote cache and each upload puts the lines added since the last
-    one as a new object `<shard name>.<part>.jsonl` (parts, not the whole file again, so an upload
-    costs what it adds), at most every `upload_every` seconds (`upload_soon`) and on `upload_now`.
-    """
-
-    def __init__(self, folder: str | Path, upload_every: float = UPLOAD_EVERY):
-        from engine.journal import Journal
-        from engine.remote import Remote, is_remote, local_cache
-
-        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.remote = Remote.connect(folder, write=True) if is_remote(folder) else None
-        local = local_cache(self.remote.uri, "shards") if self.remote else Path(folder)
-        local.mkdir(parents=True, exist_ok=True)
-        self.known = self._read_remote(local) if self.remote else self._read_local(local)
-        self.journal = Journal(local / f"{name}.jsonl")
-        self.name, self.upload_every = name, upload_every
-        self._sent, self._part, self._last = 0, 0, 0.0
-        self._uploading: asyncio.Future | None = None
-        self._failed = False
-
-    @staticmethod
-    def _read_local(folder: Path) -> dict:
-        from engine.journal import read_answers
-
-        known: dict = {}
-        for path in sorted(folder.glob("*.jsonl")):
-            known.update(read_answers(path)[0])
-        return known
-
-    def _read_remote(self, scratch: Path) -> dict:
-        from engine.journal import read_answers
-
-        known: dict = {}
-        copy = scratch / f".read-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            for rel in sorted(self.remote.list_files()):
-                if rel.endswith(".jsonl") and "/" not in rel and self.remote.get_file(rel, copy):
-                    known.update(read_answers(copy)[0])
-        finally:
-            copy.unlink(missing_ok=True)
-        return known
-
-    def upload_soon(self) -> None:
-        """Start an upload in a thread if the last one began `upload_every` seconds ago or more (S3 only)."""
-        if self.remote is None or (self._uploading is not None and not self._uploading.done()):
-            return
-        if time.monotonic() - self._last >= self.upload_every:
-            self._uploading = asyncio.get_running_loop().run_in_executor(None, self._upload)
-
-    async def upload_now(self) -> None:
-        """Wait for a running upload, then upload what is left (S3 only)."""
-        if self.remote is None:
-            return
-        if self._uploading is not None:
-            await self._uploading
-        self._uploading = asyncio.get_running_loop().run_in_executor(None, self._upload)
-        await self._uploading
-
-    def _upload(self) -> None:
-        """Put the lines added since the last upload as the next part; a failure warns once and the next
-        upload sends them (the answers also reach the driver, whose journal keeps them)."""
-        from engine.files import complete_lines
-
-        self._last = time.monotonic()
-        end = complete_lines(self.journal.path)
-        if end <= self._sent:
-            return
-        with open(self.journal.path, "rb") as handle:
-            handle.seek(self._sent)
-            data = handle.read(end - self._sent)
-        try:
-            self.remote.write_bytes(f"{self.name}.{self._part:06d}.jsonl", data)
-        except (ConfigError, OSError) as exc:
-            if not self._failed:
-                log.warning("a worker could not upload its journal shard to %s (%s); it keeps the answers in %s and "
-                            "tries again", self.remote.uri, exc, self.journal.path)
-            self._failed = True
-            return
-        self._sent, self._part = end, self._part + 1
 
 
 def _warn_if_other_nodes(ray, actors: list, shards: Path | str) -> None:

@@ -76,7 +76,7 @@ def main() -> None:
     qs = queries(args.queries)
     qvecs = index.embed_queries(qs)
     all_vectors = index.vectors(np.arange(len(index)))
-    okapi = LuceneOkapi(lexical.tokenized(texts), k1=1.5, b=0.75)
+    okapi = lucene_okapi(lexical.tokenized(texts), k1=1.5, b=0.75)
     pairs = list(zip(qs, qvecs))
 
     results = {
@@ -128,7 +128,7 @@ def _same_top10(index, okapi, query: str) -> bool:
     return not len(rows) or bool(np.all(baseline[rows] >= positive[len(rows) - 1] * (1 - 1e-5)))
 
 
-def LuceneOkapi(corpus, k1: float, b: float):
+def lucene_okapi(corpus, k1: float, b: float):
     """rank-bm25's BM25Okapi with Lucene's idf, log(1 + (N - df + 0.5) / (df + 0.5)), the variant the index
     uses (engine/index/lexical.py): the same ranking (its extra (k1 + 1) factor is a constant), so the
     top-10s can be compared; Okapi's own idf differs for words in more than half the passages."""

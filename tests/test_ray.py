@@ -389,3 +389,5 @@ def test_a_ray_run_on_s3_has_its_workers_answers_in_the_bucket_when_the_driver_i
     assert len(received) - len(resent) == calls
     written = Remote.connect(out).read_bytes("dataset.jsonl")
     assert written == (tmp_path / "reference" / "dataset.jsonl").read_bytes()
+    # the finished run's workers closed their shards: every line is in the bucket, no local copy is left
+    assert (tmp_path / "machine-b" / "shards").is_dir() and not list((tmp_path / "machine-b" / "shards").rglob("*.jsonl"))

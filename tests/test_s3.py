@@ -545,3 +545,30 @@ def test_a_worker_shard_on_s3_uploads_what_it_added_as_parts_and_survives_a_fail
     second = Remote.connect(folder).read_bytes(f"{writer.name}.000001.jsonl").decode().splitlines()
     assert [json.loads(line)["request_id"] for line in second] == ["b", "c"]
     assert {key[0] for key in ShardWriter(folder).known} == {"a", "b", "c"}
+
+
+def test_a_closed_worker_shard_on_s3_leaves_no_local_copy_unless_the_bucket_lacks_lines(bucket, monkeypatch, caplog):
+    """A Ray actor closes its shard before it is killed: on S3 the last lines are uploaded and the local
+    copy (in the remote cache) deleted; when the bucket refused them, the copy stays and a warning names it."""
+    import asyncio
+
+    from engine.llm.shards import ShardWriter
+    from engine.types import Completion
+
+    folder = f"s3://{bucket}/runs/r/journal.d"
+
+    async def finish(refuse: bool) -> ShardWriter:
+        writer = ShardWriter(folder, upload_every=0)
+        writer.journal.record_ok(f"done-{refuse}", "m", Completion("answer", "m"))  # never uploaded before close
+        if refuse:
+            monkeypatch.setattr(writer.remote, "write_bytes", lambda rel, data: (_ for _ in ()).throw(ConfigError("denied")))
+        await writer.close()
+        return writer
+
+    uploaded = asyncio.run(finish(refuse=False))
+    assert not uploaded.journal.path.exists()
+    assert {key[0] for key in ShardWriter(folder).known} == {"done-False"}
+    with caplog.at_level(logging.WARNING):
+        kept = asyncio.run(finish(refuse=True))
+    assert kept.journal.path.exists() and "done-True" in kept.journal.path.read_text()
+    assert f"{kept.journal.path} is not all in" in caplog.text

@@ -212,10 +212,13 @@ class RayLLM:
         return self._pool
 
     def shutdown(self) -> None:
-        """Stop the run's actors (their shards stay: they are the journal)."""
+        """Stop the run's actors (their shards stay: they are the journal). Each first closes its shard
+        (on S3: its last part uploaded, its local copy deleted); one that does not answer in 30 s is
+        killed all the same (what it holds was uploaded after its last batch)."""
         pool, self._pool, self._pool_key = self._pool, [], None
         if pool:
             ray = ray_module()
+            ray.wait([actor.close.remote() for actor in pool], num_returns=len(pool), timeout=30)
             for actor in pool:
                 ray.kill(actor, no_restart=True)
 
@@ -287,6 +290,10 @@ class _Answerer:
         self.journal.sync()
         await self.shard.upload_now()
         return [(request_id, *out[request_id]) for request_id, _ in batch]
+
+    async def close(self) -> None:
+        """Close this actor's shard before it is killed (see `ShardWriter.close`)."""
+        await self.shard.close()
 
     def node(self) -> str:
         """The Ray node this actor runs on."""

@@ -88,6 +88,19 @@ class ShardWriter:
         self._uploading = asyncio.get_running_loop().run_in_executor(None, self._upload)
         await self._uploading
 
+    async def close(self) -> None:
+        """This worker is done: upload what is left and close the shard; on S3, delete the local copy
+        once the bucket holds every line of it (after a failed upload the copy stays, and says so)."""
+        await self.upload_now()
+        self.journal.close()
+        if self.remote is None:
+            return
+        if self._sent == self.journal.path.stat().st_size:
+            self.journal.path.unlink()
+        else:
+            log.warning("the journal shard %s is not all in %s; its answers stay in that file", self.journal.path,
+                        self.remote.uri)
+
     def _upload(self) -> None:
         """Put the lines added since the last upload as the next part; a failure warns once and the next
         upload sends them (the answers also reach the driver, whose journal keeps them)."""

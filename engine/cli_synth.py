@@ -250,6 +250,15 @@ def print_summary(result: SynthResult) -> None:
                f"{result.completion_tokens} completion{per_kept}{f', cost ${spent:.4f}' if spent is not None else ''}, "
                f"{result.seconds:.1f}s")
     short = [label for label, n in result.kept.items() if n < result.manifest["task"]["examples_per_label"]]
+    ran_out = stages.get("passages_ran_out") or {}
+    for label in (label for label in short if label in ran_out):
+        turned_away = (stages.get("screen") or {}).get(label, {}).get("no")
+        screened = f", {turned_away} of them turned away by the retrieval screen" if turned_away else ""
+        click.secho(f"{label}: {result.kept[label]} of {result.manifest['task']['examples_per_label']}: its "
+                    f"{ran_out[label]['retrieved']} retrieved passages ran out{screened}; widen retrieval (more seeds, a "
+                    "larger retrieval.candidates, a lower retrieval.min_similarity)"
+                    f"{', or turn retrieval.screen off' if turned_away else ''}", fg="yellow")
+    short = [label for label in short if label not in ran_out]
     if short:
         click.secho(f"labels short of the target: {', '.join(short)} (see rejected.jsonl; raise max_words or "
                     "examples_per_label, or use a corpus closer to the task)", fg="yellow")

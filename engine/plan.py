@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SynthOptions", "SynthPlan", "plan", "prepare"]
 
+SCREEN_REACH = 3  # with retrieval.screen, passages retrieved per label: this many times the wanted ones
+
 
 @dataclass(frozen=True)
 class SynthOptions:
@@ -159,7 +161,8 @@ def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPla
         part = Part(strategy, templates, None, labels)
         return SynthPlan((part,), {}, None, 0, reference)
     per_label = math.ceil(task.gathered_per_label * max(1.0, options.overgenerate))
-    picks, report = strategy.retrieve(index, task, per_label)
+    # a retrieval screen turns passages away: it may reach past the wanted ones into the rest of each pool
+    picks, report = strategy.retrieve(index, task, per_label * (SCREEN_REACH if task.retrieval.screen else 1))
     if reference is not None:
         picks = _without_leaks(picks, report.per_label, reference)
     coverage = assess(task, report.per_label, per_label)

@@ -88,6 +88,34 @@ def test_a_passage_the_screen_refuses_never_reaches_a_prompt_and_the_next_one_ta
     assert again.calls == 0 and again.kept == result.kept
 
 
+def test_a_screen_reaches_past_the_wanted_passages_and_a_label_it_empties_is_reported_with_the_fix(mix_index, tmp_path, capsys):
+    """A screen that turns most passages away must not end a label at the first `wanted` passages: it
+    reaches further into the label's pool; when even that runs out, the summary says so and how to fix it."""
+    from engine.cli_synth import print_summary
+    from engine.pipeline import plan
+
+    task = screened_task()
+    wanted = plan(make_task(labels=LABELS[:2]), mix_index, SynthOptions(out=tmp_path / "x")).parts[0].picks
+    reach = plan(task, mix_index, SynthOptions(out=tmp_path / "x")).parts[0].picks
+    assert all(len(reach[name]) > len(wanted[name]) for name in ("Business", "Sports"))
+
+    screener = Screener(refuse=len(wanted["Business"]) + 2)  # more than the wanted passages: the reach fills Business
+    result = synthesize(task, mix_index, ScriptedLLM(respond=screener), SynthOptions(out=tmp_path / "reach"))
+    assert result.kept == {"Business": 4, "Sports": 4}
+
+    refuse_all = Screener(refuse=10_000)
+    result = synthesize(task, mix_index, ScriptedLLM(respond=refuse_all), SynthOptions(out=tmp_path / "none"))
+    assert result.kept["Business"] == 0 and result.kept["Sports"] == 4
+    manifest = json.loads(result.files["manifest"].read_text(encoding="utf-8"))
+    assert manifest["stages"]["passages_ran_out"] == {"Business": {"retrieved": len(reach["Business"]),
+                                                                    "used": len(reach["Business"])}}
+    print_summary(result)
+    out = capsys.readouterr().out
+    assert (f"Business: 0 of 4: its {len(reach['Business'])} retrieved passages ran out, "
+            f"{len(reach['Business'])} of them turned away by the retrieval screen") in out
+    assert "or turn retrieval.screen off" in out and "labels short of the target" not in out
+
+
 def test_the_screen_is_off_by_default_and_asks_nothing(mix_index, tmp_path):
     llm = ScriptedLLM(respond=Screener())
     task = make_task(labels=LABELS[:2], quality=QualityParams(near_duplicate=0.0))

@@ -159,12 +159,12 @@ def test_a_token_cap_holds_on_ray_and_a_larger_cap_continues_paying_nothing_twic
 
 
 def test_concurrency_auto_on_ray_backs_off_an_overloaded_endpoint_and_writes_the_same_dataset(setup, local_ray, tmp_path):
-    """An endpoint that serves 2 at once and answers 429 past that: at a fixed 16 in flight many requests
+    """An endpoint that serves 2 at once and answers 429 past that: at a fixed 32 in flight many requests
     are turned away (some fail after every retry); with auto each actor learns its own number in flight,
     far fewer are turned away, none fails, and the dataset is the one-process run's."""
     folder, task, root, reference, calls = setup
     rejected = {}
-    for concurrency in ("16", "auto"):
+    for concurrency in ("32", "auto"):  # 16 turned away only 2-3 x auto's first burst: too close to assert on
         run = tmp_path / concurrency
         with FakeOpenAIServer(latency=0.05, capacity=2, overload_retry_after=0.05) as server:
             args = synth_args(task, root, run, [server.base_url], "--ray", "--ray-workers", "2", "--concurrency", concurrency)
@@ -172,7 +172,7 @@ def test_concurrency_auto_on_ray_backs_off_an_overloaded_endpoint_and_writes_the
             rejected[concurrency] = server.count - shard_answers(run)  # 429s: an answered request was sent once
     assert result.exit_code == 0, result.output
     assert (run / "dataset.jsonl").read_bytes() == reference and shard_answers(run) == calls
-    assert rejected["16"] > 0 and rejected["auto"] < rejected["16"] / 2, rejected
+    assert rejected["32"] > 0 and rejected["auto"] < rejected["32"] / 2, rejected
 
 
 def answerer_pids() -> list[int]:

@@ -119,10 +119,9 @@ def run_rounds(task: TaskSpec, parts: list[Part], llm: ChatLLM, journal: Journal
         state.want = {name: n for name, n in _still_wanted(task, outcomes).items() if name in part_of}
         if on_round:
             on_round()
-    ran_out = {name: {"retrieved": len(part.picks.get(name, [])), "used": state.cursor[name]}
-               for part in parts if part.picks is not None for name in part.labels
+    ran_out = {name: state.cursor[name] for part in parts if part.picks is not None for name in part.labels
                if state.want.get(name, 0) > 0 and state.cursor[name] >= len(part.picks.get(name, []))}
-    if ran_out:  # short labels whose every retrieved passage was used (or screened out)
+    if ran_out:  # short labels whose every retrieved passage was used (or screened out): how many there were
         outcomes.stages["passages_ran_out"] = ran_out
     outcomes.stages["review"] = reviews[0] if len(reviews) == 1 else reviews
     if judge:

@@ -59,5 +59,8 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null || { cat serve.log; echo "serve did not answer /healthz"; exit 1; }
-curl -fsS "http://127.0.0.1:$PORT/review" | grep -qi "<html" || { echo "/review has no page"; exit 1; }
+# Saved to a file first: `curl | grep -q` under pipefail fails whenever grep exits on its first
+# match before curl has written the whole page (curl: (23) Failed writing body).
+curl -fsS "http://127.0.0.1:$PORT/review" -o review.html || { cat serve.log; echo "/review did not answer"; exit 1; }
+grep -qi "<html" review.html || { echo "/review has no page"; exit 1; }
 echo "==> wheel: every command ran from an empty folder on the installed wheel"

@@ -6,7 +6,9 @@ the path every round takes (journal, answers handed to the round loop), against
 requests in flight (64):
 - in one process: the asyncio runner;
 - on Ray (`--ray` local, `--workers` actors, each with concurrency / workers in flight, journalling
-  into shards); Ray's start and the actors' start are counted, as a user waits for them.
+  into shards); the actors' start is counted (the timer starts before the RayLLM that starts them),
+  though `seedbed synth --ray` starts them before it plans, which hides most of it in a real run.
+  Ray's own start (`ray.init`, once per process) is printed, not counted.
 The two alternate `--repeats` times; the ratio of median requests/s is printed (target >= 0.9).
 
 Scaling: the same requests on Ray against 1, 2 and 4 fake endpoints (replicas) of `--capacity`
@@ -20,7 +22,7 @@ process and with `--ray` (`--workers` embedding actors), same embedder (`--embed
 empty root: passages/s of each and the ratio (target >= 0.8). `--index-docs 0` skips it.
 
 Usage:
-    python benchmarks/bench_ray.py [--requests 2000] [--latency 0.2] [--concurrency 64] [--workers 4]
+    python benchmarks/bench_ray.py [--requests 2000] [--latency 0.2] [--concurrency 64] [--workers 2]
         [--capacity 16] [--repeats 2] [--index-docs 14000] [--embedder all-MiniLM-L6-v2] [--record]
 """
 
@@ -57,11 +59,13 @@ def requests_for(count: int) -> list[Request]:
                     template_id="bench", template_sha256="0", sampling=SamplingParams(max_tokens=64)) for i in range(count)]
 
 
-def run_once(llm, requests: list[Request], concurrency: int) -> float:
-    """Wall seconds to answer every request through call_all into a fresh journal."""
+def run_once(make_llm, requests: list[Request], concurrency: int) -> float:
+    """Wall seconds to make the LLM (a RayLLM starts its actors) and answer every request through
+    call_all into a fresh journal."""
     with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "journal.jsonl") as journal:
         progress = Progress()
         started = time.perf_counter()
+        llm = make_llm()
         answers = call_all(requests, llm, journal, concurrency, progress, None)
         seconds = time.perf_counter() - started
         assert len(answers) == len(requests), f"{len(requests) - len(answers)} requests unanswered"
@@ -115,7 +119,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="Ray actors (default: seedbed's --ray-workers default)")
     parser.add_argument("--capacity", type=int, default=16, help="requests each fake endpoint serves at full speed")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--index-docs", type=int, default=14000, help="IMDb unsup reviews to index (0: skip)")
@@ -132,9 +136,10 @@ def main() -> None:
     with FakeOpenAIServer(latency=args.latency) as server:
         local, distributed = [], []
         for _ in range(args.repeats):
-            local.append(args.requests / run_once(clients([server.base_url]), requests, args.concurrency))
-            llm = RayLLM(clients([server.base_url]), [(server.base_url, "none")], workers=args.workers)
-            distributed.append(args.requests / run_once(llm, requests, args.concurrency))
+            local.append(args.requests / run_once(lambda: clients([server.base_url]), requests, args.concurrency))
+            distributed.append(args.requests / run_once(
+                lambda: RayLLM(clients([server.base_url]), [(server.base_url, "none")], workers=args.workers),
+                requests, args.concurrency))
     ratio = statistics.median(distributed) / statistics.median(local)
     print(f"synthesis  in-process {statistics.median(local):7.1f} req/s   Ray {statistics.median(distributed):7.1f} req/s"
           f"   ratio {ratio:.2f} (target >= 0.9)   runs: {[round(x, 1) for x in local]} / {[round(x, 1) for x in distributed]}")
@@ -146,8 +151,9 @@ def main() -> None:
             server.__enter__()
         try:
             urls = [server.base_url for server in servers]
-            llm = RayLLM(clients(urls), [(url, "none") for url in urls], workers=args.workers)
-            scaling[count] = args.requests / run_once(llm, requests, args.capacity * count)
+            scaling[count] = args.requests / run_once(
+                lambda: RayLLM(clients(urls), [(url, "none") for url in urls], workers=args.workers),
+                requests, args.capacity * count)
         finally:
             for server in servers:
                 server.__exit__(None, None, None)

@@ -77,15 +77,19 @@ def run_synth(task_path: Path, index_name: str | None, out: Path | str, base_url
     options = SynthOptions(out=out, concurrency=concurrency, fresh=fresh, structured_output=structured,
                            max_calls=budget.max_calls, max_tokens_total=budget.max_tokens_total,
                            max_cost=budget.max_cost, prices=budget.prices, reference=reference)
-    # spec problems and labels the index cannot support fail here, before a model loads or a file is written
-    synth_plan = plan(task, index, options)
-    print_plan(task, synth_plan, index, None if (base_url or fake) else (model or "qwen2.5-coder-1.5b"))
     with contextlib.ExitStack() as stack:
+        llm = None
+        if scale.ray:  # join the cluster and start the actors first: they take seconds, which the plan hides
+            llm = stack.enter_context(open_llm(settings, on_retry=adaptive.on_retry if adaptive else None))
+        # spec problems and labels the index cannot support fail here, before a model loads (unless --ray
+        # started it above; its actors are stopped on the way out) or a file is written
+        synth_plan = plan(task, index, options)
+        print_plan(task, synth_plan, index, None if (base_url or fake) else (model or "qwen2.5-coder-1.5b"))
         if use_cache:
             from engine.cache import LLMCache
 
             options = dataclasses.replace(options, cache=stack.enter_context(LLMCache()))
-        llm = stack.enter_context(open_llm(settings, on_retry=adaptive.on_retry if adaptive else None))
+        llm = llm or stack.enter_context(open_llm(settings, on_retry=adaptive.on_retry if adaptive else None))
         bar = stack.enter_context(_ProgressBar())
         result = synthesize(task, index, llm, options, on_progress=bar.update, endpoint=settings.describe(),
                             synth_plan=synth_plan)

@@ -188,6 +188,34 @@ def answerer_pids() -> list[int]:
     return pids
 
 
+def test_the_actors_start_while_the_run_plans_and_touch_no_file_before_their_first_batch(setup, local_ray, tmp_path,
+                                                                                         monkeypatch):
+    """Starting a worker process takes seconds; `synth --ray` starts them before it plans, so the plan
+    hides that wait. Started, they have not touched the run folder: they open their shards on their
+    first batch, after the run has locked the folder."""
+    import engine.pipeline
+
+    folder, task, root, reference, calls = setup
+    run = tmp_path / "run"
+    seen: dict[str, object] = {}
+    real_plan = engine.pipeline.plan
+
+    def planning(*args, **kwargs):
+        deadline = time.monotonic() + 60
+        while len(answerer_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.update(actors=len(answerer_pids()), folder_exists=run.exists())
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(engine.pipeline, "plan", planning)
+    with FakeOpenAIServer() as server:
+        result = CliRunner().invoke(main, synth_args(task, root, run, [server.base_url], "--ray", "--ray-workers", "2"))
+        assert result.exit_code == 0, result.output
+    assert seen == {"actors": 2, "folder_exists": False}
+    assert (run / "dataset.jsonl").read_bytes() == reference and shard_answers(run) == calls
+    assert not answerer_pids()  # stopped at the end of the run
+
+
 def test_a_killed_worker_is_replaced_and_only_its_requests_in_flight_are_sent_again(setup, local_ray, tmp_path):
     folder, task, root, reference, calls = setup
     killed = []

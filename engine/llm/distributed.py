@@ -1,7 +1,8 @@
 """Distributed synthesis on Ray: each round's requests answered by a pool of Ray actors (`--ray [ADDRESS]`).
 
 What is Ray's and what is ours. Ray runs the workers: a pool of actors (`--ray-workers`) started
-once per run, on whichever nodes the cluster offers; it restarts an actor that dies and re-runs the
+once per run (as soon as the LLM is opened, before the run plans, since a worker process takes
+seconds to start), on whichever nodes the cluster offers; it restarts an actor that dies and re-runs the
 batch it held (`max_restarts`, `max_task_retries`), and carries batches and answers between driver
 and workers. Ours is everything that makes the answers safe and the run identical to a local one:
 each actor sends its batch through the same OpenAI-compatible client (`engine.llm.client.OpenAIChat`,
@@ -126,9 +127,19 @@ class RayLLM:
         self.endpoints = [(url, key) for url, key in endpoints]
         self.address, self.workers, self.timeout, self.max_retries = address, workers, timeout, max_retries
         self.batch_size = batch_size
-        self._pool: list = []  # the run's actors, started on first use
+        self._pool: list = []  # the run's actors
         self._pool_key: tuple[int, str, bool] | None = None  # (in flight per actor, shard folder, adaptive) they serve
         connect(address)
+        self.start()
+
+    def start(self) -> None:
+        """Start the actors now, in the background: a worker process takes 1.5-4 s to start on 2 cores,
+        so `seedbed synth --ray` starts them before it plans, and the plan hides that wait. They open
+        their journal shards on their first batch (`_Answerer.answer`), so starting touches no file."""
+        if not self._pool:
+            remote = ray_module().remote(num_cpus=0.25, max_restarts=-1, max_task_retries=-1)(_Answerer)
+            self._pool = [remote.remote(self.endpoints, self.model, self.timeout, self.max_retries)
+                          for _ in range(self.workers)]
 
     def __repr__(self) -> str:
         return f"RayLLM({self.address}, workers={self.workers}, endpoints={[url for url, _ in self.endpoints]})"
@@ -167,6 +178,7 @@ class RayLLM:
         per_worker = max(1, math.ceil((concurrency.max if adaptive else concurrency) / self.workers))
         size = self.batch_size or per_worker * 4
         actors = self._actors(ray, per_worker, shards, adaptive)
+        setup = (per_worker, str(shards), adaptive)
         by_id = {request.id: request for request in requests}
         batches = [[(r.id, _encode_request(r)) for r in requests[i:i + size]] for i in range(0, len(requests), size)]
         pending = iter(batches)
@@ -174,14 +186,14 @@ class RayLLM:
         for actor in actors:
             for batch in (next(pending, None), next(pending, None)):
                 if batch is not None:
-                    running[actor.answer.remote(batch)] = actor
+                    running[actor.answer.remote(batch, setup)] = actor
         fatal = None
         while running:
             done, _ = ray.wait(list(running), num_returns=1)
             actor = running.pop(done[0])
             batch = next(pending, None)
             if batch is not None and fatal is None:
-                running[actor.answer.remote(batch)] = actor
+                running[actor.answer.remote(batch, setup)] = actor
             for request_id, kind, payload in ray.get(done[0]):
                 request = by_id[request_id]
                 if kind == "ok":
@@ -195,20 +207,19 @@ class RayLLM:
             raise LLMFatalError(fatal)
 
     def _actors(self, ray, per_worker: int, shards: Path | str, adaptive: bool = False) -> list:
-        """The run's actors, started on first use (and again if the shard folder or their load changes)."""
+        """The run's actors, set to serve `shards` with `per_worker` in flight: the ones `start` began,
+        or fresh ones if they already served another shard folder or load."""
         from engine.remote import is_remote
 
         key = (per_worker, str(shards), adaptive)
         if self._pool_key != key:
-            self.shutdown()
+            if self._pool_key is not None:
+                self.shutdown()
+            self.start()
             if not is_remote(shards):
                 Path(shards).mkdir(parents=True, exist_ok=True)
-            remote = ray.remote(num_cpus=0.25, max_restarts=-1, max_task_retries=-1)(_Answerer)
-            self._pool = [remote.remote(self.endpoints, self.model, self.timeout, self.max_retries, per_worker, str(shards),
-                                        adaptive) for _ in range(self.workers)]
-            self._pool_key = key
-            if not is_remote(shards):
                 _warn_if_other_nodes(ray, self._pool, shards)
+            self._pool_key = key
         return self._pool
 
     def shutdown(self) -> None:
@@ -235,8 +246,18 @@ class _Answerer:
     semaphore: through the runner, 2,000 requests ran 6 % slower (benchmarks/bench_ray.py).
     """
 
-    def __init__(self, endpoints, model: str, timeout: float, max_retries: int, per_worker: int, shards: str,
-                 adaptive: bool = False):
+    def __init__(self, endpoints, model: str, timeout: float, max_retries: int):
+        import engine.llm.client  # noqa: F401  (imported while the actor starts, not on its first batch)
+        import engine.llm.runner  # noqa: F401
+        import engine.llm.shards  # noqa: F401
+
+        self.endpoints, self.model, self.timeout, self.max_retries = endpoints, model, timeout, max_retries
+        self.setup: tuple[int, str, bool] | None = None  # (in flight, shard folder, adaptive) it serves; see open
+
+    def open(self, per_worker: int, shards: str, adaptive: bool) -> None:
+        """Set up the clients and the journal shard for batches of `per_worker` in flight, journalled in
+        `shards`. Done on the first batch, not on start: the actor is started before the run plans
+        (before the run folder is locked), and a restarted actor opens again on its next batch."""
         from engine.llm.adaptive import AdaptiveLimit
         from engine.llm.client import OpenAIChat
         from engine.llm.replicas import ReplicaPool
@@ -244,20 +265,23 @@ class _Answerer:
 
         self.limit = AdaptiveLimit(min(4, per_worker), max=per_worker) if adaptive else None
         self.per_worker, self.gate = per_worker, None  # the fixed gate is made in the actor's event loop
-        clients = [OpenAIChat(url, model, api_key=key, timeout=timeout, max_retries=max_retries,
-                              on_retry=self.limit.on_retry if adaptive else None) for url, key in endpoints]
+        clients = [OpenAIChat(url, self.model, api_key=key, timeout=self.timeout, max_retries=self.max_retries,
+                              on_retry=self.limit.on_retry if adaptive else None) for url, key in self.endpoints]
         self.llm = clients[0] if len(clients) == 1 else ReplicaPool(clients)
-        self.model = model
         self.shard = ShardWriter(shards)
         # earlier shards (a dead predecessor's included): their answers are not paid again
         self.known = self.shard.known
         self.journal = self.shard.journal
+        self.setup = (per_worker, shards, adaptive)
 
-    async def answer(self, batch: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    async def answer(self, batch: list[tuple[str, str]], setup: tuple[int, str, bool]) -> list[tuple[str, str, str]]:
         """(request id, kind, payload) per request: kind ok (payload: the completion as JSON),
-        too_long, failed or fatal (payload: the error)."""
+        too_long, failed or fatal (payload: the error). `setup`: `open`'s arguments, applied on the
+        actor's first batch (one actor serves one setup: RayLLM starts new ones for another)."""
         from engine.llm.runner import run_requests
 
+        if self.setup is None:
+            self.open(*setup)
         out: dict[str, tuple[str, str]] = {}
         to_send = []
         for request_id, text in batch:
@@ -292,8 +316,10 @@ class _Answerer:
         return [(request_id, *out[request_id]) for request_id, _ in batch]
 
     async def close(self) -> None:
-        """Close this actor's shard before it is killed (see `ShardWriter.close`)."""
-        await self.shard.close()
+        """Close this actor's shard before it is killed (see `ShardWriter.close`); one that never had a
+        batch has none."""
+        if self.setup is not None:
+            await self.shard.close()
 
     def node(self) -> str:
         """The Ray node this actor runs on."""

@@ -1,7 +1,8 @@
 """Checks on one model answer. Each returns a short, stable reason code, or None when the answer passes.
 
 Reason codes (counted and reported per run): empty, refusal, too_short, too_long, truncated,
-copy_of_passage, mentions_passage, duplicate; engine/injection.py adds follows_passage_instructions.
+copy_of_passage, mentions_passage, repetitive, duplicate; engine/injection.py adds
+follows_passage_instructions.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ __all__ = [
     "mentions_passage",
     "normalize",
     "refusal",
+    "repeated_share",
+    "repetitive",
     "tokens",
     "too_long",
     "too_short",
@@ -139,6 +142,36 @@ def mentions_passage(text: str) -> str | None:
     """'mentions_passage' when a rewrite talks about its source ("The passage discusses...") instead of
     being an example itself: 11 of 400 synthesizrr AG News examples did (news-mix, 2026-12-06)."""
     return "mentions_passage" if _MENTIONS_PASSAGE.search(text) else None
+
+
+REPEAT_N = 5  # words per sequence that `repetitive` looks for twice
+REPEAT_MAX = 0.4  # most of an answer's words that may sit in such repeats
+
+
+def repeated_share(text: str, n: int = REPEAT_N) -> float:
+    """Share of the text's tokens inside an n-token sequence that occurs in it more than once (the
+    duplicate n-gram fraction of Gopher's quality rules, in tokens rather than characters)."""
+    words = tokens(text)
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    counts: dict[tuple[str, ...], int] = {}
+    for gram in grams:
+        counts[gram] = counts.get(gram, 0) + 1
+    covered = [False] * len(words)
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i:i + n] = [True] * n
+    return sum(covered) / len(words) if words else 0.0
+
+
+def repetitive(text: str, threshold: float = REPEAT_MAX, min_tokens: int = 4 * REPEAT_N) -> str | None:
+    """'repetitive' when more than `threshold` of the answer repeats itself: a small model's decoding
+    loop ("I am an 11-year-old boy who has never seen this movie again." nine times in one IMDb
+    review, 2026-12-06). Measured with n = 5 on human text: 3 of 5,000 IMDb test reviews exceed
+    0.4; 3 of 200 synthesizrr and 2 of 200 fewgen IMDb reviews did. Answers under `min_tokens`
+    tokens are never flagged."""
+    if len(tokens(text)) < min_tokens:
+        return None
+    return "repetitive" if repeated_share(text) > threshold else None
 
 
 def normalize(text: str) -> str:

@@ -132,3 +132,30 @@ def test_an_answer_that_talks_about_its_passage_is_not_an_example():
                  "Ships waited for passage through the Strait of Hormuz.",
                  "Officials said the text of the treaty would be published on Monday."):
         assert filters.mentions_passage(text) is None, text
+
+
+LOOPED = ("This movie is an absolute disaster. It is not only incredibly poorly acted and poorly directed, but it "
+          "also destroys a reasonable book. I am disappointed in this movie and I will not watch it again. "
+          + "I am an 11-year-old boy who has never seen this movie again. " * 9)  # Qwen 1.5B, IMDb run 2026-12-06
+
+
+def test_an_answer_caught_in_a_decoding_loop_is_repetitive_and_a_human_review_is_not():
+    assert filters.repeated_share(LOOPED) > 0.7
+    assert filters.repetitive(LOOPED) == "repetitive"
+    # human text repeats a phrase now and then (IMDb test, lightly edited): well under the threshold
+    review = ("I loved this movie from the start. The acting is great, the story is great, and the music is "
+              "great. I saw it twice in one week and I would see it again; I loved this movie from the first "
+              "scene the second time too, which is rare for me, because a comedy loses its charm once you know "
+              "the jokes.")
+    assert 0 < filters.repeated_share(review) < filters.REPEAT_MAX
+    assert filters.repetitive(review) is None
+    assert filters.repetitive("great great great great great great") is None  # too short to judge
+
+
+def test_first_failure_names_a_decoding_loop_with_its_share():
+    from engine.strategies.base import first_failure
+
+    spec = OutputSpec(kind="movie review", min_words=10, max_words=300)
+    reason, detail = first_failure(LOOPED, spec, "stop", None)
+    assert reason == "repetitive" and "5-word sequences it repeats" in detail, detail
+    assert first_failure(LOOPED.split(" I am an")[0] + ".", spec, "stop", None) is None

@@ -245,6 +245,9 @@ def first_failure(
         return "copy_of_passage", f"copy rate {filters.copy_rate(text, passage):.2f} of the source passage"
     if passage is not None and filters.mentions_passage(text):
         return "mentions_passage", "the answer talks about its source passage instead of being an example"
+    if filters.repetitive(text):
+        return "repetitive", (f"{filters.repeated_share(text):.0%} of its words are in {filters.REPEAT_N}-word "
+                              "sequences it repeats (a decoding loop)")
     obeyed = injection.followed(text, passage or "")
     if obeyed:
         return "follows_passage_instructions", obeyed

@@ -18,7 +18,8 @@ Usage:
       [--model qwen2.5-coder-1.5b] [--out runs/suite-<date>] [--reuse ag_news=runs/compare-<date>] [--fake]
 
 `--reuse DATASET=FOLDER` takes `FOLDER/<strategy>` runs made by compare_strategies.py with the same
-task, model and examples per label instead of synthesizing them again.
+task, model and examples per label instead of synthesizing them again. `--task DATASET=SPEC` runs a
+dataset from another task spec (a prompt or retrieval variant of the suite's; the bench is the same).
 """
 
 from __future__ import annotations
@@ -219,6 +220,8 @@ def main() -> None:
     parser.add_argument("--root", default="indexes")
     parser.add_argument("--imdb-docs", type=int, default=4000, help="IMDb unsup reviews in the suite's index")
     parser.add_argument("--reuse", action="append", default=[], metavar="DATASET=FOLDER")
+    parser.add_argument("--task", action="append", default=[], metavar="DATASET=SPEC",
+                        help="another task spec for a dataset (a prompt or retrieval variant), same labels")
     parser.add_argument("--out", default=f"runs/suite-{date.today().isoformat()}")
     parser.add_argument("--fake", action="store_true", help="scripted LLM: checks the plumbing, not the methods")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
@@ -232,6 +235,11 @@ def main() -> None:
     unknown = [n for n in names if n not in specs]
     if unknown:
         sys.exit(f"--datasets: unknown {unknown}; choose from {sorted(specs)}")
+    for item in args.task:
+        dataset, _, path = item.partition("=")
+        if dataset not in specs or not Path(path).is_file():
+            sys.exit(f"--task {item}: give DATASET=SPEC with DATASET one of {sorted(specs)} and SPEC an existing task file")
+        specs[dataset]["task"] = Path(path).resolve()
     if "imdb" in names:
         prepare_imdb(out, Path(args.root), args.imdb_docs, seed=7)
     for name in names:

@@ -146,8 +146,22 @@ def default_answer(messages: list[dict[str, str]]) -> str:
     prefix = f"{topic.group(1).strip().title()}:" if topic else "Update:"
     wanted = max((low + high) // 2 - len(prefix.split()), 1)
     words = _content_words(passage, wanted)
-    words += ["news"] * (wanted - len(words))
+    words += _filler(wanted - len(words))
     return " ".join([prefix, *words])
+
+
+# 61 plain lowercase words (a prime count) that no entity tagger takes for a name
+_FILLER = ("quiet steady plain clear usual simple broad short early later bright calm firm fresh full good great "
+           "large light long main modest narrow open proper rare real rich rough round sharp slow small smooth "
+           "solid sound strong sweet tall thick thin tight warm whole wide wise young able active actual basic "
+           "brief careful common direct fair final general gentle honest natural").split()
+
+
+def _filler(count: int) -> list[str]:
+    """`count` filler words in which no 5-word sequence repeats (a repeated filler reads as a decoding loop
+    to the `repetitive` filter): the list walked with stride 1, then 2, 3, ... (61 is prime)."""
+    size = len(_FILLER)
+    return [_FILLER[(i % size) * (1 + i // size) % size] for i in range(count)]
 
 
 def _split_passage(prompt: str) -> tuple[str, str]:

@@ -17,7 +17,8 @@ HNSW_EF_SEARCH = 128
 
 
 def kind_for(count: int) -> str:
-    """'flat' for small indexes, 'hnsw' for large ones (recall@10 1.00 at 100k, 0.17 ms/query)."""
+    """'flat' for small indexes, 'hnsw' for large ones (recall@10 0.866 against exact search at 124k
+    passages for AG News titles on a review corpus, 0.44 ms/query: README "Search at 124,054 passages")."""
     return "flat" if count < FLAT_MAX else "hnsw"
 
 

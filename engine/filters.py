@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -114,11 +115,16 @@ def copy_rate(example_text: str, passage_text: str, n: int = 8) -> float:
     size = min(n, len(example))
     passage = tokens(passage_text)
     grams = {tuple(passage[i : i + size]) for i in range(len(passage) - size + 1)}
-    covered = [False] * len(example)
-    for i in range(len(example) - size + 1):
-        if tuple(example[i : i + size]) in grams:
-            covered[i : i + size] = [True] * size
-    return sum(covered) / len(example)
+    return _covered_share(example, size, grams.__contains__)
+
+
+def _covered_share(words: list[str], n: int, marks) -> float:
+    """Share of `words` inside an n-word sequence for which `marks(sequence)` is true (0.0 for none)."""
+    covered = [False] * len(words)
+    for i in range(len(words) - n + 1):
+        if marks(tuple(words[i : i + n])):
+            covered[i : i + n] = [True] * n
+    return sum(covered) / len(words) if words else 0.0
 
 
 def copy_of_passage(
@@ -151,16 +157,12 @@ REPEAT_MAX = 0.4  # most of an answer's words that may sit in such repeats
 def repeated_share(text: str, n: int = REPEAT_N) -> float:
     """Share of the text's tokens inside an n-token sequence that occurs in it more than once (the
     duplicate n-gram fraction of Gopher's quality rules, in tokens rather than characters)."""
-    words = tokens(text)
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    counts: dict[tuple[str, ...], int] = {}
-    for gram in grams:
-        counts[gram] = counts.get(gram, 0) + 1
-    covered = [False] * len(words)
-    for i, gram in enumerate(grams):
-        if counts[gram] > 1:
-            covered[i:i + n] = [True] * n
-    return sum(covered) / len(words) if words else 0.0
+    return _repeated_share(tokens(text), n)
+
+
+def _repeated_share(words: list[str], n: int) -> float:
+    seen = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return _covered_share(words, n, lambda gram: seen[gram] > 1)
 
 
 def repetitive(text: str, threshold: float = REPEAT_MAX, min_tokens: int = 4 * REPEAT_N) -> str | None:
@@ -169,9 +171,10 @@ def repetitive(text: str, threshold: float = REPEAT_MAX, min_tokens: int = 4 * R
     review, 2026-12-06). Measured with n = 5 on human text: 3 of 5,000 IMDb test reviews exceed
     0.4; 3 of 200 synthesizrr and 2 of 200 fewgen IMDb reviews did. Answers under `min_tokens`
     tokens are never flagged."""
-    if len(tokens(text)) < min_tokens:
+    words = tokens(text)
+    if len(words) < min_tokens:
         return None
-    return "repetitive" if repeated_share(text) > threshold else None
+    return "repetitive" if _repeated_share(words, REPEAT_N) > threshold else None
 
 
 def normalize(text: str) -> str:

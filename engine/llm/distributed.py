@@ -178,7 +178,7 @@ class RayLLM:
         per_worker = max(1, math.ceil((concurrency.max if adaptive else concurrency) / self.workers))
         size = self.batch_size or per_worker * 4
         actors = self._actors(ray, per_worker, shards, adaptive)
-        setup = (per_worker, str(shards), adaptive)
+        setup = self._pool_key  # what the actors serve, sent with each batch (see _Answerer.answer)
         by_id = {request.id: request for request in requests}
         batches = [[(r.id, _encode_request(r)) for r in requests[i:i + size]] for i in range(0, len(requests), size)]
         pending = iter(batches)

@@ -55,16 +55,55 @@ def test_demonstrations_come_from_each_seeds_top_ranks_and_are_not_rewritten(has
 def test_demonstrations_are_capped_rank_one_pairs_first(hash_index):
     seeds = seeds_from_corpus(0, 4)
     task = dataclasses.replace(TASK, labels=(LabelSpec("Markets", "financial markets", seeds=seeds),))
+    from engine.retrieval.retrieve import retrieve_for_task
+
+    hits = retrieve_for_task(hash_index.index, task, 12)[0]["Markets"]
     capped = get_strategy("synthesizrr", **{**TASK.strategy_options, "max_demonstrations": 3})
-    capped.retrieve(hash_index.index, task, per_label=2)
     uncapped = get_strategy("synthesizrr", **{**TASK.strategy_options, "max_demonstrations": 99})
-    uncapped.retrieve(hash_index.index, task, per_label=2)
-    assert len(uncapped._demos["Markets"]) > 3
-    assert capped._demos["Markets"] == uncapped._demos["Markets"][:3]
-    # each seed's own passage is its rank-1 hit, so the first pairs come from different seeds
-    assert len({seed for _, seed in capped._demos["Markets"]}) == 3
+    few, few_ids = capped._demonstrations(hash_index.index, task, task.labels[0], hits)
+    many, _ = uncapped._demonstrations(hash_index.index, task, task.labels[0], hits)
+    assert len(many) > 3 and few == many[:3] and len(few_ids) == 3
+    # each seed's own passage is its closest, so the first pairs come from different seeds
+    assert len({seed for _, seed in few}) == 3
     with pytest.raises(ConfigError, match="max_demonstrations"):
         get_strategy("synthesizrr", variant="retricl", max_demonstrations=0)
+
+
+def test_demonstration_passages_come_from_the_labels_own_picks(hash_index):
+    chosen = strategy()
+    picks, _ = chosen.retrieve(hash_index.index, TASK, per_label=3)
+    from engine.retrieval.retrieve import retrieve_for_task
+    from engine.strategies.answers import cut_passage
+
+    pool = retrieve_for_task(hash_index.index, TASK, 3 + chosen.max_demonstrations)[0]["Markets"]
+    texts = {cut_passage(h.passage.text, TASK.retrieval.passage_tokens) for h in pool}
+    assert chosen._demos["Markets"] and {passage for passage, _ in chosen._demos["Markets"]} <= texts
+    assert len(picks["Markets"]) == 3  # the demonstrations' passages are taken out, the rest still fill the label
+
+
+def test_by_default_the_demonstration_band_is_the_tasks_retrieval_band(hash_index):
+    default = get_strategy("synthesizrr", variant="retricl")
+    default.retrieve(hash_index.index, TASK, per_label=3)
+    explicit = get_strategy("synthesizrr", variant="retricl", demo_min_similarity=TASK.retrieval.min_similarity,
+                            demo_max_similarity=TASK.retrieval.max_similarity)
+    explicit.retrieve(hash_index.index, TASK, per_label=3)
+    assert default._demos["Markets"] and default._demos == explicit._demos
+    narrow = dataclasses.replace(TASK, retrieval=dataclasses.replace(TASK.retrieval, min_similarity=0.98))
+    default.retrieve(hash_index.index, narrow, per_label=3)
+    assert default._demos["Markets"] == []  # the band followed the task's
+
+
+def test_a_label_whose_seeds_find_no_demonstration_says_so_and_runs_zero_shot(hash_index, caplog):
+    chosen = get_strategy("synthesizrr", variant="retricl", demo_min_similarity=-1.0, demo_max_similarity=-0.99)
+    with caplog.at_level("WARNING", logger="engine.strategies.synthesizrr"):
+        _, report = chosen.retrieve(hash_index.index, TASK, per_label=3)
+    assert report.per_label["Markets"]["demonstrations"] == 0
+    assert "label 'Markets' has no demonstration" in caplog.text and "-1.00--0.99" in caplog.text
+    assert "'Other'" not in caplog.text  # no seeds: zero-shot by design, nothing to warn about
+    requests = chosen.plan(TASK, *chosen.retrieve(hash_index.index, TASK, per_label=3)[:1], chosen.load_templates(TASK))
+    assert all("Example 1" not in r.messages[-1][1] for r in requests)
+    with pytest.raises(ConfigError, match="demo_min_similarity=2"):
+        get_strategy("synthesizrr", variant="retricl", demo_min_similarity=2)
 
 
 def test_prompts_carry_the_demonstrations_before_the_passage(hash_index):

@@ -7,6 +7,7 @@ before the passage, so the llama.cpp server's prefix cache serves that part once
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,8 @@ from engine.strategies.planning import choose_templates, render_request
 from engine.types import Completion, Example, Hit, LabelSpec, Rejection, Request, TaskSpec
 
 __all__ = ["SynthesizRR", "ANSWER_SCHEMA"]
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("refine", "retricl")
 RETRICL_TEMPLATE = "synthesizrr/retricl"
@@ -35,8 +38,14 @@ class SynthesizRR(Strategy):
             example's top-ranked passages, paired with the seed, become in-context
             demonstrations of "passage -> example of the label"; lower-ranked passages are the
             ones rewritten). A label without seeds runs zero-shot.
-        demo_ranks: how many top-ranked passages per seed may become demonstrations (paper: 2).
-        demo_min_similarity, demo_max_similarity: the cosine band for demonstrations (paper: 0.5-0.9).
+        demo_ranks: how many of the passages closest to a seed may become demonstrations (paper: 2).
+            They are chosen among the label's picks (in its band, assigned to it), not from a
+            search of the whole index, whose top hits for a seed may belong to another label.
+        demo_min_similarity, demo_max_similarity: the seed-passage cosine band for demonstrations;
+            by default the task's retrieval band. The paper's 0.5-0.9 is for Contriever: with
+            MiniLM a seed's best passage in the news mix lies at cosine 0.18-0.49, so 0.5 left every
+            label of the AG News spec without a single demonstration. A label with seeds and no
+            demonstration in the band is logged and runs zero-shot.
         max_demonstrations: most demonstrations per prompt (rank-1 pairs of every seed first), so
             the prompt fits small context windows; each is a whole passage (~200 tokens).
     """
@@ -44,15 +53,20 @@ class SynthesizRR(Strategy):
     name = "synthesizrr"
 
     def __init__(self, structured_output: bool = False, variant: str = "refine", demo_ranks: int = 2,
-                 demo_min_similarity: float = 0.5, demo_max_similarity: float = 0.9, max_demonstrations: int = 4):
+                 demo_min_similarity: float | None = None, demo_max_similarity: float | None = None,
+                 max_demonstrations: int = 4):
         if variant not in VARIANTS:
             raise ConfigError(f"strategy_options.variant={variant!r}; use one of {list(VARIANTS)}")
         if not isinstance(demo_ranks, int) or demo_ranks < 1:
             raise ConfigError(f"strategy_options.demo_ranks={demo_ranks!r} must be a positive integer (paper: 2)")
         if not isinstance(max_demonstrations, int) or max_demonstrations < 1:
             raise ConfigError(f"strategy_options.max_demonstrations={max_demonstrations!r} must be a positive integer")
-        if not -1.0 <= demo_min_similarity < demo_max_similarity <= 1.0:
-            raise ConfigError("strategy_options.demo_min_similarity must be below demo_max_similarity (paper: 0.5, 0.9)")
+        for name, bound in (("demo_min_similarity", demo_min_similarity), ("demo_max_similarity", demo_max_similarity)):
+            if bound is not None and (not isinstance(bound, (int, float)) or not -1.0 <= bound <= 1.0):
+                raise ConfigError(f"strategy_options.{name}={bound!r} must be a cosine between -1 and 1, or left out "
+                                  "for the task's retrieval band")
+        if demo_min_similarity is not None and demo_max_similarity is not None and demo_min_similarity >= demo_max_similarity:
+            raise ConfigError("strategy_options.demo_min_similarity must be below demo_max_similarity")
         self.structured_output = structured_output
         self.variant = variant
         self.demo_ranks = demo_ranks
@@ -74,35 +88,46 @@ class SynthesizRR(Strategy):
         return templates
 
     def retrieve(self, index, task: TaskSpec, per_label: int):
-        """Passages to rewrite per label; with RetrICL also the demonstration pairs, kept out of them."""
+        """Passages to rewrite per label; with RetrICL also the demonstration pairs, taken out of them."""
         from engine.retrieval.retrieve import retrieve_for_task
 
         if self.variant != "retricl":
             return retrieve_for_task(index, task, per_label)
-        self._demos = {spec.name: self._demonstrations(index, task, spec) for spec in task.labels}
-        used = {passage for pairs in self._demos.values() for passage, _ in pairs}
-        picks, report = retrieve_for_task(index, task, per_label + len(used))
+        picks, report = retrieve_for_task(index, task, per_label + self.max_demonstrations)
+        self._demos = {}
         for spec in task.labels:
-            budget = task.retrieval.passage_tokens
-            kept = [hit for hit in picks[spec.name] if cut_passage(hit.passage.text, budget) not in used][:per_label]
+            self._demos[spec.name], used = self._demonstrations(index, task, spec, picks[spec.name])
+            kept = [hit for hit in picks[spec.name] if hit.passage.id not in used][:per_label]
             picks[spec.name] = [dataclasses.replace(hit, rank=rank) for rank, hit in enumerate(kept, start=1)]
             report.per_label[spec.name]["demonstrations"] = len(self._demos[spec.name])
             report.per_label[spec.name]["picked"] = len(kept)
         return picks, report
 
-    def _demonstrations(self, index, task: TaskSpec, spec: LabelSpec) -> list[tuple[str, str]]:
-        low, high = self.demo_band
-        ranked = []  # (rank, seed order, pair): every seed's rank-1 pair comes before any rank-2 pair
-        for order, seed in enumerate(spec.seeds):
-            for hit in index.search(seed, k=self.demo_ranks, mode=task.retrieval.mode):
-                if hit.rank <= self.demo_ranks and low <= (hit.cosine or 0.0) <= high:
-                    ranked.append((hit.rank, order, (cut_passage(hit.passage.text, task.retrieval.passage_tokens), seed)))
-        pairs, seen = [], set()
-        for _, _, pair in sorted(ranked, key=lambda item: item[:2]):
-            if pair[0] not in seen:  # two seeds finding the same passage: one demonstration
-                seen.add(pair[0])
-                pairs.append(pair)
-        return pairs[:self.max_demonstrations]
+    def _demonstrations(self, index, task: TaskSpec, spec: LabelSpec,
+                        hits: list[Hit]) -> tuple[list[tuple[str, str]], set[str]]:
+        """Each seed's closest passages among the label's own picks (so a demonstration's passage is one the
+        label's retrieval accepted: in its band and assigned to it), as (passage, seed) pairs, and their ids."""
+        import numpy as np
+
+        low = task.retrieval.min_similarity if self.demo_band[0] is None else self.demo_band[0]
+        high = task.retrieval.max_similarity if self.demo_band[1] is None else self.demo_band[1]
+        if not spec.seeds or not hits:
+            return [], set()
+        cosines = index.embed_queries(list(spec.seeds)) @ index.vectors([index.row_of(h.passage.id) for h in hits]).T
+        ranked = []  # (rank, seed order, hit): every seed's rank-1 pair comes before any rank-2 pair
+        for order, row in enumerate(cosines):
+            closest = [j for j in np.argsort(-row, kind="stable") if low <= row[j] <= high][:self.demo_ranks]
+            ranked += [(rank, order, j) for rank, j in enumerate(closest, start=1)]
+        pairs, used = [], set()
+        for _, order, j in sorted(ranked, key=lambda item: item[:2]):
+            if hits[j].passage.id not in used and len(pairs) < self.max_demonstrations:
+                used.add(hits[j].passage.id)  # two seeds closest to the same passage: one demonstration
+                pairs.append((cut_passage(hits[j].passage.text, task.retrieval.passage_tokens), spec.seeds[order]))
+        if not pairs:
+            log.warning("RetrICL: label %r has no demonstration (none of its picked passages lies within cosine "
+                        "%.2f-%.2f of a seed); it runs zero-shot. Lower strategy_options.demo_min_similarity to give "
+                        "it some", spec.name, low, high)
+        return pairs, used
 
     def plan(
         self,

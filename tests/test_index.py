@@ -104,6 +104,7 @@ def test_manifest_records_what_the_index_was_built_from(built, corpus):
     assert manifest.parameters == {
         "text_fields": ["text"], "chunk_words": 160, "min_words": 8,
         "bm25": {"method": "lucene", "k1": 1.5, "b": 0.75}, "flat_max": dense.FLAT_MAX, "hnsw_m": dense.HNSW_M,
+        "hnsw_ef_construction": dense.HNSW_EF_CONSTRUCTION,
     }
     (source,) = manifest.sources
     assert source["path"] == str(corpus) and source["documents"] == 60 and source["added"] == manifest.passages
@@ -286,6 +287,28 @@ def test_hnsw_above_the_flat_threshold(tmp_path, corpus, monkeypatch):
         passage = index.passage(row)
         assert index.search(passage.text, k=3, mode="dense")[0].passage.id == passage.id
     assert np.allclose(index.vectors([5]), HashEmbedder(64).encode([index.passage(5).text]), atol=1e-6)
+
+
+def test_rebuild_dense_redoes_an_old_graph_from_stored_vectors_and_records_it(tmp_path, corpus, monkeypatch):
+    root = tmp_path / "indexes"
+    monkeypatch.setattr(dense, "FLAT_MAX", 20)
+    monkeypatch.setattr(dense, "HNSW_M", 8)
+    monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 16)
+    build_index(corpus, "news", HashEmbedder(64), root=root)
+    before = Index.open("news", root)
+    vectors, ids = before.vectors(np.arange(len(before))), before.passages["id"].to_list()
+    assert before.dense_index.hnsw.nb_neighbors(0) == 2 * 8  # level 0 holds 2 M links
+    monkeypatch.setattr(dense, "HNSW_M", 16)
+    monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 40)
+    manifest = builder.rebuild_dense("news", root)
+    after = Index.open("news", root)
+    assert after.dense_index.hnsw.nb_neighbors(0) == 2 * 16 and after.dense_index.hnsw.efConstruction == 40
+    assert manifest.parameters["hnsw_m"] == 16 and manifest.parameters["hnsw_ef_construction"] == 40
+    assert read_manifest(root / "news") == manifest and manifest.passages == len(ids)
+    assert after.passages["id"].to_list() == ids and np.array_equal(after.vectors(np.arange(len(after))), vectors)
+    assert [p.name for p in root.iterdir()] == ["news"]  # no work folder or lock left behind
+    with pytest.raises(IndexNotFound, match="'nope'"):
+        builder.rebuild_dense("nope", root)
 
 
 def test_add_switches_a_flat_index_to_hnsw_without_re_embedding(tmp_path, reuters_slice, monkeypatch):

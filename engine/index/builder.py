@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -23,7 +23,7 @@ from engine.index.reader import index_path, recover as _recover
 from engine.remote import is_remote
 from engine.types import Passage
 
-__all__ = ["BuildResult", "build_index", "check_target", "writer_lock"]
+__all__ = ["BuildResult", "build_index", "check_target", "rebuild_dense", "writer_lock"]
 
 BATCH = 256
 
@@ -89,6 +89,35 @@ def build_index(
             result = _build_in(work, target, corpus, name, embedder, options, add, progress, started, (ray, ray_workers))
             _swap_into_place(work, target)
             return result
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+
+def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
+    """Rebuild index NAME's FAISS index from its stored vectors with today's kind and graph settings (an
+    index built before a change of `dense.HNSW_M` or `HNSW_EF_CONSTRUCTION` keeps its old graph until
+    then); no passage is re-embedded. In a copy swapped into place, as a build is.
+
+    Raises:
+        IndexNotFound: no index NAME under `root`.
+    """
+    target = index_path(name, root)
+    with writer_lock(Path(root), name):
+        if not target.exists():
+            raise IndexNotFound(f"no index {name!r} under {root}; build it with `seedbed index CORPUS --name {name}`")
+        previous = read_manifest(target)
+        work = Path(root) / f".{name}.tmp-{os.getpid()}-{int(time.time())}"
+        try:
+            shutil.copytree(target, work)
+            index = _final_dense(None, store.open_table(work), previous.dim, previous.passages)
+            dense.save(index, work / "dense.faiss")
+            graph = {"hnsw_m": dense.HNSW_M, "hnsw_ef_construction": dense.HNSW_EF_CONSTRUCTION}
+            manifest = replace(previous, dense_kind=dense_kind_of(index), parameters={**previous.parameters, **graph},
+                               updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            write_json_atomic(work / "manifest.json", manifest_dict(manifest))
+            _swap_into_place(work, target)
+            return manifest
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -296,7 +325,7 @@ def _manifest(name, embedder, total, fingerprint, kind, options, corpus, stats, 
         parameters={
             "text_fields": list(options.text_fields), "chunk_words": options.chunk_words,
             "min_words": options.min_words, "bm25": lexical.BM25_PARAMS, "flat_max": dense.FLAT_MAX,
-            "hnsw_m": dense.HNSW_M,
+            "hnsw_m": dense.HNSW_M, "hnsw_ef_construction": dense.HNSW_EF_CONSTRUCTION,
         },
         sources=(previous.sources if previous else ()) + (source,),
         created_at=previous.created_at if previous else now,

@@ -165,6 +165,9 @@ def plan(task: TaskSpec, index: Index | None, options: SynthOptions) -> SynthPla
     picks, report = strategy.retrieve(index, task, per_label * (SCREEN_REACH if task.retrieval.screen else 1))
     if reference is not None:
         picks = _without_leaks(picks, report.per_label, reference)
+        for label, dropped in strategy.drop_demonstrations(reference.near).items():  # they reach every prompt
+            report.per_label[label]["near_reference_dropped"] += dropped
+            report.per_label[label]["demonstrations"] -= dropped
     coverage = assess(task, report.per_label, per_label)
     routes = routing(task, coverage, index.manifest.name)
     own = tuple(name for name in labels if routes[name] == task.strategy)

@@ -289,26 +289,40 @@ def test_hnsw_above_the_flat_threshold(tmp_path, corpus, monkeypatch):
     assert np.allclose(index.vectors([5]), HashEmbedder(64).encode([index.passage(5).text]), atol=1e-6)
 
 
-def test_rebuild_dense_redoes_an_old_graph_from_stored_vectors_and_records_it(tmp_path, corpus, monkeypatch):
+def test_rebuild_dense_redoes_an_old_graph_from_stored_vectors_and_records_it(tmp_path, reuters_slice, monkeypatch):
     root = tmp_path / "indexes"
     monkeypatch.setattr(dense, "FLAT_MAX", 20)
     monkeypatch.setattr(dense, "HNSW_M", 8)
     monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 16)
-    build_index(corpus, "news", HashEmbedder(64), root=root)
+    build_index(reuters_slice(40, name="a.jsonl"), "news", HashEmbedder(64), root=root)
+    monkeypatch.setattr(dense, "HNSW_M", 16)
+    monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 40)
+    added = build_index(reuters_slice(20, start=40, name="b.jsonl"), "news", HashEmbedder(64), root=root, add=True)
+    # an --add grows the old graph, and the manifest says which graph that is, not today's settings
+    assert added.manifest.parameters["hnsw_m"] == 8 and added.manifest.parameters["hnsw_ef_construction"] == 16
     before = Index.open("news", root)
     vectors, ids = before.vectors(np.arange(len(before))), before.passages["id"].to_list()
     assert before.dense_index.hnsw.nb_neighbors(0) == 2 * 8  # level 0 holds 2 M links
-    monkeypatch.setattr(dense, "HNSW_M", 16)
-    monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 40)
+
+    def fail(index, path):
+        raise OSError("disk full")
+    with monkeypatch.context() as patch:
+        patch.setattr(dense, "save", fail)
+        with pytest.raises(OSError, match="disk full"):
+            builder.rebuild_dense("news", root)
+    assert read_manifest(root / "news") == added.manifest and sorted(p.name for p in root.iterdir()) == ["news"]
+
     manifest = builder.rebuild_dense("news", root)
     after = Index.open("news", root)
     assert after.dense_index.hnsw.nb_neighbors(0) == 2 * 16 and after.dense_index.hnsw.efConstruction == 40
     assert manifest.parameters["hnsw_m"] == 16 and manifest.parameters["hnsw_ef_construction"] == 40
     assert read_manifest(root / "news") == manifest and manifest.passages == len(ids)
     assert after.passages["id"].to_list() == ids and np.array_equal(after.vectors(np.arange(len(after))), vectors)
-    assert [p.name for p in root.iterdir()] == ["news"]  # no work folder or lock left behind
+    assert sorted(p.name for p in root.iterdir()) == ["news"]  # no work folder or lock left behind
     with pytest.raises(IndexNotFound, match="'nope'"):
         builder.rebuild_dense("nope", root)
+    with pytest.raises(ConfigError, match="local index root"):
+        builder.rebuild_dense("news", "s3://bucket/indexes")
 
 
 def test_add_switches_a_flat_index_to_hnsw_without_re_embedding(tmp_path, reuters_slice, monkeypatch):

@@ -100,6 +100,7 @@ def test_synthesize_writes_every_file_with_full_provenance(hash_index, first_run
     assert counts["reused_from_journal"] == 0 and counts["failed"] == 0
     assert manifest["task_fingerprint"] == task_fingerprint(TASK) and manifest["model"] == "scripted"
     assert manifest["index"]["name"] == "reuters" and manifest["index"]["embedder"] == "hash-64"
+    assert manifest["index"]["dense_kind"] == "flat" and manifest["index"]["dense_search"]["hnsw_ef_search"] is None
     assert manifest["tokens"]["prompt_kept_examples"] == sum(row["prompt_tokens"] for row in rows)
     assert set(manifest["retrieval"]) == {"Oil", "Grain", "Earnings"}
     assert (out / JOURNAL_NAME).is_file()

@@ -40,11 +40,11 @@ def strategy():
     return get_strategy("synthesizrr", **TASK.strategy_options)
 
 
-def test_demonstrations_come_from_each_seeds_top_ranks_and_are_not_rewritten(hash_index):
+def test_demonstrations_pair_each_seed_with_its_closest_picks_and_are_not_rewritten(hash_index):
     chosen = strategy()
     picks, report = chosen.retrieve(hash_index.index, TASK, per_label=3)
     demos = chosen._demos["Markets"]
-    assert 1 <= len(demos) <= 2 * 2 and {seed for _, seed in demos} <= set(TASK.labels[0].seeds)
+    assert 1 <= len(demos) <= 2 * 2 and {seed for _, seed in demos} == set(TASK.labels[0].seeds)  # both seeds show
     rewritten = {hit.passage.text.strip() for hits in picks.values() for hit in hits}
     assert not rewritten & {passage for passage, _ in demos}
     assert report.per_label["Markets"]["demonstrations"] == len(demos)
@@ -138,6 +138,29 @@ def test_retricl_end_to_end_and_resume(hash_index, tmp_path):
     again = ScriptedLLM()
     synthesize(TASK, hash_index.index, again, SynthOptions(out=tmp_path / "run", concurrency=1))
     assert again.calls == []
+
+
+def test_the_leakage_guard_keeps_a_demonstration_near_a_reference_row_out_of_every_prompt(hash_index, tmp_path):
+    chosen = strategy()
+    chosen.retrieve(hash_index.index, TASK, per_label=3)
+    leaked = chosen._demos["Markets"][0][0]
+    llm = ScriptedLLM()
+    result = synthesize(TASK, hash_index.index, llm, SynthOptions(out=tmp_path / "run", concurrency=1, reference=(leaked,)))
+    counts = result.manifest["retrieval"]["Markets"]
+    assert counts["near_reference_dropped"] >= 1 and counts["demonstrations"] == len(chosen._demos["Markets"]) - 1
+    prompts = [call.messages[-1][1] for call in llm.calls]
+    assert prompts and not any(leaked in prompt for prompt in prompts)
+    assert any("Example 1" in prompt for prompt in prompts)  # the other demonstrations are still shown
+
+
+def test_demonstrations_are_not_counted_as_passages_left_to_rewrite(hash_index):
+    from engine.retrieval.retrieve import retrieve_for_task
+
+    _, plain = retrieve_for_task(hash_index.index, TASK, 3 + strategy().max_demonstrations)
+    chosen = strategy()
+    _, report = chosen.retrieve(hash_index.index, TASK, per_label=3)
+    shown = report.per_label["Markets"]["demonstrations"]
+    assert shown >= 1 and report.per_label["Markets"]["assigned"] == plain.per_label["Markets"]["assigned"] - shown
 
 
 def test_refine_variant_is_unchanged_by_the_option_plumbing(hash_index):

@@ -102,8 +102,12 @@ def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
     Raises:
         IndexNotFound: no index NAME under `root`.
     """
+    if is_remote(root):
+        raise ConfigError(f"rebuild_dense works on a local index root, not {root}: rebuild it there and publish it "
+                          "with `seedbed index ... --force`")
     target = index_path(name, root)
     with writer_lock(Path(root), name):
+        _recover(target)  # a crash between a swap's renames leaves the old folder aside: put it back first
         if not target.exists():
             raise IndexNotFound(f"no index {name!r} under {root}; build it with `seedbed index CORPUS --name {name}`")
         previous = read_manifest(target)
@@ -112,8 +116,8 @@ def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
             shutil.copytree(target, work)
             index = _final_dense(None, store.open_table(work), previous.dim, previous.passages)
             dense.save(index, work / "dense.faiss")
-            graph = {"hnsw_m": dense.HNSW_M, "hnsw_ef_construction": dense.HNSW_EF_CONSTRUCTION}
-            manifest = replace(previous, dense_kind=dense_kind_of(index), parameters={**previous.parameters, **graph},
+            manifest = replace(previous, dense_kind=dense_kind_of(index),
+                               parameters={**previous.parameters, **dense.graph_parameters(index)},
                                updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             write_json_atomic(work / "manifest.json", manifest_dict(manifest))
             _swap_into_place(work, target)
@@ -271,7 +275,7 @@ def _finish(work, corpus, name, embedder, options, stats, table, index, total: i
     index = _final_dense(index, table, embedder.dim, total)
     dense.save(index, work / "dense.faiss")
     _write_bm25(table, work / "bm25")
-    manifest = _manifest(name, embedder, total, fingerprint, dense_kind_of(index), options, corpus, stats, added, previous)
+    manifest = _manifest(name, embedder, total, fingerprint, index, options, corpus, stats, added, previous)
     write_json_atomic(work / "manifest.json", manifest_dict(manifest))
     return BuildResult(manifest, added, stats, time.monotonic() - started)
 
@@ -308,7 +312,7 @@ def _write_bm25(table, folder: Path) -> None:
     lexical.save(lexical.build_batches(store.iter_texts(table), **lexical.BM25_PARAMS), folder)
 
 
-def _manifest(name, embedder, total, fingerprint, kind, options, corpus, stats, added, previous) -> Manifest:
+def _manifest(name, embedder, total, fingerprint, index, options, corpus, stats, added, previous) -> Manifest:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     source = {
         "path": str(corpus), "added": added, "documents": stats.documents, "at": now,
@@ -321,11 +325,11 @@ def _manifest(name, embedder, total, fingerprint, kind, options, corpus, stats, 
         dim=embedder.dim,
         passages=total,
         corpus_fingerprint=fingerprint,
-        dense_kind=kind,
+        dense_kind=dense_kind_of(index),
         parameters={
             "text_fields": list(options.text_fields), "chunk_words": options.chunk_words,
             "min_words": options.min_words, "bm25": lexical.BM25_PARAMS, "flat_max": dense.FLAT_MAX,
-            "hnsw_m": dense.HNSW_M, "hnsw_ef_construction": dense.HNSW_EF_CONSTRUCTION,
+            **dense.graph_parameters(index),
         },
         sources=(previous.sources if previous else ()) + (source,),
         created_at=previous.created_at if previous else now,

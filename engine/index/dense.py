@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FLAT_MAX", "new_index", "kind_for", "save", "load", "search", "reconstruct"]
+__all__ = ["FLAT_MAX", "graph_parameters", "new_index", "kind_for", "save", "load", "search", "reconstruct"]
 
 FLAT_MAX = 50_000  # below this, exact search is fast enough (0.5 ms/query batched at 100k)
 # The HNSW graph: at 124k passages, AG News titles against a mostly-review corpus (queries far from
@@ -25,6 +25,14 @@ HNSW_EF_SEARCH = 512
 def kind_for(count: int) -> str:
     """'flat' for small indexes (exact), 'hnsw' for large ones (approximate: see HNSW_M above)."""
     return "flat" if count < FLAT_MAX else "hnsw"
+
+
+def graph_parameters(index) -> dict[str, int]:
+    """The HNSW M and efConstruction an index's graph was built with, read from the graph (an `--add` keeps
+    an older graph); for a flat index, today's, which a switch to HNSW would use."""
+    if hasattr(index, "hnsw"):
+        return {"hnsw_m": int(index.hnsw.nb_neighbors(1)), "hnsw_ef_construction": int(index.hnsw.efConstruction)}
+    return {"hnsw_m": HNSW_M, "hnsw_ef_construction": HNSW_EF_CONSTRUCTION}
 
 
 def new_index(dim: int, kind: str):

@@ -116,6 +116,11 @@ class Strategy(ABC):
 
         return retrieve_for_task(index, task, per_label)
 
+    def drop_demonstrations(self, near) -> dict[str, int]:
+        """Remove passages that `near(text)` flags from what `retrieve` set aside to show in every prompt
+        (RetrICL's demonstrations; the leakage guard's hook); returns the count dropped per label."""
+        return {}
+
     def setup(self, task: TaskSpec, templates: Mapping[str, Template], ask: Ask, workdir: Path) -> dict[str, Any]:
         """Run LLM steps needed before planning (e.g. generate attribute values or contexts).
 

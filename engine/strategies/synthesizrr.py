@@ -99,9 +99,18 @@ class SynthesizRR(Strategy):
             self._demos[spec.name], used = self._demonstrations(index, task, spec, picks[spec.name])
             kept = [hit for hit in picks[spec.name] if hit.passage.id not in used][:per_label]
             picks[spec.name] = [dataclasses.replace(hit, rank=rank) for rank, hit in enumerate(kept, start=1)]
-            report.per_label[spec.name]["demonstrations"] = len(self._demos[spec.name])
-            report.per_label[spec.name]["picked"] = len(kept)
+            counts = report.per_label[spec.name]
+            counts["demonstrations"] = len(self._demos[spec.name])
+            counts["assigned"] = max(0, counts["assigned"] - len(used))  # coverage counts what is left to rewrite
+            counts["picked"] = len(kept)
         return picks, report
+
+    def drop_demonstrations(self, near) -> dict[str, int]:
+        dropped = {}
+        for label, pairs in self._demos.items():
+            clean = [(passage, seed) for passage, seed in pairs if not near(passage)]
+            dropped[label], self._demos[label] = len(pairs) - len(clean), clean
+        return dropped
 
     def _demonstrations(self, index, task: TaskSpec, spec: LabelSpec,
                         hits: list[Hit]) -> tuple[list[tuple[str, str]], set[str]]:

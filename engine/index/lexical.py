@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,11 +37,11 @@ def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: 
     """Index texts that arrive in batches (row order), holding no text and no token list past its batch.
 
     The same index as bm25s's own (`lucene` or `robertson` scoring: each token's docs and scores are
-    equal; token ids may be numbered differently). The first pass keeps, per batch, each document's
-    distinct token ids and term frequencies (6 bytes each); the second computes their scores and
-    places them straight into the final column-major arrays (8 bytes each), a batch at a time, so the
-    peak is about 14 bytes per distinct token of a passage, not every token list as Python strings
-    (about 1 GB at 200,000 passages).
+    equal; token ids may be numbered differently). The first pass writes, per batch, each document's
+    distinct token ids and term frequencies (6 bytes each) to a temporary folder; the second reads
+    them back a batch at a time, computes their scores and places them straight into the final
+    column-major arrays (8 bytes each), so the peak is those arrays and the vocabulary, not every token
+    list as Python strings (about 1 GB at 200,000 passages).
     """
     import bm25s
 
@@ -49,55 +50,60 @@ def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: 
         raise ValueError(f"streaming BM25 supports lucene and robertson scoring, not {method!r}")
     stop = _stopwords()
     vocab: dict[str, int] = {}
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per batch: token ids, tfs, distinct per doc
     lengths: list[np.ndarray] = []
-    for texts in batches:
-        toks: list[int] = []
-        tfs: list[int] = []
-        distinct: list[int] = []
-        lens: list[int] = []
-        for text in texts:
-            counts: dict[int, int] = {}
-            tokens = tokenize(text, stop) or ["\u2205"]  # an empty passage gets one placeholder token, as before
-            for token in tokens:
-                tid = vocab.setdefault(token, len(vocab))
-                counts[tid] = counts.get(tid, 0) + 1
-            toks.extend(counts)
-            tfs.extend(min(n, 65535) for n in counts.values())
-            distinct.append(len(counts))
-            lens.append(len(tokens))
-        if lens:
-            parts.append((np.asarray(toks, np.int32), np.asarray(tfs, np.uint16), np.asarray(distinct, np.int32)))
-            lengths.append(np.asarray(lens, np.int32))
-    if not parts:
-        raise ValueError("BM25 needs at least one passage")
-    doc_len = np.concatenate(lengths)
-    n_docs, n_vocab = len(doc_len), len(vocab)
-    df = np.zeros(n_vocab, np.int64)
-    for tok, _, _ in parts:
-        df += np.bincount(tok, minlength=n_vocab)
-    if method == "lucene":
-        idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5))
-    else:  # robertson, negative idf clipped to 0 as bm25s does by default
-        idf = np.maximum(np.log((n_docs - df + 0.5) / (df + 0.5)), 0)
-    idf = idf.astype(np.float32)
-    avg_len = doc_len.mean()
-    indptr = np.zeros(n_vocab + 1, np.int64)
-    np.cumsum(df, out=indptr[1:])
-    data, indices = np.empty(indptr[-1], np.float32), np.empty(indptr[-1], np.int32)
-    fill, first = indptr[:-1].copy(), 0  # next free slot of each token's column; the batch's first doc
-    for tok, tf, distinct in parts:
-        docs = np.repeat(np.arange(first, first + len(distinct), dtype=np.int32), distinct)
-        tf = tf.astype(np.float32)
-        score = (idf[tok] * (tf / (k1 * (1 - b + b * doc_len[docs] / avg_len) + tf))).astype(np.float32)
-        order = np.argsort(tok, kind="stable")  # by token, docs ascending within: this batch's column slices
-        by_token = tok[order]
-        starts = np.flatnonzero(np.r_[True, by_token[1:] != by_token[:-1]])
-        sizes = np.diff(np.r_[starts, len(by_token)])  # docs of this batch per token
-        slots = fill[by_token] + np.arange(len(by_token)) - np.repeat(starts, sizes)
-        data[slots], indices[slots] = score[order], docs[order]
-        fill[by_token[starts]] += sizes
-        first += len(distinct)
+    df = np.zeros(0, np.int64)
+    with tempfile.TemporaryDirectory(prefix="seedbed-bm25-") as spill:
+        parts = 0  # per batch, spilled to `spill`: token ids, tfs, distinct tokens per doc
+        for texts in batches:
+            toks: list[int] = []
+            tfs: list[int] = []
+            distinct: list[int] = []
+            lens: list[int] = []
+            for text in texts:
+                counts: dict[int, int] = {}
+                tokens = tokenize(text, stop) or ["\u2205"]  # an empty passage gets one placeholder token, as before
+                for token in tokens:
+                    tid = vocab.setdefault(token, len(vocab))
+                    counts[tid] = counts.get(tid, 0) + 1
+                toks.extend(counts)
+                tfs.extend(min(n, 65535) for n in counts.values())
+                distinct.append(len(counts))
+                lens.append(len(tokens))
+            if lens:
+                tok = np.asarray(toks, np.int32)
+                df = np.pad(df, (0, len(vocab) - len(df)))
+                df += np.bincount(tok, minlength=len(vocab))
+                np.savez(Path(spill) / f"{parts}.npz", tok=tok, tf=np.asarray(tfs, np.uint16),
+                         distinct=np.asarray(distinct, np.int32))
+                lengths.append(np.asarray(lens, np.int32))
+                parts += 1
+        if not parts:
+            raise ValueError("BM25 needs at least one passage")
+        doc_len = np.concatenate(lengths)
+        n_docs, n_vocab = len(doc_len), len(vocab)
+        if method == "lucene":
+            idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5))
+        else:  # robertson, negative idf clipped to 0 as bm25s does by default
+            idf = np.maximum(np.log((n_docs - df + 0.5) / (df + 0.5)), 0)
+        idf = idf.astype(np.float32)
+        avg_len = doc_len.mean()
+        indptr = np.zeros(n_vocab + 1, np.int64)
+        np.cumsum(df, out=indptr[1:])
+        data, indices = np.empty(indptr[-1], np.float32), np.empty(indptr[-1], np.int32)
+        fill, first = indptr[:-1].copy(), 0  # next free slot of each token's column; the batch's first doc
+        for part in range(parts):
+            with np.load(Path(spill) / f"{part}.npz") as arrays:  # never pickles (allow_pickle stays False)
+                tok, tf, distinct = arrays["tok"], arrays["tf"].astype(np.float32), arrays["distinct"]
+            docs = np.repeat(np.arange(first, first + len(distinct), dtype=np.int32), distinct)
+            score = (idf[tok] * (tf / (k1 * (1 - b + b * doc_len[docs] / avg_len) + tf))).astype(np.float32)
+            order = np.argsort(tok, kind="stable")  # by token, docs ascending within: this batch's column slices
+            by_token = tok[order]
+            starts = np.flatnonzero(np.r_[True, by_token[1:] != by_token[:-1]])
+            sizes = np.diff(np.r_[starts, len(by_token)])  # docs of this batch per token
+            slots = fill[by_token] + np.arange(len(by_token)) - np.repeat(starts, sizes)
+            data[slots], indices[slots] = score[order], docs[order]
+            fill[by_token[starts]] += sizes
+            first += len(distinct)
     model = bm25s.BM25(method=method, k1=k1, b=b)
     model.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
     vocab[""] = n_vocab  # bm25s's empty-query token, added after the matrix's columns

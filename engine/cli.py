@@ -274,7 +274,27 @@ def indexes_cmd(root: Path | str) -> None:
     from engine.index.reader import list_indexes
 
     for m in list_indexes(root):
-        click.echo(f"{m.name:<24} {m.passages:>8} passages  {m.embedder} ({m.dim}-d)  dense={m.dense_kind}  updated {m.updated_at}")
+        graph = (f" (M {m.parameters.get('hnsw_m')}, efConstruction {m.parameters.get('hnsw_ef_construction', 'n/a')})"
+                 if m.dense_kind == "hnsw" else "")
+        click.echo(f"{m.name:<24} {m.passages:>8} passages  {m.embedder} ({m.dim}-d)  dense={m.dense_kind}{graph}  "
+                   f"updated {m.updated_at}")
+
+
+@main.command("rebuild-dense")
+@click.argument("name")
+@INDEX_ROOT
+@friendly
+def rebuild_dense_cmd(name: str, root: Path | str) -> None:
+    """Rebuild index NAME's FAISS graph from its stored vectors with this version's HNSW settings (no
+    re-embedding); an index built by an older Seedbed keeps its older, lower-recall graph until then."""
+    import time
+
+    from engine.index.builder import rebuild_dense
+
+    started = time.monotonic()
+    m = rebuild_dense(name, root)
+    click.echo(f"index {m.name!r}: dense={m.dense_kind}, M {m.parameters['hnsw_m']}, efConstruction "
+               f"{m.parameters['hnsw_ef_construction']}, {m.passages} vectors, {time.monotonic() - started:.1f}s")
 
 
 

@@ -141,12 +141,20 @@ def copy_of_passage(
 
 _MENTIONS_PASSAGE = re.compile(
     r"\b(?:the|this|that|given|provided|original|above)\s+(?:given\s+|provided\s+|original\s+|above\s+)?passage'?s?\b(?!\s+of\b)"
-    r"|\bthe\s+(?:given|provided|original|above)\s+(?:text|article|post)\b", re.IGNORECASE)
+    r"|\bthe\s+(?:given|provided|original|above)\s+(?:text|article|post)\b"
+    # a review retold from outside: "The reviewer finds...", "The film review expresses a positive opinion"
+    r"|\bthe\s+(?:reviewer|writer|author)\s+(?:\w+\s+){0,2}?(?:expresses|finds|found|believes|appreciates|criticizes"
+    r"|criticises|praises|states|feels|enjoyed|disliked|mentions|suggests|recommends|describes|notes)\b"
+    r"|\bthe\s+(?:film\s+|movie\s+)?review\s+(?:expresses|begins|states|focuses|describes|praises|criticizes|mentions"
+    r"|suggests|is\s+(?:positive|negative|favou?rable|unfavou?rable))\b", re.IGNORECASE)
 
 
 def mentions_passage(text: str) -> str | None:
-    """'mentions_passage' when a rewrite talks about its source ("The passage discusses...") instead of
-    being an example itself: 11 of 400 synthesizrr AG News examples did (news-mix, 2026-12-06)."""
+    """'mentions_passage' when a rewrite talks about its source ("The passage discusses...", "The reviewer
+    finds the film...") instead of being an example itself: 11 of 400 synthesizrr AG News examples did
+    (news-mix, 2026-12-06), and 7 of 199 synthesizrr and 5 of 200 fewgen IMDb reviews told a review from
+    outside (2026-12-07); the filter flags 10 of the 25,000 human IMDb test reviews and 0 of the 7,600 AG
+    News test rows."""
     return "mentions_passage" if _MENTIONS_PASSAGE.search(text) else None
 
 

@@ -126,11 +126,19 @@ def test_an_answer_that_talks_about_its_passage_is_not_an_example():
     for text in ("The passage discusses the evolution of baseball fields, highlighting the shift to newer designs.",
                  "A man expresses his support, based on the passage's content about world politics.",
                  "In a recent Science and Technology News summary, the passage describes the film _The Andromeda Strain_.",
-                 "The given text says that oil prices rose."):
+                 "The given text says that oil prices rose.",
+                 # IMDb rewrites that retell a review instead of being one (2026-12-07)
+                 "The film review expresses a positive opinion of the film. The writer believes that the ability",
+                 "The reviewer finds the film to be well-paced and engaging, with a strong focus on character.",
+                 "I regret to inform you that you've selected an unadmirable film. The reviewer expresses strong dislike"):
         assert filters.mentions_passage(text) == "mentions_passage", text
     for text in ("The passage of the tax bill was delayed by the Senate.",  # news language, not a meta-reference
                  "Ships waited for passage through the Strait of Hormuz.",
-                 "Officials said the text of the treaty would be published on Monday."):
+                 "Officials said the text of the treaty would be published on Monday.",
+                 # a human review may quarrel with another one or talk about the screenwriter
+                 "I read the review in the paper and the critic missed the point entirely.",
+                 "The writer and director both deserve credit for the pacing.",
+                 "The author of the novel would have hated what they did to the ending."):
         assert filters.mentions_passage(text) is None, text
 
 

@@ -122,9 +122,8 @@ def main() -> None:
     record = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {_cpus()} CPUs, {platform.python_version()}",
         "index": args.index, "passages": len(index), "dense_kind": index.manifest.dense_kind, "queries": len(qs),
-        "dense_parameters": {"hnsw_m": index.manifest.parameters.get("hnsw_m"),
-                             "hnsw_ef_construction": index.manifest.parameters.get("hnsw_ef_construction"),
-                             "hnsw_ef_search": dense.HNSW_EF_SEARCH, "rebuilt_seconds": rebuilt_s},
+        "dense_parameters": {**dense.graph_parameters(index.dense_index), "hnsw_ef_search": dense.HNSW_EF_SEARCH,
+                             "rebuilt_seconds": rebuilt_s},
         "latency": results, "ratios": ratios, "quality": quality,
     }
     print(f"index {args.index}: {len(index)} passages ({index.manifest.dense_kind}), {len(qs)} AG News test titles as queries")

@@ -84,14 +84,8 @@ def build_index(
                             ray_workers=ray_workers)
     with writer_lock(Path(root), name):
         _check_target(target, name, add, force)
-        work = Path(root) / f".{name}.tmp-{os.getpid()}-{int(time.time())}"
-        try:
-            result = _build_in(work, target, corpus, name, embedder, options, add, progress, started, (ray, ray_workers))
-            _swap_into_place(work, target)
-            return result
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        with _staged(Path(root), name, target) as work:
+            return _build_in(work, target, corpus, name, embedder, options, add, progress, started, (ray, ray_workers))
 
 
 def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
@@ -111,8 +105,7 @@ def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
         if not target.exists():
             raise IndexNotFound(f"no index {name!r} under {root}; build it with `seedbed index CORPUS --name {name}`")
         previous = read_manifest(target)
-        work = Path(root) / f".{name}.tmp-{os.getpid()}-{int(time.time())}"
-        try:
+        with _staged(Path(root), name, target) as work:
             shutil.copytree(target, work)
             index = _final_dense(None, store.open_table(work), previous.dim, previous.passages)
             dense.save(index, work / "dense.faiss")
@@ -120,11 +113,20 @@ def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
                                parameters={**previous.parameters, **dense.graph_parameters(index)},
                                updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             write_json_atomic(work / "manifest.json", manifest_dict(manifest))
-            _swap_into_place(work, target)
             return manifest
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+
+
+@contextmanager
+def _staged(root: Path, name: str, target: Path) -> Iterator[Path]:
+    """A private work folder for index NAME (the caller fills it), swapped over `target` when the block
+    ends normally and removed when it raises: readers see the old index or the new one, never a mix."""
+    work = root / f".{name}.tmp-{os.getpid()}-{int(time.time())}"
+    try:
+        yield work
+        _swap_into_place(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 @contextmanager

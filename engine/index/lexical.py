@@ -48,62 +48,19 @@ def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs at DEBUG
     if method not in ("lucene", "robertson"):
         raise ValueError(f"streaming BM25 supports lucene and robertson scoring, not {method!r}")
-    stop = _stopwords()
     vocab: dict[str, int] = {}
-    lengths: list[np.ndarray] = []
-    df = np.zeros(0, np.int64)
     with tempfile.TemporaryDirectory(prefix="seedbed-bm25-") as spill:
-        parts = 0  # per batch, spilled to `spill`: token ids, tfs, distinct tokens per doc
-        for texts in batches:
-            toks: list[int] = []
-            tfs: list[int] = []
-            distinct: list[int] = []
-            lens: list[int] = []
-            for text in texts:
-                counts: dict[int, int] = {}
-                tokens = tokenize(text, stop) or ["\u2205"]  # an empty passage gets one placeholder token, as before
-                for token in tokens:
-                    tid = vocab.setdefault(token, len(vocab))
-                    counts[tid] = counts.get(tid, 0) + 1
-                toks.extend(counts)
-                tfs.extend(min(n, 65535) for n in counts.values())
-                distinct.append(len(counts))
-                lens.append(len(tokens))
-            if lens:
-                tok = np.asarray(toks, np.int32)
-                df = np.pad(df, (0, len(vocab) - len(df)))
-                df += np.bincount(tok, minlength=len(vocab))
-                np.savez(Path(spill) / f"{parts}.npz", tok=tok, tf=np.asarray(tfs, np.uint16),
-                         distinct=np.asarray(distinct, np.int32))
-                lengths.append(np.asarray(lens, np.int32))
-                parts += 1
+        parts, doc_len, df = _count_batches(batches, vocab, Path(spill))
         if not parts:
             raise ValueError("BM25 needs at least one passage")
-        doc_len = np.concatenate(lengths)
         n_docs, n_vocab = len(doc_len), len(vocab)
         if method == "lucene":
             idf = np.log(1 + (n_docs - df + 0.5) / (df + 0.5))
         else:  # robertson, negative idf clipped to 0 as bm25s does by default
             idf = np.maximum(np.log((n_docs - df + 0.5) / (df + 0.5)), 0)
-        idf = idf.astype(np.float32)
-        avg_len = doc_len.mean()
         indptr = np.zeros(n_vocab + 1, np.int64)
         np.cumsum(df, out=indptr[1:])
-        data, indices = np.empty(indptr[-1], np.float32), np.empty(indptr[-1], np.int32)
-        fill, first = indptr[:-1].copy(), 0  # next free slot of each token's column; the batch's first doc
-        for part in range(parts):
-            with np.load(Path(spill) / f"{part}.npz") as arrays:  # never pickles (allow_pickle stays False)
-                tok, tf, distinct = arrays["tok"], arrays["tf"].astype(np.float32), arrays["distinct"]
-            docs = np.repeat(np.arange(first, first + len(distinct), dtype=np.int32), distinct)
-            score = (idf[tok] * (tf / (k1 * (1 - b + b * doc_len[docs] / avg_len) + tf))).astype(np.float32)
-            order = np.argsort(tok, kind="stable")  # by token, docs ascending within: this batch's column slices
-            by_token = tok[order]
-            starts = np.flatnonzero(np.r_[True, by_token[1:] != by_token[:-1]])
-            sizes = np.diff(np.r_[starts, len(by_token)])  # docs of this batch per token
-            slots = fill[by_token] + np.arange(len(by_token)) - np.repeat(starts, sizes)
-            data[slots], indices[slots] = score[order], docs[order]
-            fill[by_token[starts]] += sizes
-            first += len(distinct)
+        data, indices = _place_scores(parts, indptr, idf.astype(np.float32), doc_len, k1, b)
     model = bm25s.BM25(method=method, k1=k1, b=b)
     model.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
     vocab[""] = n_vocab  # bm25s's empty-query token, added after the matrix's columns
@@ -111,6 +68,62 @@ def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: 
     model.unique_token_ids_set = set(vocab.values())
     model.nonoccurrence_array = None  # lucene and robertson score absent tokens 0
     return model
+
+
+def _count_batches(batches: Iterable[Sequence[str]], vocab: dict[str, int],
+                   spill: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """First pass: number the tokens into `vocab` and write, per batch, each document's distinct token ids,
+    term frequencies and distinct-token count to `spill`. Returns (the batch files, every document's
+    length in tokens, each token's document frequency)."""
+    stop = _stopwords()
+    parts: list[Path] = []
+    lengths: list[np.ndarray] = []
+    df = np.zeros(0, np.int64)
+    for texts in batches:
+        toks: list[int] = []
+        tfs: list[int] = []
+        distinct: list[int] = []
+        lens: list[int] = []
+        for text in texts:
+            counts: dict[int, int] = {}
+            tokens = tokenize(text, stop) or ["\u2205"]  # an empty passage gets one placeholder token, as before
+            for token in tokens:
+                tid = vocab.setdefault(token, len(vocab))
+                counts[tid] = counts.get(tid, 0) + 1
+            toks.extend(counts)
+            tfs.extend(min(n, 65535) for n in counts.values())
+            distinct.append(len(counts))
+            lens.append(len(tokens))
+        if lens:
+            tok = np.asarray(toks, np.int32)
+            df = np.pad(df, (0, len(vocab) - len(df)))
+            df += np.bincount(tok, minlength=len(vocab))
+            parts.append(spill / f"{len(parts)}.npz")
+            np.savez(parts[-1], tok=tok, tf=np.asarray(tfs, np.uint16), distinct=np.asarray(distinct, np.int32))
+            lengths.append(np.asarray(lens, np.int32))
+    return parts, (np.concatenate(lengths) if lengths else np.zeros(0, np.int32)), df
+
+
+def _place_scores(parts: list[Path], indptr: np.ndarray, idf: np.ndarray, doc_len: np.ndarray, k1: float,
+                  b: float) -> tuple[np.ndarray, np.ndarray]:
+    """Second pass: each batch's scores placed straight into the column-major (data, indices) arrays."""
+    avg_len = doc_len.mean()
+    data, indices = np.empty(indptr[-1], np.float32), np.empty(indptr[-1], np.int32)
+    fill, first = indptr[:-1].copy(), 0  # next free slot of each token's column; the batch's first doc
+    for part in parts:
+        with np.load(part) as arrays:  # never pickles (allow_pickle stays False)
+            tok, tf, distinct = arrays["tok"], arrays["tf"].astype(np.float32), arrays["distinct"]
+        docs = np.repeat(np.arange(first, first + len(distinct), dtype=np.int32), distinct)
+        score = (idf[tok] * (tf / (k1 * (1 - b + b * doc_len[docs] / avg_len) + tf))).astype(np.float32)
+        order = np.argsort(tok, kind="stable")  # by token, docs ascending within: this batch's column slices
+        by_token = tok[order]
+        starts = np.flatnonzero(np.r_[True, by_token[1:] != by_token[:-1]])
+        sizes = np.diff(np.r_[starts, len(by_token)])  # docs of this batch per token
+        slots = fill[by_token] + np.arange(len(by_token)) - np.repeat(starts, sizes)
+        data[slots], indices[slots] = score[order], docs[order]
+        fill[by_token[starts]] += sizes
+        first += len(distinct)
+    return data, indices
 
 
 def save(model, folder: Path) -> None:

@@ -10,8 +10,10 @@
   so such a passage never reaches a prompt.
 - ungrounded_entity: named entities (people, organisations, places, events, products...) in an
   example written from a passage must appear in that passage or in the task's own text (label
-  verbalizations, seeds, description); an invented one ("George W. Bush" in a rewrite of a 1987
+  names, verbalizations, description); an invented one ("George W. Bush" in a rewrite of a 1987
   story quoting Weinberger) is flagged, and by the `grounding: drop` policy the example is dropped.
+  The seeds do not count: a rewrite retells its passage, so "Darfur" taken from a seed that a
+  RetrICL or `synthesizrr/seeded` prompt showed is as invented as any other name.
   Examples without a passage (label-only strategies) are not checked: they have no source to be
   faithful to.
 
@@ -124,7 +126,7 @@ class QualityChecks:
         self._near = NearDuplicateIndex(self.params.near_duplicate) if self.params.near_duplicate > 0 else None
         self._make_extractor, self._extractor = extractor, None
         self._task_tokens = _tokens(" ".join([task.description, task.output.kind,
-                                              *(f"{s.name} {s.verbalization} {' '.join(s.seeds)}" for s in task.labels)]))
+                                              *(f"{s.name} {s.verbalization}" for s in task.labels)]))
         self.counts: Counter[str] = Counter()
         self.grounding = {"checked": 0, "ungrounded": 0, "entities": 0, "ungrounded_entities": 0}
         self._entities: dict[str, list[tuple[str, str]]] = {}  # a round's examples, tagged in one batch

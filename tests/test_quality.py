@@ -83,6 +83,21 @@ def test_an_invented_entity_is_caught_and_a_grounded_one_is_kept(extractor):
     assert report["checked"] == 2 and report["ungrounded"] == 1 and report["ungrounded_rate"] == 0.5
 
 
+def test_a_name_taken_from_a_seed_is_not_grounded_but_the_verbalization_is(extractor):
+    # A seeded or RetrICL prompt shows the seeds; a rewrite of WEINBERGER that borrows the seed's Darfur
+    # invents it as surely as any other name. The label's verbalization still counts as the task's text.
+    seeded = dataclasses.replace(TASK, labels=(
+        LabelSpec("World", "world news about governments, wars and the Gulf",
+                  seeds=("The UN envoy to Sudan urged the government to accept monitors in Darfur.",)),
+        TASK.labels[1]))
+    checks = QualityChecks(seeded, extractor=lambda: extractor)
+    borrowed = example("Weinberger warned Tehran as the UN envoy pressed Sudan over Darfur.")
+    rejection = checks.check(borrowed, request(WEINBERGER))
+    assert rejection.reason == "ungrounded_entity" and "Darfur" in rejection.detail and "Sudan" in rejection.detail
+    assert checks.check(example("Weinberger warned Tehran over attacks in the Gulf.", rid="r2"),
+                        request(WEINBERGER)) is None
+
+
 def test_a_rounds_examples_are_tagged_in_one_batch_with_the_same_verdicts(extractor):
     calls = []
 

@@ -137,6 +137,28 @@ def test_task_without_system_template_uses_the_refine_file_identity():
     assert (requests[0].template_id, requests[0].template_sha256) == (refine.id, refine.sha256)
 
 
+SEEDED = dataclasses.replace(TASK, template="synthesizrr/seeded", labels=(
+    LabelSpec("Sports", "sports", seeds=("Bode Miller won his first World Cup super-giant slalom race Sunday.",
+                                         "Lindsay Davenport regained the No. 1 ranking in Moscow.")),
+    LabelSpec("Business", "business and finance", seeds=("Shares in Jardine Lloyd Thomas plunged 20 per cent.",))))
+
+
+def test_the_seeded_template_shows_the_labels_seeds_before_the_passage_and_shares_their_prefix():
+    _, requests = plan(task=SEEDED)
+    first, second, business = (r.messages[-1][1] for r in requests)
+    assert "- Bode Miller won his first World Cup" in first and "- Lindsay Davenport regained" in first
+    assert "Jardine" not in first and "- Shares in Jardine Lloyd Thomas plunged" in business
+    assert first.index("Lindsay Davenport") < first.index("Old Trafford")  # seeds come before the passage
+    prefix = first[:first.index("Passage:")]
+    assert second.startswith(prefix) and TRAFFIC_TEXT in second  # one prefix per label for the server's cache
+
+
+def test_the_seeded_template_stops_before_any_call_for_a_label_without_seeds():
+    task = dataclasses.replace(SEEDED, labels=(SEEDED.labels[0], LabelSpec("Business", "business and finance")))
+    with pytest.raises(ConfigError, match=r"label 'Business' has no seeds.*synthesizrr/seeded.*add `seeds:`"):
+        plan(task=task)
+
+
 def test_parse_keeps_a_good_answer_with_full_provenance():
     strategy, requests = plan()
     result = strategy.parse(requests[0], answer('Headline: "Rashford strikes late as United edge Chelsea"'), TASK)

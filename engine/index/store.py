@@ -21,7 +21,10 @@ TABLE = "passages"
 
 
 def _lancedb():
-    os.environ.setdefault("LANCE_LOG", "error")  # lance logs a warning on every new table otherwise
+    # lance logs a warning on every new table otherwise ("No existing dataset ... it will be created");
+    # pylance reads LANCE_LOG, lancedb's own native module (0.40) LANCEDB_LOG
+    os.environ.setdefault("LANCE_LOG", "error")
+    os.environ.setdefault("LANCEDB_LOG", "error")
     import lancedb
 
     return lancedb

@@ -147,13 +147,18 @@ class SynthesizRR(Strategy):
         """One Request per (label, hit), labels in the order given, hits in retrieval order.
 
         Raises:
-            ConfigError: a label unknown to the task, a template missing from `templates`, or a
-                template needing a variable this strategy does not provide.
+            ConfigError: a label unknown to the task, a template missing from `templates`, a
+                template needing a variable this strategy does not provide, or a template showing the
+                seed examples (`synthesizrr/seeded`) with a label that has none.
         """
         chosen = choose_templates(templates, self.template_names(task))
+        shows_seeds = [t.id for t in chosen if "seed_examples" in t.variables]
         requests: list[Request] = []
         for label_name, hits in hits_by_label.items():
             label = _label(task, label_name)
+            if shows_seeds and not label.seeds and hits:
+                raise ConfigError(f"label {label.name!r} has no seeds, and template {shows_seeds[0]} shows each label's "
+                                  "seed examples: add `seeds:` to the label or use template synthesizrr/refine")
             demos = self._demo_text(label.name, templates)
             uses: Counter[str] = Counter()
             for hit in hits:

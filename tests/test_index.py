@@ -504,6 +504,7 @@ def test_a_build_and_an_add_leave_one_compacted_table_version(tmp_path, reuters_
     from engine.index import store
 
     monkeypatch.setattr(builder, "BATCH", 16)  # many appended fragments before compaction
+    monkeypatch.setattr(builder, "WRITE_ROWS", 16)
     root = tmp_path / "indexes"
     build_index(reuters_slice(60, name="a.jsonl"), "news", HashEmbedder(64), root=root)
     build_index(reuters_slice(120, start=60, name="b.jsonl"), "news", HashEmbedder(64), root=root, add=True)
@@ -513,3 +514,22 @@ def test_a_build_and_an_add_leave_one_compacted_table_version(tmp_path, reuters_
     assert len(store.open_table(root / "news").list_versions()) == 1
     assert len(index.passages) > 90 and index.search(index.passage(0).text, k=1)[0].passage.id == index.passage(0).id
     assert entries(root) == ["news"]  # and the writer lock is gone with its writer
+
+
+def test_embedded_batches_are_appended_to_the_table_in_few_large_fragments_in_row_order(tmp_path, corpus, monkeypatch):
+    # lancedb's memory grows with the square of the appends a build makes (one fragment and one version
+    # each), so the builder gathers embedded batches of BATCH passages into appends of WRITE_ROWS or more.
+    monkeypatch.setattr(builder, "BATCH", 4)
+    monkeypatch.setattr(builder, "WRITE_ROWS", 10)
+    appends, real = [], store.append_rows
+    monkeypatch.setattr(store, "append_rows", lambda table, start, passages, vectors: (
+        appends.append((start, len(passages), vectors.shape)), real(table, start, passages, vectors)))
+    result = build_index(corpus, "news", HashEmbedder(64), root=tmp_path)
+    total = result.manifest.passages
+    assert [size for _, size, _ in appends[:-1]] == [12] * (len(appends) - 1) and 0 < appends[-1][1] <= 12
+    assert [start for start, _, _ in appends] == [12 * i for i in range(len(appends))]
+    assert sum(size for _, size, _ in appends) == total and all(shape == (size, 64) for _, size, shape in appends)
+    index = Index.open("news", tmp_path, embedder=HashEmbedder(64))
+    expected = [p.id for p in iter_passages(corpus, CorpusOptions())]
+    assert [index.passage(row).id for row in range(total)] == expected
+    assert index.search(index.passage(total - 1).text, k=1, mode="dense")[0].passage.id == expected[-1]

@@ -25,7 +25,11 @@ from engine.types import Passage
 
 __all__ = ["BuildResult", "build_index", "check_target", "rebuild_dense", "writer_lock"]
 
-BATCH = 256
+BATCH = 256  # passages per embedding call (and per progress update)
+# Rows per LanceDB append. Each append is a fragment and a table version, and lancedb's memory grows
+# with their number squared: 300,000 passages appended 256 at a time took the process from 202 to 507
+# MiB, 8,192 at a time to 282 MiB (benchmarks/bench_index.py measures the whole build).
+WRITE_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -221,19 +225,35 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
         index = None  # built once at the end from the stored vectors, of the kind the final size needs
         start_row = 0
     digest = hashlib.sha256((previous.corpus_fingerprint if previous else "").encode())
-    added = 0
+    added = written = 0
+    pending: list[tuple[list[Passage], object]] = []  # embedded, not yet appended to the table
     for batch in _batches(iter_passages(corpus, options, stats), BATCH):
         vectors = embedder.encode([p.text for p in batch])
-        store.append_rows(table, start_row + added, batch, vectors)
+        pending.append((batch, vectors))
         if index is not None:  # --add: the previous index grows (rebuilt at the end if it outgrows its kind)
             index.add(vectors)
         for passage in batch:
             digest.update(passage.id.encode())
         added += len(batch)
+        if added - written >= WRITE_ROWS:
+            written += _append(table, start_row + written, pending)
         if progress:
             progress(added, stats.documents)
+    written += _append(table, start_row + written, pending)
     return _finish(work, corpus, name, embedder, options, stats, table, index, start_row + added, digest.hexdigest(),
                    added, previous, started)
+
+
+def _append(table, start_row: int, pending: list[tuple[list[Passage], object]]) -> int:
+    """Append the pending batches to the table as one fragment, empty `pending`, return the rows written."""
+    import numpy as np
+
+    if not pending:
+        return 0
+    passages = [p for batch, _ in pending for p in batch]
+    store.append_rows(table, start_row, passages, np.vstack([vectors for _, vectors in pending]))
+    pending.clear()
+    return len(passages)
 
 
 def _copy_previous(target: Path, work: Path, embedder) -> Manifest:

@@ -55,3 +55,5 @@ def test_student_accuracy_reports_a_mean_and_spread_over_fine_tuning_seeds(posts
                               seeds=2)
     assert result["seeds"] == 2 and result["train_size"] == len(texts)
     assert 0.0 <= result["accuracy_std"] <= 0.5 and result["accuracy"] > 0.33
+    assert set(result["recall_per_label"]) == set(test_labels)  # the mean over both seeds' predictions
+    assert all(0.0 <= r <= 1.0 for r in result["recall_per_label"].values())

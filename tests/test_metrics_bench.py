@@ -56,6 +56,22 @@ def test_students_learn_separable_topics_and_report_spread():
         student_accuracy("tfidf_logreg", (["a b"], EMB.encode(["a b"]), ["x"]), (["a"], EMB.encode(["a"]), ["x"]))
 
 
+def test_students_report_recall_per_label_and_their_most_frequent_confusions():
+    # Trained with Science texts labelled Business, a student calls the test split's Science rows Business:
+    # its recall says which label failed and its confusions say what it became.
+    train, test = topic_set("train", 30, 1), topic_set("test", 20, 2)
+    mislabelled = tuple("Business" if label == "Science" else label for label in train.labels)
+    for kind in ("embedding_logreg", "tfidf_logreg"):
+        out = student_accuracy(kind, (train.texts, EMB.encode(train.texts), mislabelled),
+                               (test.texts, EMB.encode(test.texts), test.labels), seeds=0)
+        assert out["recall_per_label"]["Science"] == 0.0, out
+        assert out["recall_per_label"]["Sports"] >= 0.9 and out["recall_per_label"]["Business"] >= 0.9, out
+        assert out["confusions"][0][:2] == ["Science", "Business"] and out["confusions"][0][2] >= 18, out
+        clean = student_accuracy(kind, (train.texts, EMB.encode(train.texts), train.labels),
+                                 (test.texts, EMB.encode(test.texts), test.labels), seeds=0)
+        assert min(clean["recall_per_label"].values()) >= 0.9 and sum(n for *_, n in clean["confusions"]) <= 6
+
+
 def test_label_fidelity_counts_agreement_with_the_oracle():
     train, data = topic_set("train", 30, 1), topic_set("syn", 10, 3)
     flipped = tuple("Business" if (i % 2 and lab == "Sports") else lab for i, lab in enumerate(data.labels))
@@ -118,6 +134,7 @@ def test_several_runs_with_the_same_name_get_distinct_names_and_html(tmp_path):
     page = paths["html"].read_text(encoding="utf-8")
     HTMLParser().feed(page)  # well-formed enough to parse
     assert page.count("<svg") > 10 and "syn-2" in page and "<td class='muted'>passage " in page and "Not computed" in page
+    assert "<h2>Students per label</h2>" in page and "<h3>tfidf_logreg</h3>" in page and "most frequent errors" in page
     assert json.loads(paths["json"].read_text())["runs"][1]["name"] == "syn-2"
     assert "Self-BLEU-4" in format_summary(result.report)
 

@@ -110,6 +110,31 @@ def _histogram(title: str, series: list[tuple[str, str, list[int]]], width: int 
     return f'<svg class="card" width="{width}" height="{height}" role="img">{"".join(parts)}</svg>'
 
 
+def _students_section(report: dict) -> str:
+    """Per student: each run's recall per label on the test split beside the gold ceiling's, and its top confusions."""
+    tables = []
+    for kind in ("embedding_logreg", "tfidf_logreg", "finetuned_minilm"):
+        sides = [(run["name"], run["metrics"].get("students", {}).get(kind, {})) for run in report["runs"]]
+        sides = [(name, student) for name, student in sides if isinstance(student.get("synthetic"), dict)]
+        labels = sorted({label for _, st in sides for label in st["synthetic"].get("recall_per_label", {})})
+        if not labels:
+            continue
+        head = "".join(f"<th>{_e(name)}</th><th>gold</th>" for name, _ in sides)
+        rows = []
+        for label in labels:
+            cells = "".join(f"<td>{_fmt(st['synthetic'].get('recall_per_label', {}).get(label))}</td>"
+                            f"<td class=\"muted\">{_fmt((st.get('human') or {}).get('recall_per_label', {}).get(label))}</td>"
+                            for _, st in sides)
+            rows.append(f"<tr><td>{_e(label)}</td>{cells}</tr>")
+        errors = "".join(f"<td colspan=\"2\">{'; '.join(f'{_e(t)} as {_e(p)}: {n}' for t, p, n in st['synthetic'].get('confusions', []))}</td>"
+                         for _, st in sides)
+        tables.append(f"<h3>{_e(kind)}</h3><table><tr><th>recall on the test split</th>{head}</tr>{''.join(rows)}"
+                      f"<tr><td>most frequent errors</td>{errors}</tr></table>")
+    if not tables:
+        return ""
+    return "<h2>Students per label</h2>" + "".join(tables)
+
+
 def _lengths_section(result: BenchResult) -> str:
     charts = []
     for i, run in enumerate(result.report["runs"]):
@@ -178,6 +203,6 @@ def render_html(result: BenchResult) -> str:
     report = result.report
     title = "Seedbed benchmark: " + ", ".join(run["name"] for run in report["runs"])
     body = [f"<h1>{_e(title)}</h1>", _header(report), _metric_section(report), _labels_section(report),
-            _lengths_section(result), _map_section(result), _samples_section(report)]
+            _students_section(report), _lengths_section(result), _map_section(result), _samples_section(report)]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f'<style>{CSS}</style></head><body>{"".join(body)}</body></html>\n')

@@ -21,10 +21,14 @@ equal number of human training examples with the same label counts.
 Label fidelity = the share of examples whose label is the one an oracle predicts; the oracle is the
 embedding student trained on the human training split. Its human counterpart is the oracle's
 accuracy on a human sample of the test split.
+
+Each student also reports its recall per label on the test split and its most frequent confusions
+(true label -> predicted label): where a synthetic set falls short, not only by how much.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -105,7 +109,9 @@ def student_accuracy(kind: str, train: tuple[Sequence[str], np.ndarray, Sequence
 
     Returns:
         {'accuracy', 'macro_f1' (full fit), 'accuracy_mean', 'accuracy_std', 'macro_f1_mean',
-         'macro_f1_std', 'seeds', 'train_size'}.
+         'macro_f1_std', 'seeds', 'train_size', 'recall_per_label' (test rows of each label predicted
+         as it: the full fit's, or for FINETUNED the mean over its seeds), 'confusions' (the full fit's
+         three most frequent (true label, predicted label, test rows) errors)}.
 
     Raises:
         MetricUnavailable: fewer than 2 labels in the training set.
@@ -113,16 +119,28 @@ def student_accuracy(kind: str, train: tuple[Sequence[str], np.ndarray, Sequence
     texts, vectors, labels = train
     test_texts, test_vectors, test_labels = test
     if kind == FINETUNED:  # fine-tuning varies with its seed alone: each seed retrains on the whole set
-        runs = [_scores(fit_student(kind, texts, vectors, labels, seed=seed)(test_texts, test_vectors), test_labels)
-                for seed in range(max(1, seeds))]
+        predictions = [np.asarray(fit_student(kind, texts, vectors, labels, seed=seed)(test_texts, test_vectors))
+                       for seed in range(max(1, seeds))]
+        runs = [_scores(predicted, test_labels) for predicted in predictions]
         full = runs[0]
     else:
-        full = _scores(fit_student(kind, texts, vectors, labels)(test_texts, test_vectors), test_labels)
+        predictions = [np.asarray(fit_student(kind, texts, vectors, labels)(test_texts, test_vectors))]
+        full = _scores(predictions[0], test_labels)
         runs = _bootstrap_runs(kind, train, test, seeds)
     acc = np.array([r[0] for r in runs] or [full[0]])
     f1 = np.array([r[1] for r in runs] or [full[1]])
     return {"accuracy": full[0], "macro_f1": full[1], "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "macro_f1_mean": float(f1.mean()), "macro_f1_std": float(f1.std()), "seeds": len(runs), "train_size": len(labels)}
+            "macro_f1_mean": float(f1.mean()), "macro_f1_std": float(f1.std()), "seeds": len(runs), "train_size": len(labels),
+            **_errors(predictions, test_labels)}
+
+
+def _errors(predictions: list[np.ndarray], truth: Sequence[str], top: int = 3) -> dict[str, object]:
+    """Recall per label (mean over `predictions`) and the first prediction's most frequent confusions."""
+    truth = np.asarray(list(truth))
+    recall = {str(label): float(np.mean([np.mean(predicted[truth == label] == label) for predicted in predictions]))
+              for label in sorted(set(truth.tolist()))}
+    wrong = Counter((str(t), str(p)) for t, p in zip(truth.tolist(), predictions[0].tolist()) if t != p)
+    return {"recall_per_label": recall, "confusions": [[t, p, n] for (t, p), n in wrong.most_common(top)]}
 
 
 def _bootstrap_runs(kind: str, train, test, seeds: int) -> list[tuple[float, float]]:

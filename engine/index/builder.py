@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
 from engine import __version__
 from engine.corpus import CorpusOptions, CorpusStats, iter_passages, list_files
 from engine.errors import ConfigError, CorpusError, IndexNotFound
@@ -226,7 +228,7 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
         start_row = 0
     digest = hashlib.sha256((previous.corpus_fingerprint if previous else "").encode())
     added = written = 0
-    pending: list[tuple[list[Passage], object]] = []  # embedded, not yet appended to the table
+    pending: list[tuple[list[Passage], np.ndarray]] = []  # embedded, not yet appended to the table
     for batch in _batches(iter_passages(corpus, options, stats), BATCH):
         vectors = embedder.encode([p.text for p in batch])
         pending.append((batch, vectors))
@@ -244,10 +246,8 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
                    added, previous, started)
 
 
-def _append(table, start_row: int, pending: list[tuple[list[Passage], object]]) -> int:
+def _append(table, start_row: int, pending: list[tuple[list[Passage], np.ndarray]]) -> int:
     """Append the pending batches to the table as one fragment, empty `pending`, return the rows written."""
-    import numpy as np
-
     if not pending:
         return 0
     passages = [p for batch, _ in pending for p in batch]

@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.metrics.bench import HUMAN_KEY, BenchResult
 from engine.metrics.report import headline_rows
+from engine.metrics.students import FINETUNED, STUDENTS
 
 __all__ = ["render_html"]
 
@@ -113,7 +114,7 @@ def _histogram(title: str, series: list[tuple[str, str, list[int]]], width: int 
 def _students_section(report: dict) -> str:
     """Per student: each run's recall per label on the test split beside the gold ceiling's, and its top confusions."""
     tables = []
-    for kind in ("embedding_logreg", "tfidf_logreg", "finetuned_minilm"):
+    for kind in STUDENTS + (FINETUNED,):
         sides = [(run["name"], run["metrics"].get("students", {}).get(kind, {})) for run in report["runs"]]
         sides = [(name, student) for name, student in sides if isinstance(student.get("synthetic"), dict)]
         labels = sorted({label for _, st in sides for label in st["synthetic"].get("recall_per_label", {})})

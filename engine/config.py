@@ -24,7 +24,7 @@ _TOP_KEYS = {
 FALLBACKS = ("attrprompt", "fewgen")
 _VERIFY_POLICIES = ("drop", "relabel", "keep")
 _GROUNDING_POLICIES = ("drop", "flag", "off")
-_LABEL_KEYS = {"name", "verbalization", "seeds"}
+_LABEL_KEYS = {"name", "verbalization", "seeds", "queries"}
 
 
 def load_task(path: str | Path) -> TaskSpec:
@@ -160,11 +160,16 @@ def _parse_labels(raw: Any, source: str) -> tuple[LabelSpec, ...]:
         if name in seen:
             raise ConfigError(f"{source}: label {name!r} appears twice in 'labels'; label names must be unique")
         seen.add(name)
-        seeds = item.get("seeds", []) or []
-        if not isinstance(seeds, list) or not all(isinstance(s, str) and s.strip() for s in seeds):
-            raise ConfigError(f"{source}: {where}seeds must be a list of non-empty strings")
-        labels.append(LabelSpec(name=name, verbalization=verbal, seeds=tuple(s.strip() for s in seeds)))
+        seeds, queries = (_strings(item.get(key), source, where + key) for key in ("seeds", "queries"))
+        labels.append(LabelSpec(name=name, verbalization=verbal, seeds=seeds, queries=queries))
     return tuple(labels)
+
+
+def _strings(raw: Any, source: str, where: str) -> tuple[str, ...]:
+    items = raw or []
+    if not isinstance(items, list) or not all(isinstance(s, str) and s.strip() for s in items):
+        raise ConfigError(f"{source}: {where} must be a list of non-empty strings, got {raw!r}")
+    return tuple(s.strip() for s in items)
 
 
 def _parse_output(raw: Any, source: str) -> OutputSpec:
@@ -271,4 +276,8 @@ def task_to_dict(task: TaskSpec) -> dict[str, Any]:
     """A JSON-ready dict of a task spec (for manifests and fingerprints)."""
     from dataclasses import asdict
 
-    return asdict(task)
+    raw = asdict(task)
+    for label in raw["labels"]:  # a spec without retrieval queries keeps the fingerprint it had before they existed
+        if not label["queries"]:
+            del label["queries"]
+    return raw

@@ -49,11 +49,16 @@ class Hit:
 
 @dataclass(frozen=True)
 class LabelSpec:
-    """A label, what it means in words, and optional human seed examples."""
+    """A label, what it means in words, optional human seed examples, and optional retrieval queries.
+
+    `queries` only steer retrieval (e.g. the beats a broad label covers: "oil and energy prices",
+    "airlines"); no prompt shows them.
+    """
 
     name: str
     verbalization: str
     seeds: tuple[str, ...] = ()
+    queries: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,8 @@ def test_bounds_are_checked(overrides, expected):
         (minimal(labels=[{"name": "A"}]), "needs a non-empty 'name' and 'verbalization'"),
         (minimal(labels=["A"]), "labels[0] must be a mapping"),
         (minimal(labels=[{"name": "A", "verbalization": "a", "seeds": ["ok", ""]}]), "labels[0].seeds must be a list"),
+        (minimal(labels=[{"name": "A", "verbalization": "a", "queries": "oil"}]),
+         "labels[0].queries must be a list of non-empty strings, got 'oil'"),
         (minimal(name="../escape"), "invalid task name '../escape'"),
     ],
 )
@@ -286,3 +288,11 @@ def test_parse_task_builds_frozen_spec():
 def test_non_string_where_a_string_is_expected_is_an_error(overrides):
     with pytest.raises(ConfigError):
         parse_task(minimal(**overrides), source="spec.yaml")
+
+
+def test_retrieval_queries_are_read_per_label_and_a_spec_without_them_keeps_its_fingerprint():
+    task = parse_task(minimal(labels=[{"name": "A", "verbalization": "about a", "queries": [" oil prices ", "airlines"]},
+                                      {"name": "B", "verbalization": "about b"}]), source="spec.yaml")
+    assert task.labels[0].queries == ("oil prices", "airlines") and task.labels[1].queries == ()
+    labels = task_to_dict(task)["labels"]
+    assert list(labels[0]["queries"]) == ["oil prices", "airlines"] and "queries" not in labels[1]

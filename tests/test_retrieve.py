@@ -33,6 +33,20 @@ def test_label_queries_are_the_verbalization_then_the_seeds():
     assert label_queries(LabelSpec("C", "same", ("same", "other"))) == ["same", "other"]  # no query twice
 
 
+def test_a_labels_retrieval_queries_come_after_its_seeds_and_widen_what_it_retrieves(tmp_path):
+    from test_coverage import LABELS, build_mix_index, make_task
+
+    assert label_queries(LabelSpec("A", "about a", ("seed",), queries=("beat one", "seed"))) == ["about a", "seed", "beat one"]
+    index = build_mix_index(tmp_path)  # real MiniLM vectors; Reuters stories carry their topics as `group`
+    oil = LabelSpec("Business", "crude oil prices and OPEC output")
+    widened = dataclasses.replace(oil, queries=("grain and wheat harvests and exports",))
+    about_grain = lambda picks: sum("grain" in str(h.passage.metadata.get("group")) for h in picks["Business"])  # noqa: E731
+    alone, _ = retrieve_for_task(index, make_task(labels=(oil, LABELS[1])), 10)
+    both, _ = retrieve_for_task(index, make_task(labels=(widened, LABELS[1])), 10)
+    assert about_grain(alone) <= 1 and about_grain(both) >= 4
+    assert "grain and wheat harvests and exports" in {h.query for h in both["Business"]}
+
+
 def test_a_passage_above_max_similarity_is_never_retrieved(hash_index):
     index = hash_index.index
     passage = index.passage(40)

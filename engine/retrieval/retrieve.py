@@ -1,8 +1,11 @@
 """Per-label retrieval for SynthesizRR: queries -> hybrid candidates -> similarity band -> diverse sample.
 
-For each label the queries are its verbalization plus its seed examples (the paper retrieves
-with the seeds; the verbalization adds passages that match the label's meaning rather than the
-seeds' particular stories). Candidates whose cosine to their query lies outside [min, max] are dropped: above
+For each label the queries are its verbalization, its seed examples and its spec's `queries` (the
+paper retrieves with the seeds; the verbalization adds passages that match the label's meaning
+rather than the seeds' particular stories; `queries` name the beats of a broad label, so that its
+passages span them: on the news mix, Business queried by its verbalization and three seeds found
+1987 earnings and bank stories, and a student trained on them called technology companies' business
+news Sci/Tech). Candidates whose cosine to their query lies outside [min, max] are dropped: above
 max they are near-copies of the query, below min they are off-topic. The rest are ordered by
 maximal marginal relevance (MMR), and labels pick in turns so that no passage is used by more
 than `max_reuse` labels.
@@ -29,8 +32,8 @@ log = logging.getLogger(__name__)
 
 
 def label_queries(label: LabelSpec) -> list[str]:
-    """Queries for a label: its verbalization, then its seed examples (duplicates dropped)."""
-    return list(dict.fromkeys([label.verbalization, *label.seeds]))
+    """Queries for a label: its verbalization, its seed examples, then its retrieval queries (duplicates dropped)."""
+    return list(dict.fromkeys([label.verbalization, *label.seeds, *label.queries]))
 
 
 @dataclass

@@ -259,8 +259,8 @@ def print_summary(result: SynthResult) -> None:
         turned_away = (stages.get("screen") or {}).get(label, {}).get("no")
         screened = f", {turned_away} of them turned away by the retrieval screen" if turned_away else ""
         click.secho(f"{label}: {result.kept[label]} of {result.manifest['task']['examples_per_label']}: its "
-                    f"{ran_out[label]} retrieved passages ran out{screened}; widen retrieval (more seeds, a "
-                    "larger retrieval.candidates, a lower retrieval.min_similarity)"
+                    f"{ran_out[label]} retrieved passages ran out{screened}; widen retrieval (more seeds or the "
+                    "label's `queries`, a larger retrieval.candidates, a lower retrieval.min_similarity)"
                     f"{', or turn retrieval.screen off' if turned_away else ''}", fg="yellow")
     short = [label for label in short if label not in ran_out]
     if short:

@@ -38,6 +38,7 @@ class Progress:
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens the server took from its prefix cache (of answers that said)
     cache_reported: int = 0  # answers whose endpoint reported its cached prompt tokens
+    reused_tokens: list[int] = field(default_factory=lambda: [0, 0, 0])  # (prompt, completion, cached) of reused answers
     budget: int | None = None  # most new LLM calls for generation (verification is not counted)
     unsent: set[str] = field(default_factory=set)  # request ids held back by the budget
     unbudgeted: int = 0  # calls outside the budget (label verification)
@@ -93,6 +94,9 @@ def call_all(requests: list[Request], llm: ChatLLM, journal: Journal | CachedJou
         if cached is not None:
             answers[request.id] = cached
             progress.reused += 1
+            progress.reused_tokens[0] += cached.prompt_tokens
+            progress.reused_tokens[1] += cached.completion_tokens
+            progress.reused_tokens[2] += cached.cached_tokens or 0
         else:
             to_send.append(request)
     if budgeted and progress.budget is not None:

@@ -140,7 +140,12 @@ def finish(task: TaskSpec, index: Index | None, llm: ChatLLM, options: SynthOpti
         "cost_this_run": progress.cost(),
         "tokens": {"prompt_this_run": progress.prompt_tokens, "completion_this_run": progress.completion_tokens,
                    "prompt_kept_examples": tokens["prompt"], "completion_kept_examples": tokens["completion"],
-                   **_prefix_cache(progress, tokens["cached"])},
+                   **_prefix_cache(progress, tokens["cached"]),
+                   # every answer the run used, this run's and those reused from its journal or the shared cache:
+                   # what the dataset cost, which a re-run over a finished run (no new call) still reports
+                   "prompt_all_answers": progress.prompt_tokens + progress.reused_tokens[0],
+                   "completion_all_answers": progress.completion_tokens + progress.reused_tokens[1],
+                   "prompt_cached_all_answers": progress.cached_tokens + progress.reused_tokens[2]},
         "wall_seconds": round(seconds, 2),
         "retrieval": synth_plan.retrieval,
         "coverage": {name: c.as_dict() for name, c in synth_plan.coverage.items()} if synth_plan.coverage else None,

@@ -114,6 +114,10 @@ def test_rerun_into_the_same_folder_makes_no_calls_and_gives_the_same_dataset(ha
     assert again.calls == 0 and again.reused == result.calls
     assert {name: (out / name).read_bytes() for name in before} == before
     assert again.manifest["counts"]["reused_from_journal"] == result.calls
+    tokens, first = again.manifest["tokens"], result.manifest["tokens"]
+    assert tokens["prompt_this_run"] == tokens["completion_this_run"] == 0
+    assert tokens["prompt_all_answers"] == first["prompt_all_answers"] == first["prompt_this_run"] > 0
+    assert tokens["completion_all_answers"] == first["completion_this_run"] > 0
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])

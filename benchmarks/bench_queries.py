@@ -27,9 +27,10 @@ import numpy as np
 
 from engine.config import load_task
 from engine.index.reader import Index
+from engine.metrics.students import label_errors
 from engine.retrieval.retrieve import retrieve_for_task
 
-from bench_label_margin import AG_LABELS, human_rows, write_record  # noqa: E402 (a sibling script: benchmarks/ is on sys.path)
+from bench_label_margin import human_rows, write_record  # noqa: E402 (a sibling script: benchmarks/ is on sys.path)
 
 
 def picks_as_examples(index: Index, task, per_label: int, words: int) -> tuple[list[str], list[str]]:
@@ -48,10 +49,10 @@ def score(index: Index, texts: list[str], labels: list[str], test_vectors: np.nd
 
     model = LogisticRegression(C=10.0, max_iter=2000).fit(index.embedder.encode(texts), labels)
     predicted = model.predict(test_vectors)
-    recall = {name: round(float((predicted[truth == name] == name).mean()), 3) for name in AG_LABELS.values()}
-    confusions = Counter((t, p) for t, p in zip(truth.tolist(), predicted.tolist()) if t != p).most_common(3)
-    return {"accuracy": round(float((predicted == truth).mean()), 3), "recall_per_label": recall,
-            "picked": dict(Counter(labels)), "confusions": [[t, p, n] for (t, p), n in confusions]}
+    errors = label_errors([predicted], truth)  # what `seedbed bench` reports per student
+    return {"accuracy": round(float((predicted == truth).mean()), 3), "picked": dict(Counter(labels)),
+            "recall_per_label": {name: round(r, 3) for name, r in errors["recall_per_label"].items()},
+            "confusions": errors["confusions"]}
 
 
 def main() -> None:

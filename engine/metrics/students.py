@@ -35,7 +35,7 @@ import numpy as np
 
 from engine.errors import MetricUnavailable
 
-__all__ = ["STUDENTS", "FINETUNED", "student_accuracy", "label_fidelity", "fit_student"]
+__all__ = ["STUDENTS", "FINETUNED", "student_accuracy", "label_fidelity", "fit_student", "label_errors"]
 
 STUDENTS = ("embedding_logreg", "tfidf_logreg")
 FINETUNED = "finetuned_minilm"
@@ -131,10 +131,10 @@ def student_accuracy(kind: str, train: tuple[Sequence[str], np.ndarray, Sequence
     f1 = np.array([r[1] for r in runs] or [full[1]])
     return {"accuracy": full[0], "macro_f1": full[1], "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
             "macro_f1_mean": float(f1.mean()), "macro_f1_std": float(f1.std()), "seeds": len(runs), "train_size": len(labels),
-            **_errors(predictions, test_labels)}
+            **label_errors(predictions, test_labels)}
 
 
-def _errors(predictions: list[np.ndarray], truth: Sequence[str], top: int = 3) -> dict[str, object]:
+def label_errors(predictions: list[np.ndarray], truth: Sequence[str], top: int = 3) -> dict[str, object]:
     """Recall per label (mean over `predictions`) and the first prediction's most frequent confusions."""
     truth = np.asarray(list(truth))
     recall = {str(label): float(np.mean([np.mean(predicted[truth == label] == label) for predicted in predictions]))

@@ -200,11 +200,16 @@ def test_the_actors_start_while_the_run_plans_and_touch_no_file_before_their_fir
     seen: dict[str, object] = {}
     real_plan = engine.pipeline.plan
 
+    stale = set(answerer_pids())  # an earlier test's actors may still be exiting (ray.kill does not wait)
+
+    def started() -> int:
+        return len(set(answerer_pids()) - stale)
+
     def planning(*args, **kwargs):
         deadline = time.monotonic() + 60
-        while len(answerer_pids()) < 2 and time.monotonic() < deadline:
+        while started() < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        seen.update(actors=len(answerer_pids()), folder_exists=run.exists())
+        seen.update(actors=started(), folder_exists=run.exists())
         return real_plan(*args, **kwargs)
 
     monkeypatch.setattr(engine.pipeline, "plan", planning)

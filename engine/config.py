@@ -268,6 +268,9 @@ def _check_quality(q: QualityParams, source: str) -> None:
     if not 0.0 <= q.confidence_keep <= 1.0:
         raise ConfigError(f"{source}: quality.confidence_keep={q.confidence_keep} must be between 0 (off, the default) "
                           "and 1 (the SynthesizRR paper keeps 0.83)")
+    if not 0.0 <= q.stock_phrases < 1.0:
+        raise ConfigError(f"{source}: quality.stock_phrases={q.stock_phrases} must be at least 0 (off, the default) and "
+                          "below 1 (0.15 suggested: the share of an example's 4-word phrases that 2 kept examples already use)")
     if q.grounding not in _GROUNDING_POLICIES:
         raise ConfigError(f"{source}: quality.grounding={q.grounding!r}; use one of {', '.join(_GROUNDING_POLICIES)}")
 
@@ -280,4 +283,6 @@ def task_to_dict(task: TaskSpec) -> dict[str, Any]:
     for label in raw["labels"]:  # a spec without retrieval queries keeps the fingerprint it had before they existed
         if not label["queries"]:
             del label["queries"]
+    if not raw["quality"]["stock_phrases"]:  # and one without the stock-phrase filter, too
+        del raw["quality"]["stock_phrases"]
     return raw

@@ -17,6 +17,14 @@
   Examples without a passage (label-only strategies) are not checked: they have no source to be
   faithful to.
 
+- stock_phrases: a phrase (word 4-gram) is stock once 2 kept examples use it; an example more
+  than `stock_phrases` of whose distinct 4-grams are stock is dropped: a model that closes every
+  review with "I would recommend this film to anyone" writes a set that trains one phrase, not a
+  task. Human text sits far below any useful threshold: of 1,000 human IMDb reviews, each checked
+  against the 100-240 before it, the median share is 0, 99 % are at most 0.04 and none is above 0.10;
+  0.15 is suggested. The check is against every label's kept examples (a stock phrase is stock
+  whatever label it serves), in plan order, so a resumed run drops the same examples.
+
 Every filter is counted in the run manifest (`stages.quality`) and the end summary.
 """
 
@@ -28,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from engine.types import Example, Rejection, Request, TaskSpec
 
-__all__ = ["NearDuplicateIndex", "ReferenceGuard", "QualityChecks", "GROUNDED_TYPES", "shingles"]
+__all__ = ["NearDuplicateIndex", "ReferenceGuard", "StockPhrases", "QualityChecks", "GROUNDED_TYPES", "shingles"]
 
 GROUNDED_TYPES = frozenset({"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "PRODUCT", "WORK_OF_ART", "LAW"})
 _STOP = frozenset({"the", "a", "an", "of", "and", "for", "in", "on", "at", "to", "de", "la", "s"})
@@ -105,6 +113,39 @@ class ReferenceGuard:
         return [row for row, n in shared.items() if n >= self.threshold * max(1, min(len(grams), self._sizes[row]))]
 
 
+class StockPhrases:
+    """Word 4-grams and how many kept examples use each; `share(text)` is the part of a text's
+    distinct 4-grams that at least `uses` kept examples already hold."""
+
+    def __init__(self, uses: int = 2, n: int = 4):
+        self.uses, self.n = uses, n
+        self._count: Counter[bytes] = Counter()
+
+    def share(self, text: str) -> tuple[float, list[str]]:
+        """(share of the text's distinct 4-grams that are stock, the stock passages of the text in
+        order: overlapping stock 4-grams joined, so a reused closing sentence shows whole)."""
+        grams = shingles(text, self.n)
+        stock = {g for g in grams if self._count[g] >= self.uses}
+        if not stock:
+            return 0.0, []
+        words = re.findall(r"\w+", text.lower())
+        covered = [False] * len(words)
+        for i in range(len(words) - self.n + 1):
+            if " ".join(words[i:i + self.n]).encode() in stock:
+                covered[i:i + self.n] = [True] * self.n
+        spans, start = [], None
+        for i, flag in enumerate([*covered, False]):
+            if flag and start is None:
+                start = i
+            elif not flag and start is not None:
+                spans.append(" ".join(words[start:i]))
+                start = None
+        return len(stock) / len(grams), spans
+
+    def add(self, text: str) -> None:
+        self._count.update(shingles(text, self.n))
+
+
 def _tokens(text: str) -> set[str]:
     return set(re.findall(r"\w+", text.lower().replace(".", "")))
 
@@ -124,6 +165,7 @@ class QualityChecks:
         self.params = task.quality
         self.reference = reference
         self._near = NearDuplicateIndex(self.params.near_duplicate) if self.params.near_duplicate > 0 else None
+        self._stock = StockPhrases() if self.params.stock_phrases > 0 else None
         self._make_extractor, self._extractor = extractor, None
         self._task_tokens = _tokens(" ".join([task.description, task.output.kind,
                                               *(f"{s.name} {s.verbalization}" for s in task.labels)]))
@@ -149,7 +191,8 @@ class QualityChecks:
             self._entities.update(zip(texts, self._tagger()(texts)))
 
     def check(self, example: Example, request: Request) -> Rejection | None:
-        """A Rejection (near_duplicate, leaks_reference, ungrounded_entity) or None; a kept example is remembered."""
+        """A Rejection (leaks_reference, near_duplicate, stock_phrases, ungrounded_entity) or None; a kept
+        example is remembered."""
         leaked = self.reference.near(example.text) if self.reference is not None else []
         if leaked:
             return self._reject(example, "leaks_reference", f"near-duplicates reference row {leaked[0]}")
@@ -157,11 +200,19 @@ class QualityChecks:
             close = self._near.near(example.text)
             if close:
                 return self._reject(example, "near_duplicate", f"near-duplicates example {close[0]}")
+        if self._stock is not None:
+            share, phrases = self._stock.share(example.text)
+            if share > self.params.stock_phrases:
+                shown = ", ".join(f'"{p}"' for p in sorted(phrases, key=len, reverse=True)[:3])
+                return self._reject(example, "stock_phrases", f"{share:.0%} of its 4-word phrases are each in 2 or more "
+                                                              f"kept examples (over {self.params.stock_phrases:.0%}): {shown}")
         invented = self._ungrounded(example, request)
         if invented and self.params.grounding == "drop":
             return self._reject(example, "ungrounded_entity", "not in the passage or the task: " + ", ".join(invented))
         if self._near is not None:
             self._near.add(example.provenance.request_id + "|" + example.text[:40], example.text)
+        if self._stock is not None:
+            self._stock.add(example.text)
         return None
 
     def _tagger(self) -> Extractor:
@@ -196,6 +247,7 @@ class QualityChecks:
         checked = self.grounding["checked"]
         return {
             "near_duplicate_threshold": self.params.near_duplicate, "grounding_policy": self.params.grounding,
+            "stock_phrases_threshold": self.params.stock_phrases,
             "reference_rows": len(self.reference) if self.reference is not None else 0,
             "dropped": {k: v for k, v in self.counts.items() if k != "ungrounded_flagged"},
             "grounding": {**self.grounding,

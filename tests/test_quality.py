@@ -1,13 +1,15 @@
-"""Quality filters after generation: near-duplicates (MinHash), the test-set leakage guard, and grounding
-of named entities (real spaCy NER), each counted; plus the reference guard on retrieval."""
+"""Quality filters after generation: near-duplicates (MinHash), the test-set leakage guard, stock phrases,
+and grounding of named entities (real spaCy NER), each counted; plus the reference guard on retrieval."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import polars as pl
 import pytest
 
+from conftest import REPO
 from engine.config import parse_task
 from engine.errors import ConfigError
 from engine.testing import ScriptedLLM
@@ -235,3 +237,62 @@ def test_the_confidence_filter_keeps_at_most_the_target_per_label():
     kept, dropped, report = confidence_filter(pairs, HashEmbedder(), keep=0.9, target=7)
     assert {label: c["kept"] for label, c in report["per_label"].items()} == {"A": 7, "B": 7}
     assert len(kept) == 14 and len(dropped) == 6 and all("(at most 7)" in r.detail for r in dropped)
+
+
+def test_an_example_made_of_phrases_kept_examples_already_use_is_dropped_naming_them():
+    checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(grounding="off", stock_phrases=0.15)))
+    closer = "All in all I would recommend this film to anyone who loves a good story."
+    openings = ["The harbour scenes were shot at dawn and the fog does half the acting.",
+                "Its second half drags, but the courtroom duel between the sisters is electric.",
+                "A silent-era score, played live on a theatre organ, carries every chase scene.",
+                "The child actors improvise most of their lines and it shows, charmingly."]
+    verdicts = [checks.check(example(f"{opening} {closer}", rid=f"r{i}"), request(None)) for i, opening in enumerate(openings)]
+    assert verdicts[:2] == [None, None]  # a phrase is stock once two kept examples use it
+    assert [v.reason for v in verdicts[2:]] == ["stock_phrases", "stock_phrases"]
+    assert verdicts[2].detail.endswith('(over 15%): "all in all i would recommend this film to anyone who loves a good story"')
+    assert checks.check(example(openings[2]), request(None)) is None  # the same review without the stock closer
+    assert checks.report()["dropped"] == {"stock_phrases": 2} and checks.report()["stock_phrases_threshold"] == 0.15
+
+
+def test_human_news_stays_under_the_suggested_stock_phrase_threshold():
+    """400 stories of the bundled news mix (Reuters wires and newsgroup posts), each checked against
+    the ones kept before it: not one is dropped at 0.15, although wire copy repeats its formulas."""
+    rows = [json.loads(line)["text"] for line in (REPO / "corpora/news-mix/news_mix.jsonl").read_text(encoding="utf-8").splitlines()]
+    checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(grounding="off", stock_phrases=0.15)))
+    texts = [" ".join(text.split()[:150]) for text in rows[::6][:400]]
+    dropped = [text for i, text in enumerate(texts) if checks.check(example(text, rid=f"h{i}"), request(None))]
+    assert len(texts) == 400 and dropped == []
+
+
+def test_stock_phrase_threshold_is_validated_and_off_keeps_the_fingerprint():
+    from engine.config import task_to_dict
+
+    base = {"name": "t", "output": "headline", "labels": [{"name": "A", "verbalization": "a"}]}
+    assert parse_task({**base, "quality": {"stock_phrases": 0.15}}).quality.stock_phrases == 0.15
+    with pytest.raises(ConfigError, match=r"quality.stock_phrases=1.0 must be at least 0 \(off, the default\) and below 1"):
+        parse_task({**base, "quality": {"stock_phrases": 1.0}})
+    assert "stock_phrases" not in task_to_dict(parse_task(base))["quality"]
+    assert task_to_dict(parse_task({**base, "quality": {"stock_phrases": 0.2}}))["quality"]["stock_phrases"] == 0.2
+
+
+def test_a_run_tops_up_what_the_stock_phrase_filter_drops(hash_index, tmp_path):
+    """Every answer ends with the same closer until the filter has dropped some: the run still ends at
+    its target, each drop in rejected.jsonl and the manifest."""
+    closer = " I would recommend this story to anyone who follows the markets closely."
+    calls = []
+
+    def respond(messages) -> str:
+        calls.append(1)
+        body = f"Story {len(calls)}: " + " ".join(f"w{len(calls)}x{k}" for k in range(8))
+        return body + (closer if len(calls) <= 6 else ".")
+
+    task = TaskSpec(name="stock", labels=(LabelSpec("Oil", "crude oil prices"), LabelSpec("Grain", "grain harvests")),
+                    output=OutputSpec("news summary", min_words=4, max_words=40), examples_per_label=3,
+                    retrieval=RetrievalParams(min_similarity=0.1, max_similarity=0.9, assign_labels=False),
+                    quality=QualityParams(grounding="off", stock_phrases=0.15), seed=5)
+    result = synthesize(task, hash_index.index, ScriptedLLM(respond=respond), SynthOptions(out=tmp_path / "run", concurrency=1))
+    rows = pl.read_parquet(result.files["parquet"])
+    assert rows.height == 6 and sum("recommend this story" in t for t in rows["text"].to_list()) == 2
+    rejected = [json.loads(line) for line in (tmp_path / "run" / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["reason"] for r in rejected].count("stock_phrases") == 4
+    assert result.manifest["stages"]["quality"]["dropped"]["stock_phrases"] == 4

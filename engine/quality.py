@@ -19,11 +19,12 @@
 
 - stock_phrases: a phrase (word 4-gram) is stock once 2 kept examples use it; an example more
   than `stock_phrases` of whose distinct 4-grams are stock is dropped: a model that closes every
-  review with "I would recommend this film to anyone" writes a set that trains one phrase, not a
-  task. Human text sits far below any useful threshold: of 1,000 human IMDb reviews, each checked
-  against the 100-240 before it, the median share is 0, 99 % are at most 0.04 and none is above 0.10;
-  0.15 is suggested. The check is against every label's kept examples (a stock phrase is stock
-  whatever label it serves), in plan order, so a resumed run drops the same examples.
+  review with "I highly recommend this movie to anyone who" writes a set that teaches one phrase,
+  not a task. Human text sits low (benchmarks/bench_stock_phrases.py): in 242 human IMDb reviews,
+  the size of set the IMDb suite gathers, 0.04 drops 1 or 2 and 0.05 at most 1; in 1,000, each
+  checked against all before it, the median share is 0.009 and 0.05 drops 34, 0.15 drops 1. The
+  check is against every label's kept examples (a stock phrase is stock whatever label it serves),
+  in plan order, so a resumed run drops the same examples.
 
 Every filter is counted in the run manifest (`stages.quality`) and the end summary.
 """

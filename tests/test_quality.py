@@ -254,14 +254,16 @@ def test_an_example_made_of_phrases_kept_examples_already_use_is_dropped_naming_
     assert checks.report()["dropped"] == {"stock_phrases": 2} and checks.report()["stock_phrases_threshold"] == 0.15
 
 
-def test_human_news_stays_under_the_suggested_stock_phrase_threshold():
+def test_human_news_passes_the_stock_phrase_filter_at_the_imdb_specs_threshold():
     """400 stories of the bundled news mix (Reuters wires and newsgroup posts), each checked against
-    the ones kept before it: not one is dropped at 0.15, although wire copy repeats its formulas."""
+    the ones kept before it: at 0.04 (the IMDb suite spec's) at most 1 is dropped, although wire copy
+    repeats its formulas; at 0.1 none is."""
     rows = [json.loads(line)["text"] for line in (REPO / "corpora/news-mix/news_mix.jsonl").read_text(encoding="utf-8").splitlines()]
-    checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(grounding="off", stock_phrases=0.15)))
     texts = [" ".join(text.split()[:150]) for text in rows[::6][:400]]
-    dropped = [text for i, text in enumerate(texts) if checks.check(example(text, rid=f"h{i}"), request(None))]
-    assert len(texts) == 400 and dropped == []
+    for threshold, most in ((0.04, 1), (0.1, 0)):
+        checks = QualityChecks(dataclasses.replace(TASK, quality=QualityParams(grounding="off", stock_phrases=threshold)))
+        dropped = [text for i, text in enumerate(texts) if checks.check(example(text, rid=f"h{i}"), request(None))]
+        assert len(texts) == 400 and len(dropped) <= most
 
 
 def test_stock_phrase_threshold_is_validated_and_off_keeps_the_fingerprint():

@@ -135,8 +135,7 @@ class QualityParams:
             A run gathers examples_per_label / confidence_keep per label first, so the filter ends
             at the target (`TaskSpec.gathered_per_label`).
         stock_phrases: drop an example when more than this share of its distinct word 4-grams are
-            each in 2 or more kept examples (0: off; the IMDb suite spec sets 0.04, which 1 or 2 of
-            242 human reviews exceed).
+            each in 2 or more kept examples (0: off; 1 or 2 of 242 human IMDb reviews exceed 0.04).
     """
 
     near_duplicate: float = 0.0  # opt-in (0.7 recommended, the AG News spec sets it)

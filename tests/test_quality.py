@@ -254,9 +254,9 @@ def test_an_example_made_of_phrases_kept_examples_already_use_is_dropped_naming_
     assert checks.report()["dropped"] == {"stock_phrases": 2} and checks.report()["stock_phrases_threshold"] == 0.15
 
 
-def test_human_news_passes_the_stock_phrase_filter_at_the_imdb_specs_threshold():
+def test_human_news_passes_the_stock_phrase_filter_at_a_tight_threshold():
     """400 stories of the bundled news mix (Reuters wires and newsgroup posts), each checked against
-    the ones kept before it: at 0.04 (the IMDb suite spec's) at most 1 is dropped, although wire copy
+    the ones kept before it: at 0.04 (tried on IMDb) at most 1 is dropped, although wire copy
     repeats its formulas; at 0.1 none is."""
     rows = [json.loads(line)["text"] for line in (REPO / "corpora/news-mix/news_mix.jsonl").read_text(encoding="utf-8").splitlines()]
     texts = [" ".join(text.split()[:150]) for text in rows[::6][:400]]

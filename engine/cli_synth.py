@@ -255,13 +255,16 @@ def print_summary(result: SynthResult) -> None:
                f"{result.seconds:.1f}s")
     short = [label for label, n in result.kept.items() if n < result.manifest["task"]["examples_per_label"]]
     ran_out = stages.get("passages_ran_out") or {}
+    stock = (counts.get("rejected_by_reason") or {}).get("stock_phrases")
     for label in (label for label in short if label in ran_out):
         turned_away = (stages.get("screen") or {}).get(label, {}).get("no")
         screened = f", {turned_away} of them turned away by the retrieval screen" if turned_away else ""
         click.secho(f"{label}: {result.kept[label]} of {result.manifest['task']['examples_per_label']}: its "
                     f"{ran_out[label]} retrieved passages ran out{screened}; widen retrieval (more seeds or the "
                     "label's `queries`, a larger retrieval.candidates, a lower retrieval.min_similarity)"
-                    f"{', or turn retrieval.screen off' if turned_away else ''}", fg="yellow")
+                    f"{', or turn retrieval.screen off' if turned_away else ''}"
+                    f"{f', or allow more reuse with a higher quality.stock_phrases (it dropped {stock} answers)' if stock else ''}",
+                    fg="yellow")
     short = [label for label in short if label not in ran_out]
     if short:
         click.secho(f"labels short of the target: {', '.join(short)} (see rejected.jsonl; raise max_words or "

@@ -298,3 +298,24 @@ def test_a_run_tops_up_what_the_stock_phrase_filter_drops(hash_index, tmp_path):
     rejected = [json.loads(line) for line in (tmp_path / "run" / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["reason"] for r in rejected].count("stock_phrases") == 4
     assert result.manifest["stages"]["quality"]["dropped"]["stock_phrases"] == 4
+
+
+def test_a_run_whose_passages_run_out_to_the_stock_phrase_filter_says_so_with_the_fix(hash_index, tmp_path, capsys):
+    from engine.cli_synth import print_summary
+
+    calls = []
+
+    def respond(messages) -> str:  # every answer closes with the same sentence
+        calls.append(1)
+        return f"Story {len(calls)} " + " ".join(f"w{len(calls)}x{k}" for k in range(6)) + ". All in all a story worth following closely."
+
+    task = TaskSpec(name="stock", labels=(LabelSpec("Oil", "crude oil prices"),),
+                    output=OutputSpec("news summary", min_words=4, max_words=40), examples_per_label=4,
+                    retrieval=RetrievalParams(min_similarity=0.1, max_similarity=0.9, assign_labels=False),
+                    quality=QualityParams(grounding="off", stock_phrases=0.15), seed=5)
+    result = synthesize(task, hash_index.index, ScriptedLLM(respond=respond), SynthOptions(out=tmp_path / "run", concurrency=1))
+    assert result.kept["Oil"] == 2  # the third and later share the stock closer with 2 kept ones
+    print_summary(result)
+    out = capsys.readouterr().out
+    dropped = result.manifest["counts"]["rejected_by_reason"]["stock_phrases"]
+    assert dropped > 0 and f"or allow more reuse with a higher quality.stock_phrases (it dropped {dropped} answers)" in out

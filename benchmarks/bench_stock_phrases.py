@@ -18,8 +18,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import platform
 import random
 from datetime import date
@@ -27,37 +25,30 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.journal import read_answers
+from engine.metrics.data import load_texts
 from engine.metrics.selfbleu import self_bleu
 from engine.quality import StockPhrases
+from engine.strategies.answers import extract_text
 
-from bench_label_margin import write_record  # noqa: E402 (a sibling script: benchmarks/ is on sys.path)
+from bench_label_margin import write_record  # noqa: E402 (sibling scripts: benchmarks/ is on sys.path)
+from suite import clean_review  # noqa: E402
 
 THRESHOLDS = (0.0, 0.15, 0.1, 0.08, 0.06, 0.05, 0.04)
 
 
 def human_texts(path: Path, count: int, seed: int) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        texts = [json.loads(line)["text"].replace("<br />", " ") for line in handle]
+    texts = [clean_review(text) for text in load_texts(path, role="human")]
     random.Random(seed).shuffle(texts)
     return texts[:count]
 
 
 def run_answers(folder: Path, min_words: int) -> list[str]:
-    """Every answer a run paid for, in journal order, its JSON wrapper removed."""
-    texts = []
-    for line in (folder / "journal.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record.get("status") != "ok":
-            continue
-        text = record["completion"]["text"]
-        try:
-            text = json.loads(text)["text"]
-        except (ValueError, TypeError, KeyError):
-            pass
-        if isinstance(text, str) and len(text.split()) >= min_words:
-            texts.append(text)
-    return texts
+    """Every answer a run paid for (its journal and worker shards, in journal order), read as the
+    strategies read them: the `text` field of a JSON answer, else the raw text."""
+    answers, _ = read_answers(folder / "journal.jsonl")
+    texts = [extract_text(completion.text)[0] for completion in answers.values()]
+    return [text for text in texts if len(text.split()) >= min_words]
 
 
 def sweep(texts: list[str], keep: int) -> dict:

@@ -47,10 +47,14 @@ Extractor = Callable[[Sequence[str]], list[list[tuple[str, str]]]]
 
 def shingles(text: str, n: int = 3) -> set[bytes]:
     """Word n-grams of the lower-cased text (the whole text when it is shorter than n words)."""
-    words = re.findall(r"\w+", text.lower())
+    return set(_ngrams(re.findall(r"\w+", text.lower()), n))
+
+
+def _ngrams(words: list[str], n: int) -> list[bytes]:
+    """The word n-grams in order (the whole text as one when it is shorter than n words)."""
     if len(words) < n:
-        return {" ".join(words).encode()} if words else set()
-    return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
+        return [" ".join(words).encode()] if words else []
+    return [" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)]
 
 
 class NearDuplicateIndex:
@@ -125,14 +129,15 @@ class StockPhrases:
     def share(self, text: str) -> tuple[float, list[str]]:
         """(share of the text's distinct 4-grams that are stock, the stock passages of the text in
         order: overlapping stock 4-grams joined, so a reused closing sentence shows whole)."""
-        grams = shingles(text, self.n)
+        words = re.findall(r"\w+", text.lower())
+        ordered = _ngrams(words, self.n)
+        grams = set(ordered)
         stock = {g for g in grams if self._count[g] >= self.uses}
         if not stock:
             return 0.0, []
-        words = re.findall(r"\w+", text.lower())
         covered = [False] * len(words)
-        for i in range(len(words) - self.n + 1):
-            if " ".join(words[i:i + self.n]).encode() in stock:
+        for i, gram in enumerate(ordered if len(words) >= self.n else []):  # a shorter text shows no passage
+            if gram in stock:
                 covered[i:i + self.n] = [True] * self.n
         spans, start = [], None
         for i, flag in enumerate([*covered, False]):

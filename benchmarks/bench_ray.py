@@ -101,17 +101,20 @@ def measure_indexing(args) -> dict:
         for handle in handles:
             handle.close()
         embedder = get_embedder(args.embedder)
-        rates = {}
+        rates, built = {}, {}
         for side, ray in (("in_process", None), ("ray", "local")):
             started = time.perf_counter()
             result = build_index(corpus, f"bench-{side}", embedder, root=Path(folder) / "indexes", options=CorpusOptions(),
                                  ray=ray, ray_workers=args.workers)
             rates[side] = result.manifest.passages / (time.perf_counter() - started)
+            built[side] = (result.manifest.passages, result.stats.duplicates, result.manifest.corpus_fingerprint)
     ratio = rates["ray"] / rates["in_process"]
-    print(f"indexing   {result.manifest.passages} passages, {args.embedder}: in-process {rates['in_process']:.1f} "
-          f"passages/s   Ray ({args.workers} actors) {rates['ray']:.1f} passages/s   ratio {ratio:.2f} (target >= 0.8)")
-    return {"passages": result.manifest.passages, "embedder": args.embedder,
-            "passages_per_s": {k: round(v, 2) for k, v in rates.items()}, "ratio": round(ratio, 3)}
+    same = built["ray"] == built["in_process"]  # passages, duplicates dropped and the fingerprint over ids in row order
+    print(f"indexing   {result.manifest.passages} passages ({result.stats.duplicates} duplicates dropped), {args.embedder}: "
+          f"in-process {rates['in_process']:.1f} passages/s   Ray ({args.workers} actors) {rates['ray']:.1f} passages/s   "
+          f"ratio {ratio:.2f} (target >= 0.8)   same rows: {'yes' if same else 'NO'}")
+    return {"passages": result.manifest.passages, "duplicates": result.stats.duplicates, "embedder": args.embedder,
+            "passages_per_s": {k: round(v, 2) for k, v in rates.items()}, "ratio": round(ratio, 3), "same_rows": same}
 
 
 def main() -> None:

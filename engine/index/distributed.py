@@ -2,17 +2,20 @@
 Dataset, and write the LanceDB table of record with Ray's Lance writer.
 
 The pipeline: one row per corpus file -> `flat_map` reads and chunks each file with the local code
-(`engine.corpus.iter_passages`, so passages, ids and sources are the local build's) -> the driver
-takes each passage's (file, position, id), drops exact duplicates across files (the first in file
-order wins, as locally) and numbers the rest in file order -> `map_batches` keeps and numbers each
-block's passages -> `map_batches` with a pool of actors that each load the embedder once ->
-`write_lance` into the build's private folder. The
-builder (`engine.index.builder`) then builds FAISS and BM25 from that table and swaps the folder into
-place exactly as a local build does, so a Ray-built index is the local build's, row for row.
+(`engine.corpus.iter_passages`, so passages, ids and sources are the local build's) -> exact dedup: a
+hash groupby of each passage's (file, position, id) by a hash of the id, each group keeping the first
+of each id in file order (as locally) and returning the later copies -> the driver turns each file's
+passage count less its copies into the file's first row (a prefix sum over files) -> `map_batches`
+drops the copies and numbers each kept passage (its file's first row plus the kept passages before it)
+-> `map_batches` with a pool of actors that each load the embedder once -> `write_lance` into the
+build's private folder. The builder (`engine.index.builder`) then builds FAISS and BM25 from that table
+and swaps the folder into place exactly as a local build does, so a Ray-built index is the local
+build's, row for row. With `--add` the table's own ids join the groupby as a file before the first, so
+passages already indexed are duplicates.
 
-What reaches the driver: the file list, and the (file, position, id) of every passage (about 80
-bytes each: 8 GB at 100 M passages, where the dedup and numbering must become a Ray Data groupby,
-whose hash shuffle crawled on this 2-core machine).
+What reaches the driver: the file list, each file's counts, and the (file, position) of each duplicate;
+never a passage, and no id but the ones it streams from the written table for the corpus fingerprint
+(a hash over the kept ids in row order, as a local build computes it; it holds one batch at a time).
 FAISS and BM25 are built by the driver from the table, as a local build does, reading it a batch at
 a time (FAISS keeps the vectors; BM25 keeps (doc, token, tf) arrays, no text). For a corpus far past one machine the
 ANN and full-text indexes should be Lance's own, built by its distributed index builders; that is
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.corpus import CorpusOptions, CorpusStats, iter_passages, list_files
 from engine.errors import ConfigError
@@ -43,10 +47,10 @@ _STATS = ("files", "documents", "empty_documents", "duplicates", "too_short")
 
 def fill_on_ray(work: Path, corpus: str | Path, options: CorpusOptions, embedder_id: str, dim: int, *,
                 address: str | None, workers: int, batch_size: int = 256,
-                previous: tuple[set[str], int, str] | None = None) -> tuple[int, str, CorpusStats]:
+                previous: tuple[int, str] | None = None) -> tuple[int, str, CorpusStats]:
     """Write the passages table of `corpus` under `work/store` on Ray.
 
-    With `previous` (`--add`: the table's passage ids, its row count and the old corpus fingerprint),
+    With `previous` (`--add`: the table's row count and the old corpus fingerprint),
     passages already in the table are duplicates, the new ones are numbered after its last row and
     appended, and the fingerprint continues the old one, as a local `--add` does.
 
@@ -67,41 +71,60 @@ def fill_on_ray(work: Path, corpus: str | Path, options: CorpusOptions, embedder
     connect(address)
     from ray.data import DataContext
 
-    DataContext.get_current().enable_progress_bars = False  # the command's own bar covers the build
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # the command's own bar covers the build
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # its INFO lines would interleave with that bar
+    # Blocks leave each stage in the order they entered it, so the table is written in row order and the
+    # builder reads it a batch at a time (a scan out of row order would have to sort the whole table).
+    ordered, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+    try:
+        return _fill(ray, work, corpus, options, embedder_id, dim, workers, batch_size, previous)
+    finally:
+        context.execution_options.preserve_order = ordered
+
+
+def _fill(ray, work: Path, corpus, options: CorpusOptions, embedder_id: str, dim: int, workers: int, batch_size: int,
+          previous: tuple[int, str] | None) -> tuple[int, str, CorpusStats]:
     files = [str(path) for path in list_files(corpus)]
     stats = CorpusStats(files=len(files))
     listing = ray.data.from_items([{"file": f, "file_no": i} for i, f in enumerate(files)],
                                   override_num_blocks=max(1, min(len(files), 4 * workers)))
     read = listing.flat_map(_file_rows, fn_kwargs={"options": dataclasses.asdict(options)}).materialize()
+    sizes = {}  # passages per file, before deduplication
     for row in read.filter(expr="kind == 'stats'").take_all():
-        for name, value in json.loads(row["text"]).items():
+        counts = json.loads(row["text"])
+        sizes[row["file_no"]] = counts.pop("passages")
+        for name, value in counts.items():
             setattr(stats, name, getattr(stats, name) + value)
     passages = read.filter(expr="kind == 'passage'")
-    # Exact duplicates across files, and row numbers in file order: decided on the driver from the
-    # (file, position, id) of each passage, 3 small columns; the texts stay on the cluster. (A Ray Data
-    # groupby does this without the driver, but its hash shuffle took minutes for 115 passages here.)
-    keys = passages.select_columns(["file_no", "seq", "id"]).take_all()
-    keys.sort(key=lambda r: (r["file_no"], r["seq"]))
-    seen, start_row, fingerprint = previous or (set(), 0, "")
-    rows: dict[tuple[int, int], int] = {}
-    digest = hashlib.sha256(fingerprint.encode())  # the fingerprint a local build computes: the kept ids in row order
-    for key in keys:
-        if key["id"] not in seen:
-            seen.add(key["id"])
-            rows[(key["file_no"], key["seq"])] = start_row + len(rows)
-            digest.update(key["id"].encode())
-    stats.duplicates += len(keys) - len(rows)
-    stats.passages = total = len(rows)
+    table_path = work / "store" / f"{store.TABLE}.lance"
+    start_row, fingerprint = previous or (0, "")
+    keys = passages.select_columns(["file_no", "seq", "id"])
+    if previous:  # --add: the table's passages come first (file -1, position = row), so theirs win
+        keys = ray.data.read_lance(str(table_path), columns=["row", "id"]).map_batches(
+            _previous_keys, batch_format="pyarrow").union(keys)
+    dropped = _duplicates(keys, buckets=max(1, 2 * workers))
+    stats.duplicates += sum(len(seqs) for file_no, seqs in dropped.items() if file_no >= 0)
+    offsets, row = {}, start_row  # each file's first row: files in order, each after the kept passages before it
+    for file_no in range(len(files)):
+        offsets[file_no] = row
+        row += sizes.get(file_no, 0) - len(dropped.get(file_no, ()))
+    stats.passages = total = row - start_row
     if total == 0:
-        return 0, digest.hexdigest(), stats
-    numbered = passages.map_batches(_number, fn_kwargs={"rows": ray.put(rows)}, batch_format="pyarrow")
+        return 0, hashlib.sha256(fingerprint.encode()).hexdigest(), stats
+    numbered = passages.map_batches(_number, fn_kwargs={"numbering": ray.put((offsets, dropped))}, batch_format="pyarrow")
     threads = max(1, int(ray.cluster_resources().get("CPU", 1) // workers))  # torch threads per actor: no oversubscription
     embedded = numbered.map_batches(_Embed, fn_constructor_kwargs={"embedder_id": embedder_id, "dim": dim, "threads": threads},
                                     batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
                                     num_cpus=0.5, batch_format="pyarrow")  # 1 CPU each starved the reading tasks on 2 CPUs
-    embedded.write_lance(str(work / "store" / f"{store.TABLE}.lance"), schema=store.schema(dim),
-                         mode="append" if previous else "create")
+    embedded.write_lance(str(table_path), schema=store.schema(dim), mode="append" if previous else "create")
+    # The fingerprint a local build computes: the kept ids in row order, after the old fingerprint. The
+    # driver streams the id column from the table a batch at a time; it holds none of it.
+    digest = hashlib.sha256(fingerprint.encode())
+    for batch in store.iter_columns(store.open_table(work), ["id"]):
+        new = batch.filter(pc.greater_equal(batch.column("row"), start_row)).column("id")
+        for passage_id in new.to_pylist():
+            digest.update(passage_id.encode())
     return total, digest.hexdigest(), stats
 
 
@@ -112,21 +135,69 @@ def _file_rows(row: dict[str, Any], options: dict[str, Any]) -> list[dict[str, A
     out = [{"kind": "passage", "file_no": row["file_no"], "seq": seq, "id": p.id, "text": p.text, "source": p.source,
             "metadata": json.dumps(p.metadata, ensure_ascii=False, default=str)}
            for seq, p in enumerate(iter_passages(row["file"], opts, stats))]
-    counts = {name: getattr(stats, name) for name in _STATS if name != "files"}
+    counts = {name: getattr(stats, name) for name in _STATS if name != "files"} | {"passages": len(out)}
     out.append({"kind": "stats", "file_no": row["file_no"], "seq": -1, "id": "", "text": json.dumps(counts),
                 "source": "", "metadata": ""})
     return out
 
 
-def _number(batch: pa.Table, rows) -> pa.Table:
-    """The batch's passages that a local build keeps, with their row numbers (row i is FAISS vector i)."""
+def _previous_keys(batch: pa.Table) -> pa.Table:
+    """`--add`: the table's rows as keys of a file before every corpus file (-1), in row order."""
+    return pa.table({"file_no": pa.array([-1] * batch.num_rows, pa.int64()), "seq": batch.column("row"),
+                     "id": batch.column("id")})
+
+
+def _duplicates(keys, buckets: int) -> dict[int, np.ndarray]:
+    """The (file, position) of every passage whose id an earlier one already has (file order, then position),
+    as {file number: sorted positions}: a Ray Data hash groupby of the keys by a hash of the id, each group
+    keeping the first of each id. Only the duplicates reach the driver."""
+    from ray.data.context import DataContext, ShuffleStrategy
+
+    context = DataContext.get_current()
+    strategy, context.shuffle_strategy = context.shuffle_strategy, ShuffleStrategy.HASH_SHUFFLE  # sort-based: 1.6x slower here
+    try:
+        found = (keys.map_batches(_with_bucket, fn_kwargs={"buckets": buckets}, batch_format="pyarrow")
+                 .groupby("bucket", num_partitions=buckets).map_groups(_later_copies, batch_format="pyarrow")
+                 .take_all())
+    finally:
+        context.shuffle_strategy = strategy
+    dropped: dict[int, list[int]] = {}
+    for row in found:
+        dropped.setdefault(row["file_no"], []).append(row["seq"])
+    return {file_no: np.sort(np.asarray(seqs, np.int64)) for file_no, seqs in dropped.items()}
+
+
+def _with_bucket(batch: pa.Table, buckets: int) -> pa.Table:
+    ids = batch.column("id").to_pylist()
+    bucket = [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=4).digest(), "little") % buckets for i in ids]
+    return batch.append_column("bucket", pa.array(bucket, pa.int32()))
+
+
+def _later_copies(group: pa.Table) -> pa.Table:
+    """The rows of `group` whose id an earlier row (by file, then position) has."""
+    import polars as pl
+
+    frame = pl.from_arrow(group.select(["file_no", "seq", "id"])).sort(["id", "file_no", "seq"])
+    later = frame.filter(~pl.col("id").is_first_distinct())
+    return pa.table({"file_no": later["file_no"].to_arrow().cast(pa.int64()), "seq": later["seq"].to_arrow().cast(pa.int64())})
+
+
+def _number(batch: pa.Table, numbering) -> pa.Table:
+    """The batch's passages that a local build keeps, with their row numbers (row i is FAISS vector i): a
+    passage's row is its file's first row plus the kept passages before it in the file."""
     import ray
 
-    rows = ray.get(rows) if isinstance(rows, ray.ObjectRef) else rows
-    files, seqs = batch.column("file_no").to_pylist(), batch.column("seq").to_pylist()
-    numbers = [rows.get((f, q)) for f, q in zip(files, seqs)]
-    keep = [i for i, n in enumerate(numbers) if n is not None]
-    return batch.take(keep).append_column("row", pa.array([numbers[i] for i in keep], pa.int64()))
+    offsets, dropped = ray.get(numbering) if isinstance(numbering, ray.ObjectRef) else numbering
+    files, seqs = batch.column("file_no").to_numpy(), batch.column("seq").to_numpy()
+    keep, rows = [], []
+    for i, (file_no, seq) in enumerate(zip(files.tolist(), seqs.tolist())):
+        gone = dropped.get(file_no)
+        before = 0 if gone is None else int(np.searchsorted(gone, seq))
+        if gone is not None and before < len(gone) and gone[before] == seq:
+            continue
+        keep.append(i)
+        rows.append(offsets[file_no] + seq - before)
+    return batch.take(keep).append_column("row", pa.array(rows, pa.int64()))
 
 
 class _Embed:

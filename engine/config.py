@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def parse_task(raw: Any, source: str = "<task>") -> TaskSpec:
         if required not in raw:
             raise ConfigError(f"{source}: missing required key '{required}'")
     labels = _parse_labels(raw["labels"], source)
-    sampling = _parse_section(raw.get("sampling", {}), SamplingParams, source, "sampling")
+    sampling = _parse_sampling(raw.get("sampling", {}), source)
     retrieval = _parse_section(raw.get("retrieval", {}), RetrievalParams, source, "retrieval")
     _check_retrieval(retrieval, source)
     _check_sampling(sampling, source)
@@ -230,6 +230,30 @@ def _positive_int(value: Any, source: str, where: str) -> int:
     return number
 
 
+# Request fields that sampling.extra may not set: the client sets them, or they change what an answer is.
+_NOT_EXTRA = {"model", "messages", "stream", "n", "response_format", "tools", "tool_choice", "logprobs", "stop",
+              "temperature", "top_p", "max_tokens", "seed", "extra"}
+
+
+def _parse_sampling(raw: Any, source: str) -> SamplingParams:
+    """`sampling`, with `extra`: server-specific parameters sent as they are (e.g. min_p: 0.05)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: 'sampling' must be a mapping, got {raw!r}")
+    extra = raw.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{source}: sampling.extra must be a mapping of parameter names to values "
+                          f"(e.g. extra: {{min_p: 0.05}}), got {extra!r}")
+    for name, value in extra.items():
+        if not isinstance(name, str) or name in _NOT_EXTRA:
+            raise ConfigError(f"{source}: sampling.extra.{name} cannot be set there; "
+                              + (f"use sampling.{name}" if name in {"temperature", "top_p", "max_tokens", "seed"}
+                                 else "Seedbed sets it itself"))
+        if value is not None and not isinstance(value, (int, float, str, bool)):
+            raise ConfigError(f"{source}: sampling.extra.{name} must be a number, string or true/false, got {value!r}")
+    params = _parse_section({k: v for k, v in raw.items() if k != "extra"}, SamplingParams, source, "sampling")
+    return replace(params, extra=tuple(sorted(extra.items())))
+
+
 def _check_sampling(s: SamplingParams, source: str) -> None:
     if not 0.0 <= s.temperature <= 2.0:
         raise ConfigError(f"{source}: sampling.temperature={s.temperature} must be between 0 and 2")
@@ -286,4 +310,8 @@ def task_to_dict(task: TaskSpec) -> dict[str, Any]:
             del label["queries"]
     if not raw["quality"]["stock_phrases"]:  # and one without the stock-phrase filter, too
         del raw["quality"]["stock_phrases"]
+    if task.sampling.extra:  # a mapping, as the spec writes it; none: the fingerprint it had before extra existed
+        raw["sampling"]["extra"] = dict(task.sampling.extra)
+    else:
+        del raw["sampling"]["extra"]
     return raw

@@ -81,14 +81,28 @@ class SamplingParams:
     top_p: float = 0.95
     max_tokens: int = 128
     seed: int = 0
+    # Server-specific sampling parameters sent in the request body as they are (llama.cpp's min_p,
+    # xtc_probability, dry_multiplier; vLLM's min_p, repetition_penalty): sorted (name, value) pairs.
+    extra: tuple[tuple[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The parameters as sent; `extra` only when set, so ids made before it existed stay the same."""
+        out: dict[str, Any] = {
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
         }
+        if self.extra:
+            out["extra"] = dict(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplingParams:
+        """The inverse of `as_dict`."""
+        values = dict(data)
+        extra = values.pop("extra", None) or {}
+        return cls(**values, extra=tuple(sorted(extra.items())))
 
 
 @dataclass(frozen=True)

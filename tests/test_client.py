@@ -356,3 +356,12 @@ def test_the_fake_server_reports_a_shared_prefix_as_cached():
     assert [a.cached_tokens for a in answers] == [0, 6, 5]
     with FakeOpenAIServer() as server:
         assert asyncio.run(go(server.base_url))[1].cached_tokens is None
+
+
+def test_server_specific_sampling_goes_in_the_body_beside_the_standard_fields():
+    server = FakeServer(ok("Markets rally"))
+    client, _ = make(server)
+    params = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=32, seed=11, extra=(("min_p", 0.05), ("xtc_probability", 0.5)))
+    asyncio.run(client.complete(MESSAGES, params))
+    assert server.bodies()[0] == {"model": "m", "messages": MESSAGES, "temperature": 0.7, "top_p": 0.9, "max_tokens": 32,
+                                  "seed": 11, "min_p": 0.05, "xtc_probability": 0.5}

@@ -296,3 +296,26 @@ def test_retrieval_queries_are_read_per_label_and_a_spec_without_them_keeps_its_
     assert task.labels[0].queries == ("oil prices", "airlines") and task.labels[1].queries == ()
     labels = task_to_dict(task)["labels"]
     assert list(labels[0]["queries"]) == ["oil prices", "airlines"] and "queries" not in labels[1]
+
+
+def test_server_specific_sampling_parameters_are_checked_and_change_ids_only_when_set():
+    from engine.ids import request_id
+
+    base = {"name": "t", "output": "headline", "labels": [{"name": "A", "verbalization": "a"}]}
+    task = parse_task({**base, "sampling": {"temperature": 0.7, "extra": {"xtc_probability": 0.5, "min_p": 0.05}}})
+    assert task.sampling.extra == (("min_p", 0.05), ("xtc_probability", 0.5)) and task.sampling.temperature == 0.7
+    assert task.sampling.as_dict()["extra"] == {"min_p": 0.05, "xtc_probability": 0.5}
+    assert SamplingParams.from_dict(task.sampling.as_dict()) == task.sampling
+    assert task_to_dict(task)["sampling"]["extra"] == {"min_p": 0.05, "xtc_probability": 0.5}  # as the spec wrote it
+    plain = parse_task(base)
+    assert "extra" not in task_to_dict(plain)["sampling"] and "extra" not in plain.sampling.as_dict()  # old fingerprints
+    messages = (("user", "hi"),)
+    assert request_id("s", "0", messages, plain.sampling, 0) != request_id("s", "0", messages, task.sampling, 0)
+    for extra, message in (
+        ([1], r"sampling.extra must be a mapping of parameter names to values \(e.g. extra: \{min_p: 0.05\}\), got \[1\]"),
+        ({"temperature": 1.0}, r"sampling.extra.temperature cannot be set there; use sampling.temperature"),
+        ({"messages": "x"}, r"sampling.extra.messages cannot be set there; Seedbed sets it itself"),
+        ({"logit_bias": {"1": 2}}, r"sampling.extra.logit_bias must be a number, string or true/false, got \{'1': 2\}"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_task({**base, "sampling": {"extra": extra}})

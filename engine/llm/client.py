@@ -162,7 +162,7 @@ class OpenAIChat:
             LLMFatalError: bad key, bad request, unknown route/model, or unreachable after retries.
             LLMRetryableError: still failing transiently (timeout, 429, 5xx, garbage) after retries.
         """
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, **params.as_dict()}
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, **_sampling(params)}
         if json_schema is not None:
             kwargs["response_format"] = _response_format(json_schema)
         response = await self._with_retries(lambda: self._create(kwargs))
@@ -174,7 +174,7 @@ class OpenAIChat:
         Opening the stream is retried like `complete`; a failure after the first piece is raised
         as the mapped LLMError (a half-streamed answer cannot be retried transparently).
         """
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, **params.as_dict(), "stream": True}
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, **_sampling(params), "stream": True}
         stream = await self._with_retries(lambda: self._client().chat.completions.create(**kwargs))
         try:
             async for chunk in stream:
@@ -298,6 +298,13 @@ class OpenAIChat:
                 f"{_root_cause(exc)}; is the server running?"
             )
         return LLMRetryableError(f"{error} (gave up after {attempts} attempt(s))", retry_after=error.retry_after)
+
+
+def _sampling(params: SamplingParams) -> dict[str, Any]:
+    """The SDK's keyword arguments for `params`: the server-specific ones go in its `extra_body`."""
+    kwargs = params.as_dict()
+    extra = kwargs.pop("extra", None)
+    return {**kwargs, "extra_body": extra} if extra else kwargs
 
 
 def _response_format(schema: dict[str, Any]) -> dict[str, Any]:

@@ -355,5 +355,5 @@ def _encode_request(request: Request) -> str:
 def _decode_request(request_id: str, text: str) -> Request:
     data = json.loads(text)
     return Request(id=request_id, label="", messages=tuple((role, content) for role, content in data["messages"]),
-                   template_id="", template_sha256="", sampling=SamplingParams(**data["sampling"]),
+                   template_id="", template_sha256="", sampling=SamplingParams.from_dict(data["sampling"]),
                    json_schema=data["schema"])

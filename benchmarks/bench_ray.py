@@ -19,11 +19,18 @@ capacity / latency).
 
 Indexing: `--index-docs` IMDb `unsup` reviews (split over 8 files) indexed by `build_index` in one
 process and with `--ray` (`--workers` embedding actors), same embedder (`--embedder`), each from an
-empty root: passages/s of each and the ratio (target >= 0.8). `--index-docs 0` skips it.
+empty root: passages/s of each and the ratio (target >= 0.8), and whether both kept the same rows
+(passages, duplicates dropped, fingerprint). `--index-docs 0` skips it.
+
+Dedup (`--dedup-keys N`, off by default): N passage keys (5 % repeated ids, made on the workers)
+deduplicated as `seedbed index --ray` does it (a Ray Data hash groupby by id; only the duplicates
+reach the driver) against collecting every key on the driver (how it was done before): seconds and
+the driver's peak Python memory (tracemalloc) of each. `--requests 0` skips synthesis and scaling.
 
 Usage:
     python benchmarks/bench_ray.py [--requests 2000] [--latency 0.2] [--concurrency 64] [--workers 2]
-        [--capacity 16] [--repeats 2] [--index-docs 14000] [--embedder all-MiniLM-L6-v2] [--record]
+        [--capacity 16] [--repeats 2] [--index-docs 14000] [--embedder all-MiniLM-L6-v2] [--dedup-keys 0]
+        [--record]
 """
 
 from __future__ import annotations
@@ -79,6 +86,39 @@ def clients(urls: list[str]):
     return made[0] if len(made) == 1 else ReplicaPool(made)
 
 
+def measure_synthesis(args, requests: list[Request]) -> tuple[dict, dict[int, float]]:
+    """In-process against Ray over one fake endpoint (requests/s and the ratio), and Ray's scaling over 1, 2 and 4."""
+    with FakeOpenAIServer(latency=args.latency) as server:
+        local, distributed = [], []
+        for _ in range(args.repeats):
+            local.append(args.requests / run_once(lambda: clients([server.base_url]), requests, args.concurrency))
+            distributed.append(args.requests / run_once(
+                lambda: RayLLM(clients([server.base_url]), [(server.base_url, "none")], workers=args.workers),
+                requests, args.concurrency))
+    ratio = statistics.median(distributed) / statistics.median(local)
+    print(f"synthesis  in-process {statistics.median(local):7.1f} req/s   Ray {statistics.median(distributed):7.1f} req/s"
+          f"   ratio {ratio:.2f} (target >= 0.9)   runs: {[round(x, 1) for x in local]} / {[round(x, 1) for x in distributed]}")
+
+    scaling = {}
+    for count in (1, 2, 4):
+        servers = [FakeOpenAIServer(latency=args.latency, capacity=args.capacity, overload="slow") for _ in range(count)]
+        for server in servers:
+            server.__enter__()
+        try:
+            urls = [server.base_url for server in servers]
+            scaling[count] = args.requests / run_once(
+                lambda: RayLLM(clients(urls), [(url, "none") for url in urls], workers=args.workers),
+                requests, args.capacity * count)
+        finally:
+            for server in servers:
+                server.__exit__(None, None, None)
+        ideal = count * args.capacity / args.latency
+        print(f"scaling    {count} endpoint(s) x {args.capacity} slots, {args.capacity * count} in flight: "
+              f"{scaling[count]:7.1f} req/s ({scaling[count] / scaling[1]:.2f}x one endpoint; {scaling[count] / ideal:.2f} of the ideal)")
+    return {"in_process_rps": [round(x, 2) for x in local], "ray_rps": [round(x, 2) for x in distributed],
+            "ratio": round(ratio, 3)}, scaling
+
+
 def measure_indexing(args) -> dict:
     """build_index in one process and on Ray over the same files; passages/s and the ratio."""
     import gzip
@@ -117,6 +157,47 @@ def measure_indexing(args) -> dict:
             "passages_per_s": {k: round(v, 2) for k, v in rates.items()}, "ratio": round(ratio, 3), "same_rows": same}
 
 
+def measure_dedup(args) -> dict:
+    """Exact dedup of `--dedup-keys` passage keys (5 % repeated ids, made on the workers) as seedbed index --ray
+    does it (a Ray Data hash groupby; only duplicates reach the driver) against the way it did before
+    (every key collected on the driver, a set): seconds and the driver's peak Python memory for each."""
+    import hashlib
+    import tracemalloc
+
+    import pyarrow as pa
+    import ray
+
+    from engine.index.distributed import _duplicates
+
+    count = args.dedup_keys
+
+    def keys(batch):
+        ids = [hashlib.sha1(str(i % int(count * 0.95)).encode()).hexdigest()[:16] for i in batch["id"].tolist()]
+        return pa.table({"file_no": batch["id"] // 10_000, "seq": batch["id"] % 10_000, "id": ids})
+
+    data = ray.data.range(count, override_num_blocks=16).map_batches(keys, batch_format="numpy").materialize()
+    results = {}
+    for side in ("driver", "ray"):
+        tracemalloc.start()
+        started = time.perf_counter()
+        if side == "ray":
+            dropped = sum(len(seqs) for seqs in _duplicates(data, buckets=2 * args.workers).values())
+        else:
+            seen, dropped = set(), 0
+            for row in sorted(data.take_all(), key=lambda r: (r["file_no"], r["seq"])):
+                dropped += row["id"] in seen
+                seen.add(row["id"])
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        results[side] = {"seconds": round(seconds, 2), "driver_peak_mb": round(peak / 2**20, 1), "duplicates": dropped}
+    print(f"dedup      {count} keys, {results['ray']['duplicates']} duplicates: on the driver {results['driver']['seconds']} s, "
+          f"peak {results['driver']['driver_peak_mb']} MB   Ray groupby {results['ray']['seconds']} s, peak "
+          f"{results['ray']['driver_peak_mb']} MB   same duplicates: "
+          f"{'yes' if results['ray']['duplicates'] == results['driver']['duplicates'] else 'NO'}")
+    return {"keys": count, **results}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
@@ -127,6 +208,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--index-docs", type=int, default=14000, help="IMDb unsup reviews to index (0: skip)")
     parser.add_argument("--embedder", default="all-MiniLM-L6-v2")
+    parser.add_argument("--dedup-keys", type=int, default=0, help="also time the exact dedup over this many keys")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/ray-<date>.json")
     args = parser.parse_args()
     requests = requests_for(args.requests)
@@ -136,42 +218,18 @@ def main() -> None:
     print(f"Ray local started in {ray_start:.1f} s ({os.cpu_count()} CPUs); {args.requests} requests, "
           f"{args.latency * 1000:.0f} ms latency, {args.concurrency} in flight, {args.workers} Ray workers")
 
-    with FakeOpenAIServer(latency=args.latency) as server:
-        local, distributed = [], []
-        for _ in range(args.repeats):
-            local.append(args.requests / run_once(lambda: clients([server.base_url]), requests, args.concurrency))
-            distributed.append(args.requests / run_once(
-                lambda: RayLLM(clients([server.base_url]), [(server.base_url, "none")], workers=args.workers),
-                requests, args.concurrency))
-    ratio = statistics.median(distributed) / statistics.median(local)
-    print(f"synthesis  in-process {statistics.median(local):7.1f} req/s   Ray {statistics.median(distributed):7.1f} req/s"
-          f"   ratio {ratio:.2f} (target >= 0.9)   runs: {[round(x, 1) for x in local]} / {[round(x, 1) for x in distributed]}")
-
-    scaling = {}
-    for count in (1, 2, 4):
-        servers = [FakeOpenAIServer(latency=args.latency, capacity=args.capacity, overload="slow") for _ in range(count)]
-        for server in servers:
-            server.__enter__()
-        try:
-            urls = [server.base_url for server in servers]
-            scaling[count] = args.requests / run_once(
-                lambda: RayLLM(clients(urls), [(url, "none") for url in urls], workers=args.workers),
-                requests, args.capacity * count)
-        finally:
-            for server in servers:
-                server.__exit__(None, None, None)
-        ideal = count * args.capacity / args.latency
-        print(f"scaling    {count} endpoint(s) x {args.capacity} slots, {args.capacity * count} in flight: "
-              f"{scaling[count]:7.1f} req/s ({scaling[count] / scaling[1]:.2f}x one endpoint; {scaling[count] / ideal:.2f} of the ideal)")
+    synthesis, scaling = measure_synthesis(args, requests) if args.requests else (None, {})
     indexing = measure_indexing(args) if args.index_docs else None
+    dedup = measure_dedup(args) if args.dedup_keys else None
     if args.record:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"ray-{date.today().isoformat()}.json"
+        parts = [name for name, ran in (("synthesis", args.requests), ("indexing", args.index_docs), ("dedup", args.dedup_keys)) if ran]
+        stem = "ray" if args.requests and args.index_docs else "-".join(["ray", *parts])  # a partial run: its own record
+        path = RESULTS / f"{stem}-{date.today().isoformat()}.json"
         record = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                   f"Python {platform.python_version()}", "args": vars(args), "ray_start_seconds": round(ray_start, 2),
-                  "synthesis": {"in_process_rps": [round(x, 2) for x in local], "ray_rps": [round(x, 2) for x in distributed],
-                                "ratio": round(ratio, 3)},
-                  "scaling_rps": {str(k): round(v, 2) for k, v in scaling.items()}, "indexing": indexing}
+                  "synthesis": synthesis,
+                  "scaling_rps": {str(k): round(v, 2) for k, v in scaling.items()}, "indexing": indexing, "dedup": dedup}
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}")
 

@@ -27,6 +27,10 @@ deduplicated as `seedbed index --ray` does it (a Ray Data hash groupby by id; on
 reach the driver) against collecting every key on the driver (how it was done before): seconds and
 the driver's peak Python memory (tracemalloc) of each. `--requests 0` skips synthesis and scaling.
 
+Batch sizes (`--batch-sizes 64,256,1024`, off by default): the Ray build's read, dedup, embed and
+write of `--tune-docs` reviews at each embedding batch size: passages/s, and the best against the
+size the build uses (`engine.index.distributed.RAY_BATCH`).
+
 Usage:
     python benchmarks/bench_ray.py [--requests 2000] [--latency 0.2] [--concurrency 64] [--workers 2]
         [--capacity 16] [--repeats 2] [--index-docs 14000] [--embedder all-MiniLM-L6-v2] [--dedup-keys 0]
@@ -48,6 +52,7 @@ from pathlib import Path
 from engine.calls import Progress, call_all
 from engine.journal import Journal
 from engine.llm.client import OpenAIChat
+from engine.index.distributed import RAY_BATCH
 from engine.llm.distributed import RayLLM, connect
 from engine.llm.replicas import ReplicaPool
 from engine.testing.server import FakeOpenAIServer
@@ -119,27 +124,32 @@ def measure_synthesis(args, requests: list[Request]) -> tuple[dict, dict[int, fl
             "ratio": round(ratio, 3)}, scaling
 
 
-def measure_indexing(args) -> dict:
-    """build_index in one process and on Ray over the same files; passages/s and the ratio."""
+def write_corpus(folder: Path, docs: int) -> Path:
+    """The first `docs` IMDb `unsup` reviews as 8 JSONL files under `folder/corpus`."""
     import gzip
 
+    corpus = folder / "corpus"
+    corpus.mkdir()
+    handles = [open(corpus / f"part-{i}.jsonl", "w", encoding="utf-8") for i in range(8)]
+    with gzip.open(ROOT.parent / "shared" / "data" / "imdb" / "unsup.jsonl.gz", "rt", encoding="utf-8") as src:
+        for n, line in enumerate(src):
+            if n >= docs:
+                break
+            row = json.loads(line)
+            handles[n % 8].write(json.dumps({"text": row["text"].replace("<br />", " ")}) + "\n")
+    for handle in handles:
+        handle.close()
+    return corpus
+
+
+def measure_indexing(args) -> dict:
+    """build_index in one process and on Ray over the same files; passages/s and the ratio."""
     from engine.corpus import CorpusOptions
     from engine.embed import get_embedder
     from engine.index.builder import build_index
 
-    data = ROOT.parent / "shared" / "data" / "imdb" / "unsup.jsonl.gz"
     with tempfile.TemporaryDirectory() as folder:
-        corpus = Path(folder) / "corpus"
-        corpus.mkdir()
-        handles = [open(corpus / f"part-{i}.jsonl", "w", encoding="utf-8") for i in range(8)]
-        with gzip.open(data, "rt", encoding="utf-8") as src:
-            for n, line in enumerate(src):
-                if n >= args.index_docs:
-                    break
-                row = json.loads(line)
-                handles[n % 8].write(json.dumps({"text": row["text"].replace("<br />", " ")}) + "\n")
-        for handle in handles:
-            handle.close()
+        corpus = write_corpus(Path(folder), args.index_docs)
         embedder = get_embedder(args.embedder)
         rates, built = {}, {}
         for side, ray in (("in_process", None), ("ray", "local")):
@@ -155,6 +165,31 @@ def measure_indexing(args) -> dict:
           f"ratio {ratio:.2f} (target >= 0.8)   same rows: {'yes' if same else 'NO'}")
     return {"passages": result.manifest.passages, "duplicates": result.stats.duplicates, "embedder": args.embedder,
             "passages_per_s": {k: round(v, 2) for k, v in rates.items()}, "ratio": round(ratio, 3), "same_rows": same}
+
+
+def measure_batch_sizes(args) -> dict:
+    """The Ray build's read, dedup, embed and write (`fill_on_ray`) of `--tune-docs` reviews at each of
+    `--batch-sizes` passages per embedding batch: passages/s of each."""
+    from engine.corpus import CorpusOptions
+    from engine.embed import get_embedder
+    from engine.index.distributed import fill_on_ray
+
+    embedder = get_embedder(args.embedder)
+    rates = {}
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = write_corpus(Path(folder), args.tune_docs)
+        for size in (int(x) for x in args.batch_sizes.split(",")):
+            work = Path(folder) / f"work-{size}"
+            work.mkdir()
+            started = time.perf_counter()
+            written, _, _ = fill_on_ray(work, corpus, CorpusOptions(), embedder.id, embedder.dim, address=None,
+                                        workers=args.workers, batch_size=size)
+            rates[size] = written / (time.perf_counter() - started)
+            print(f"batch size {size:5d}: {written} passages, {rates[size]:.1f} passages/s", flush=True)
+    best = max(rates, key=rates.get)
+    print(f"batch sizes: best {best} ({rates[best]:.1f} passages/s; the build uses {RAY_BATCH})")
+    return {"docs": args.tune_docs, "embedder": args.embedder, "passages_per_s": {str(k): round(v, 2) for k, v in rates.items()},
+            "best": best, "default": RAY_BATCH}
 
 
 def measure_dedup(args) -> dict:
@@ -209,6 +244,8 @@ def main() -> None:
     parser.add_argument("--index-docs", type=int, default=14000, help="IMDb unsup reviews to index (0: skip)")
     parser.add_argument("--embedder", default="all-MiniLM-L6-v2")
     parser.add_argument("--dedup-keys", type=int, default=0, help="also time the exact dedup over this many keys")
+    parser.add_argument("--batch-sizes", default="", help="also time the Ray build at these embedding batch sizes, e.g. 64,256,1024")
+    parser.add_argument("--tune-docs", type=int, default=2000, help="IMDb unsup reviews for --batch-sizes")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/ray-<date>.json")
     args = parser.parse_args()
     requests = requests_for(args.requests)
@@ -221,15 +258,18 @@ def main() -> None:
     synthesis, scaling = measure_synthesis(args, requests) if args.requests else (None, {})
     indexing = measure_indexing(args) if args.index_docs else None
     dedup = measure_dedup(args) if args.dedup_keys else None
+    batches = measure_batch_sizes(args) if args.batch_sizes else None
     if args.record:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        parts = [name for name, ran in (("synthesis", args.requests), ("indexing", args.index_docs), ("dedup", args.dedup_keys)) if ran]
+        parts = [name for name, ran in (("synthesis", args.requests), ("indexing", args.index_docs), ("dedup", args.dedup_keys),
+                                        ("batches", args.batch_sizes)) if ran]
         stem = "ray" if args.requests and args.index_docs else "-".join(["ray", *parts])  # a partial run: its own record
         path = RESULTS / f"{stem}-{date.today().isoformat()}.json"
         record = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                   f"Python {platform.python_version()}", "args": vars(args), "ray_start_seconds": round(ray_start, 2),
                   "synthesis": synthesis,
-                  "scaling_rps": {str(k): round(v, 2) for k, v in scaling.items()}, "indexing": indexing, "dedup": dedup}
+                  "scaling_rps": {str(k): round(v, 2) for k, v in scaling.items()}, "indexing": indexing, "dedup": dedup,
+                  "batch_sizes": batches}
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {path}")
 

@@ -394,7 +394,7 @@ def test_an_index_built_on_ray_is_the_local_build_row_for_row(tmp_path, local_ra
         assert [h.passage.id for h in a.search(query, k=10)] == [h.passage.id for h in b.search(query, k=10)], query
 
 
-def test_a_ray_build_writes_its_table_in_row_order_in_many_small_batches(tmp_path, local_ray):
+def test_a_ray_build_writes_its_table_in_row_order_in_many_small_batches_and_reports_progress(tmp_path, local_ray):
     """Batches of 8 over 2 embedding actors finish out of order; the table must still be written in row
     order, or the builder's FAISS and BM25 passes would have to read the whole table to sort it."""
     from engine.corpus import CorpusOptions
@@ -406,9 +406,13 @@ def test_a_ray_build_writes_its_table_in_row_order_in_many_small_batches(tmp_pat
     work.mkdir()
     for i in range(4):
         write_reuters_slice(corpus / f"{i}.jsonl", 40 * (i + 1), start=40 * i)
-    written, _, _ = fill_on_ray(work, corpus, CorpusOptions(), "hash-64", 64, address=None, workers=2, batch_size=8)
+    calls = []
+    written, _, stats = fill_on_ray(work, corpus, CorpusOptions(), "hash-64", 64, address=None, workers=2, batch_size=8,
+                                    progress=lambda passages, documents: calls.append((passages, documents)))
     rows = store.open_table(work).search().select(["row"]).limit(None).to_arrow().column("row").to_pylist()
     assert written > 150 and rows == list(range(written))
+    # the bar moves as the actors embed (polled twice a second) and ends at the totals, never past them
+    assert calls[-1] == (written, stats.documents) and calls == sorted(calls)
 
 
 def bucket_answers(bucket: str, prefix: str) -> int:

@@ -277,9 +277,7 @@ def _build_on_ray(work, corpus, name, embedder, options, started, address: str, 
         table = store.open_table(work)
         existing = (table.count_rows(), previous.corpus_fingerprint)
     added, fingerprint, stats = fill_on_ray(work, corpus, options, embedder.id, embedder.dim, address=address,
-                                            workers=workers, previous=existing)
-    if progress and added:
-        progress(added, stats.documents)
+                                            workers=workers, previous=existing, progress=progress)
     total = added + (existing[0] if existing else 0)
     table = store.open_table(work) if total else None  # no passages: nothing was written, and _finish says why
     return _finish(work, corpus, name, embedder, options, stats, table, None, total, fingerprint, added, previous, started)

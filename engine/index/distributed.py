@@ -28,8 +28,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -43,12 +44,17 @@ __all__ = ["fill_on_ray", "LANCE_HINT"]
 
 LANCE_HINT = 'indexing on Ray writes with Ray\'s Lance writer, which needs pylance: pip install "seedbed[ray]"'
 _STATS = ("files", "documents", "empty_documents", "duplicates", "too_short")
+RAY_BATCH = 256  # passages per embedding batch on an actor (benchmarks/bench_ray.py --batch-sizes)
 
 
 def fill_on_ray(work: Path, corpus: str | Path, options: CorpusOptions, embedder_id: str, dim: int, *,
-                address: str | None, workers: int, batch_size: int = 256,
-                previous: tuple[int, str] | None = None) -> tuple[int, str, CorpusStats]:
+                address: str | None, workers: int, batch_size: int = RAY_BATCH,
+                previous: tuple[int, str] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> tuple[int, str, CorpusStats]:
     """Write the passages table of `corpus` under `work/store` on Ray.
+
+    `progress` is called with (passages embedded, documents they stand for) about twice a second while
+    the actors embed, and once at the end, as a local build calls it after each batch.
 
     With `previous` (`--add`: the table's row count and the old corpus fingerprint),
     passages already in the table are duplicates, the new ones are numbered after its last row and
@@ -78,13 +84,13 @@ def fill_on_ray(work: Path, corpus: str | Path, options: CorpusOptions, embedder
     # builder reads it a batch at a time (a scan out of row order would have to sort the whole table).
     ordered, context.execution_options.preserve_order = context.execution_options.preserve_order, True
     try:
-        return _fill(ray, work, corpus, options, embedder_id, dim, workers, batch_size, previous)
+        return _fill(ray, work, corpus, options, embedder_id, dim, workers, batch_size, previous, progress)
     finally:
         context.execution_options.preserve_order = ordered
 
 
 def _fill(ray, work: Path, corpus, options: CorpusOptions, embedder_id: str, dim: int, workers: int, batch_size: int,
-          previous: tuple[int, str] | None) -> tuple[int, str, CorpusStats]:
+          previous: tuple[int, str] | None, progress: Callable[[int, int], None] | None) -> tuple[int, str, CorpusStats]:
     files = [str(path) for path in list_files(corpus)]
     stats = CorpusStats(files=len(files))
     listing = ray.data.from_items([{"file": f, "file_no": i} for i, f in enumerate(files)],
@@ -114,10 +120,14 @@ def _fill(ray, work: Path, corpus, options: CorpusOptions, embedder_id: str, dim
         return 0, hashlib.sha256(fingerprint.encode()).hexdigest(), stats
     numbered = passages.map_batches(_number, fn_kwargs={"numbering": ray.put((offsets, dropped))}, batch_format="pyarrow")
     threads = max(1, int(ray.cluster_resources().get("CPU", 1) // workers))  # torch threads per actor: no oversubscription
-    embedded = numbered.map_batches(_Embed, fn_constructor_kwargs={"embedder_id": embedder_id, "dim": dim, "threads": threads},
+    counter = ray.remote(num_cpus=0)(_Counter).remote()  # the actors count what they embed; the driver polls it
+    embedded = numbered.map_batches(_Embed, fn_constructor_kwargs={"embedder_id": embedder_id, "dim": dim, "threads": threads,
+                                                                   "counter": counter},
                                     batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
                                     num_cpus=0.5, batch_format="pyarrow")  # 1 CPU each starved the reading tasks on 2 CPUs
-    embedded.write_lance(str(table_path), schema=store.schema(dim), mode="append" if previous else "create")
+    with _Reporting(ray, counter, total, stats.documents, progress):
+        embedded.write_lance(str(table_path), schema=store.schema(dim), mode="append" if previous else "create")
+    ray.kill(counter)
     # The fingerprint a local build computes: the kept ids in row order, after the old fingerprint. The
     # driver streams the id column from the table a batch at a time; it holds none of it.
     digest = hashlib.sha256(fingerprint.encode())
@@ -204,20 +214,65 @@ def _number(batch: pa.Table, numbering) -> pa.Table:
     return batch.take(keep).append_column("row", pa.array(rows, pa.int64()))
 
 
+class _Counter:
+    """A Ray actor holding how many passages the embedding actors have embedded."""
+
+    def __init__(self):
+        self.done = 0
+
+    def add(self, count: int) -> None:
+        self.done += count
+
+    def get(self) -> int:
+        return self.done
+
+
+class _Reporting:
+    """While the block runs, a thread calls `progress(passages, documents)` from `counter` twice a second;
+    at the end, once with the totals."""
+
+    def __init__(self, ray, counter, total: int, documents: int, progress: Callable[[int, int], None] | None):
+        self.ray, self.counter, self.total, self.documents, self.progress = ray, counter, total, documents, progress
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _report(self, done: int) -> None:
+        done = min(done, self.total)
+        self.progress(done, self.documents * done // self.total)
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.5):
+            self._report(self.ray.get(self.counter.get.remote()))
+
+    def __enter__(self):
+        if self.progress:
+            self.thread.start()
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.stop.set()
+        if self.progress:
+            self.thread.join()
+            if kind is None:
+                self._report(self.total)
+
+
 class _Embed:
     """A Ray actor that loads the embedder once and embeds batches of passages into table rows."""
 
-    def __init__(self, embedder_id: str, dim: int, threads: int = 1):
+    def __init__(self, embedder_id: str, dim: int, threads: int = 1, counter=None):
         import torch
 
         from engine.embed import get_embedder
 
         torch.set_num_threads(threads)
-        self.embedder, self.dim = get_embedder(embedder_id), dim
+        self.embedder, self.dim, self.counter = get_embedder(embedder_id), dim, counter
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         texts = batch.column("text").to_pylist()
         vectors = np.asarray(self.embedder.encode(texts), dtype=np.float32)
+        if self.counter is not None:
+            self.counter.add.remote(len(texts))
         return pa.table({
             "row": batch.column("row"), "id": batch.column("id"), "text": batch.column("text"),
             "source": batch.column("source"), "metadata": batch.column("metadata"),

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,12 +75,14 @@ def fill_on_ray(work: Path, corpus: str | Path, options: CorpusOptions, embedder
         import lance  # noqa: F401 (Ray's Lance writer imports it on the workers)
     except ImportError as exc:
         raise ConfigError(LANCE_HINT) from exc
-    connect(address)
+    with warnings.catch_warnings():  # lance warns on any fork; Ray's fork execs its own processes at once
+        warnings.filterwarnings("ignore", message="lance is not fork-safe", category=UserWarning)
+        connect(address)
     from ray.data import DataContext
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its INFO and notice lines would break the command's bar
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the command's own bar covers the build
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # its INFO lines would interleave with that bar
     # Blocks leave each stage in the order they entered it, so the table is written in row order and the
     # builder reads it a batch at a time (a scan out of row order would have to sort the whole table).
     ordered, context.execution_options.preserve_order = context.execution_options.preserve_order, True
@@ -119,6 +122,9 @@ def _fill(ray, work: Path, corpus, options: CorpusOptions, embedder_id: str, dim
     if total == 0:
         return 0, hashlib.sha256(fingerprint.encode()).hexdigest(), stats
     numbered = passages.map_batches(_number, fn_kwargs={"numbering": ray.put((offsets, dropped))}, batch_format="pyarrow")
+    # One block per embedding batch, so every actor gets work even from a single file (one block otherwise,
+    # and one actor embedding it while the others idle); without a shuffle the order stays.
+    numbered = numbered.repartition(target_num_rows_per_block=batch_size)
     threads = max(1, int(ray.cluster_resources().get("CPU", 1) // workers))  # torch threads per actor: no oversubscription
     counter = ray.remote(num_cpus=0)(_Counter).remote()  # the actors count what they embed; the driver polls it
     embedded = numbered.map_batches(_Embed, fn_constructor_kwargs={"embedder_id": embedder_id, "dim": dim, "threads": threads,

@@ -72,7 +72,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():  # this process already joined or started one (tests, notebooks)
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
-                              "logging_level": logging.WARNING}
+                              "logging_level": logging.ERROR}  # its start-up warnings (token auth) would break the bar
     if local:
         kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=256 * 1024**2)
     else:

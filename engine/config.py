@@ -230,9 +230,11 @@ def _positive_int(value: Any, source: str, where: str) -> int:
     return number
 
 
-# Request fields that sampling.extra may not set: the client sets them, or they change what an answer is.
-_NOT_EXTRA = {"model", "messages", "stream", "n", "response_format", "tools", "tool_choice", "logprobs", "stop",
-              "temperature", "top_p", "max_tokens", "seed", "extra"}
+# Request fields that sampling.extra may not set: sampling's own fields, and those the client sets or that
+# change what an answer is.
+_SAMPLING_FIELDS = {f.name for f in fields(SamplingParams)} - {"extra"}
+_NOT_EXTRA = _SAMPLING_FIELDS | {"model", "messages", "stream", "n", "response_format", "tools", "tool_choice", "logprobs",
+                                 "stop", "extra"}
 
 
 def _parse_sampling(raw: Any, source: str) -> SamplingParams:
@@ -246,8 +248,7 @@ def _parse_sampling(raw: Any, source: str) -> SamplingParams:
     for name, value in extra.items():
         if not isinstance(name, str) or name in _NOT_EXTRA:
             raise ConfigError(f"{source}: sampling.extra.{name} cannot be set there; "
-                              + (f"use sampling.{name}" if name in {"temperature", "top_p", "max_tokens", "seed"}
-                                 else "Seedbed sets it itself"))
+                              + (f"use sampling.{name}" if name in _SAMPLING_FIELDS else "Seedbed sets it itself"))
         if value is not None and not isinstance(value, (int, float, str, bool)):
             raise ConfigError(f"{source}: sampling.extra.{name} must be a number, string or true/false, got {value!r}")
     params = _parse_section({k: v for k, v in raw.items() if k != "extra"}, SamplingParams, source, "sampling")

@@ -11,7 +11,7 @@ import re
 import polars as pl
 import pytest
 
-from engine.corpus import CorpusOptions, CorpusStats, chunk, count_documents, iter_passages, list_files, normalise, passage_id
+from engine.corpus import CorpusOptions, CorpusStats, SeenIds, chunk, count_documents, iter_passages, list_files, normalise, passage_id
 from engine.embed import HashEmbedder
 from engine.errors import CorpusError
 from engine.index.builder import build_index
@@ -197,10 +197,23 @@ def test_passage_ids_are_stable_content_hashes(tmp_path):
 
 
 def test_pre_seeded_hashes_skip_known_passages(tmp_path):
-    stats = CorpusStats(seen_hashes={passage_id(DOCS[0]["text"])})
+    stats = CorpusStats(seen_hashes=SeenIds([passage_id(DOCS[0]["text"])]))
     found = list(iter_passages(write_jsonl(tmp_path / "c.jsonl", DOCS), CorpusOptions(), stats))
     assert [p.text for p in found] == [DOCS[1]["text"], DOCS[2]["text"]]
     assert stats.duplicates == 1
+
+
+def test_seen_ids_remember_every_id_across_their_merges(monkeypatch):
+    monkeypatch.setattr(SeenIds, "MERGE", 7)  # most ids end up in the sorted array, the newest in the set
+    ids = [passage_id(f"passage {i}") for i in range(100)]
+    seen = SeenIds(ids[:50])
+    assert len(seen) == 50 and len(seen._sorted) == 49 and len(seen._recent) == 1
+    assert all(pid in seen for pid in ids[:50]) and not any(pid in seen for pid in ids[50:])
+    for pid in ids[50:]:
+        seen.add(pid)
+    assert len(seen) == 100 and all(pid in seen for pid in ids)
+    assert passage_id("a passage never added") not in seen
+    assert "f" * 20 not in seen and "0" * 20 not in seen  # past either end of the sorted array
 
 
 # --- errors ----------------------------------------------------------------------------------------

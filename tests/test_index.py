@@ -103,8 +103,7 @@ def test_manifest_records_what_the_index_was_built_from(built, corpus):
     assert len(manifest.corpus_fingerprint) == 64
     assert manifest.parameters == {
         "text_fields": ["text"], "chunk_words": 160, "min_words": 8,
-        "bm25": {"method": "lucene", "k1": 1.5, "b": 0.75}, "flat_max": dense.FLAT_MAX, "hnsw_m": dense.HNSW_M,
-        "hnsw_ef_construction": dense.HNSW_EF_CONSTRUCTION,
+        "bm25": {"method": "lucene", "k1": 1.5, "b": 0.75}, "flat_max": dense.FLAT_MAX, "ivf_probe": dense.IVF_PROBE,
     }
     (source,) = manifest.sources
     assert source["path"] == str(corpus) and source["documents"] == 60 and source["added"] == manifest.passages
@@ -277,46 +276,89 @@ def test_stale_leftovers_are_cleaned_but_live_builds_are_not(built, corpus):
 # --- dense kinds -----------------------------------------------------------------------------------
 
 
-def test_hnsw_above_the_flat_threshold(tmp_path, corpus, monkeypatch):
+def test_an_ivf_on_disk_above_the_flat_threshold_finds_what_exact_search_finds(tmp_path, corpus, monkeypatch):
     monkeypatch.setattr(dense, "FLAT_MAX", 20)
+    monkeypatch.setattr(store, "iter_columns", _small_batches(store.iter_columns, 7))  # many runs to merge
     result = build_index(corpus, "big", HashEmbedder(64), root=tmp_path / "indexes")
-    assert result.manifest.dense_kind == "hnsw" and result.manifest.parameters["flat_max"] == 20
+    assert result.manifest.dense_kind == "ivf" and result.manifest.parameters["flat_max"] == 20
+    assert result.manifest.parameters["ivf_lists"] == dense.ivf_lists(77) == 18  # round(2 x sqrt(77))
     index = Index.open("big", tmp_path / "indexes")
-    assert hasattr(index.dense_index, "hnsw") and index.dense_index.ntotal == len(index)
+    ivf = index.dense_index
+    assert isinstance(ivf, dense.IVF) and ivf.ntotal == len(index) == 77 and not (tmp_path / "indexes" / "big" / "dense.faiss").exists()
+    # every row once, grouped by its nearest centroid, its stored vector the embedder's
+    assert sorted(ivf.rows) == list(range(77)) and np.array_equal(ivf.rows[ivf.positions], np.arange(77))
+    vectors = HashEmbedder(64).encode(index.passages["text"].to_list())
+    assert np.allclose(index.vectors(np.arange(77)), vectors, atol=1e-6)
+    nearest = np.argmax(vectors @ ivf.centroids.T, axis=1)
+    assert np.array_equal(np.repeat(np.arange(ivf.lists), np.diff(ivf.offsets)), nearest[np.asarray(ivf.rows)])
+    # probing every list is exact search; probing a few searches exactly those lists
+    queries = HashEmbedder(64).encode(["wheat exports", "oil prices rose", "the central bank"])
+    exact = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :5]
+    ivf.probe = ivf.lists
+    assert np.array_equal(dense.search(ivf, queries, 5)[1], exact)
+    ivf.probe = 2
+    scores, rows = dense.search(ivf, queries, 5)
+    for query, got, got_scores in zip(queries, rows, scores):
+        lists = np.argsort(-(ivf.centroids @ query), kind="stable")[:2]
+        allowed = np.concatenate([ivf.rows[ivf.offsets[lst]:ivf.offsets[lst + 1]] for lst in lists])
+        best = allowed[np.argsort(-(vectors[allowed] @ query), kind="stable")][:5]
+        assert set(got[got >= 0]) == set(best) and np.all(np.diff(got_scores[got >= 0]) <= 1e-6)
+    ivf.probe = dense.IVF_PROBE
     for row in (0, 10, len(index) - 1):
         passage = index.passage(row)
         assert index.search(passage.text, k=3, mode="dense")[0].passage.id == passage.id
-    assert np.allclose(index.vectors([5]), HashEmbedder(64).encode([index.passage(5).text]), atol=1e-6)
 
 
-def test_rebuild_dense_redoes_an_old_graph_from_stored_vectors_and_records_it(tmp_path, reuters_slice, monkeypatch):
+def _small_batches(iter_columns, rows):
+    def small(table, columns, batch_rows=8192):
+        return iter_columns(table, columns, rows)
+    return small
+
+
+def test_sorted_runs_read_back_every_row_sorted_by_key_in_arrival_order_a_range_at_a_time(tmp_path):
+    from engine.index.spill import SortedRuns
+
+    rng = np.random.default_rng(7)
+    runs = SortedRuns(tmp_path, {"value": ("int64", ()), "vector": ("float32", (3,))})
+    keys = [rng.integers(0, 50, size) for size in (40, 1, 0, 73, 25)]
+    for batch, key in enumerate(keys):
+        runs.add(key, value=np.arange(len(key)) + 1000 * batch, vector=rng.random((len(key), 3)))
+    every = np.concatenate(keys)
+    order = np.argsort(every, kind="stable")
+    values = np.concatenate([np.arange(len(k)) + 1000 * b for b, k in enumerate(keys)])[order]
+    chunks = list(runs.merged(np.bincount(every, minlength=60), chunk_rows=16))
+    assert [c[0] for c in chunks][0] == 0 and chunks[-1][1] == 60
+    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))  # consecutive key ranges
+    assert len(chunks) > 5 and max(len(c[2]["key"]) for c in chunks) < 16 + 10
+    assert np.array_equal(np.concatenate([c[2]["key"] for c in chunks]), every[order])
+    assert np.array_equal(np.concatenate([c[2]["value"] for c in chunks]), values)
+    assert all(np.all((c[2]["key"] >= c[0]) & (c[2]["key"] < c[1])) for c in chunks)
+
+
+def test_rebuild_dense_turns_an_old_hnsw_graph_into_an_ivf_from_stored_vectors(tmp_path, reuters_slice, monkeypatch):
     root = tmp_path / "indexes"
-    monkeypatch.setattr(dense, "FLAT_MAX", 20)
-    monkeypatch.setattr(dense, "HNSW_M", 8)
-    monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 16)
     build_index(reuters_slice(40, name="a.jsonl"), "news", HashEmbedder(64), root=root)
-    monkeypatch.setattr(dense, "HNSW_M", 16)
-    monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 40)
-    added = build_index(reuters_slice(20, start=40, name="b.jsonl"), "news", HashEmbedder(64), root=root, add=True)
-    # an --add grows the old graph, and the manifest says which graph that is, not today's settings
-    assert added.manifest.parameters["hnsw_m"] == 8 and added.manifest.parameters["hnsw_ef_construction"] == 16
-    before = Index.open("news", root)
+    old = _as_an_old_hnsw_index(root / "news")
+    before = Index.open("news", root)  # an index of an earlier version still opens and searches
+    assert before.manifest.format_version == 1 and hasattr(before.dense_index, "hnsw")
     vectors, ids = before.vectors(np.arange(len(before))), before.passages["id"].to_list()
-    assert before.dense_index.hnsw.nb_neighbors(0) == 2 * 8  # level 0 holds 2 M links
+    assert before.search(before.passage(3).text, k=1, mode="dense")[0].passage.id == ids[3]
+    monkeypatch.setattr(dense, "FLAT_MAX", 20)
 
-    def fail(index, path):
+    def fail(*args, **kwargs):
         raise OSError("disk full")
     with monkeypatch.context() as patch:
-        patch.setattr(dense, "save", fail)
+        patch.setattr(dense, "build_ivf", fail)
         with pytest.raises(OSError, match="disk full"):
             builder.rebuild_dense("news", root)
-    assert read_manifest(root / "news") == added.manifest and sorted(p.name for p in root.iterdir()) == ["news"]
+    assert read_manifest(root / "news") == old and sorted(p.name for p in root.iterdir()) == ["news"]
 
     manifest = builder.rebuild_dense("news", root)
     after = Index.open("news", root)
-    assert after.dense_index.hnsw.nb_neighbors(0) == 2 * 16 and after.dense_index.hnsw.efConstruction == 40
-    assert manifest.parameters["hnsw_m"] == 16 and manifest.parameters["hnsw_ef_construction"] == 40
+    assert manifest.dense_kind == "ivf" and manifest.format_version == FORMAT_VERSION and isinstance(after.dense_index, dense.IVF)
+    assert manifest.parameters["ivf_lists"] == after.dense_index.lists and manifest.parameters["ivf_probe"] == dense.IVF_PROBE
     assert read_manifest(root / "news") == manifest and manifest.passages == len(ids)
+    assert not (root / "news" / "dense.faiss").exists()
     assert after.passages["id"].to_list() == ids and np.array_equal(after.vectors(np.arange(len(after))), vectors)
     assert sorted(p.name for p in root.iterdir()) == ["news"]  # no work folder or lock left behind
     with pytest.raises(IndexNotFound, match="'nope'"):
@@ -325,17 +367,45 @@ def test_rebuild_dense_redoes_an_old_graph_from_stored_vectors_and_records_it(tm
         builder.rebuild_dense("news", "s3://bucket/indexes")
 
 
-def test_add_switches_a_flat_index_to_hnsw_without_re_embedding(tmp_path, reuters_slice, monkeypatch):
+def _as_an_old_hnsw_index(folder):
+    """Turn a flat index into what Seedbed wrote before the IVF: format 1, an HNSW graph in dense.faiss."""
+    import json
+
+    flat = dense.load(folder / "dense.faiss")
+    graph = dense.new_index(flat.d, "hnsw")
+    graph.add(flat.reconstruct_n(0, flat.ntotal))
+    dense.save(graph, folder / "dense.faiss")
+    raw = json.loads((folder / "manifest.json").read_text())
+    raw.update(format_version=1, dense_kind="hnsw")
+    raw["parameters"].update(hnsw_m=dense.HNSW_M, hnsw_ef_construction=dense.HNSW_EF_CONSTRUCTION)
+    raw["parameters"].pop("ivf_probe")
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    return read_manifest(folder)
+
+
+def test_add_switches_a_flat_index_to_an_ivf_without_re_embedding(tmp_path, reuters_slice, monkeypatch):
     root = tmp_path / "indexes"
     build_index(reuters_slice(15, name="a.jsonl"), "news", HashEmbedder(64), root=root)
     assert read_manifest(root / "news").dense_kind == "flat"
     monkeypatch.setattr(dense, "FLAT_MAX", 30)
     counting = CountingEmbedder(HashEmbedder(64))
     result = build_index(reuters_slice(40, start=15, name="b.jsonl"), "news", counting, root=root, add=True)
-    assert result.manifest.dense_kind == "hnsw" and len(counting.texts) == result.added
+    assert result.manifest.dense_kind == "ivf" and len(counting.texts) == result.added
     index = Index.open("news", root)
+    assert isinstance(index.dense_index, dense.IVF) and index.dense_index.ntotal == len(index)
+    assert not (root / "news" / "dense.faiss").exists()
     first = index.passage(0)
     assert index.search(first.text, k=1, mode="dense")[0].passage.id == first.id
+    # an --add to an IVF embeds only the new passages and rebuilds the lists from every stored vector
+    counting.texts.clear()
+    more = build_index(reuters_slice(75, start=40, name="c.jsonl"), "news", counting, root=root, add=True)
+    assert more.manifest.dense_kind == "ivf" and len(counting.texts) == more.added > 0
+    index = Index.open("news", root)
+    assert index.dense_index.ntotal == len(index) == more.manifest.passages
+    assert index.dense_index.lists == more.manifest.parameters["ivf_lists"] == dense.ivf_lists(len(index))
+    assert sorted(index.dense_index.rows) == list(range(len(index)))
+    last = index.passage(len(index) - 1)
+    assert index.search(last.text, k=1, mode="dense")[0].passage.id == last.id
 
 
 # --- BM25 oracle -----------------------------------------------------------------------------------
@@ -503,8 +573,7 @@ def test_a_build_and_an_add_leave_one_compacted_table_version(tmp_path, reuters_
     import engine.index.builder as builder
     from engine.index import store
 
-    monkeypatch.setattr(builder, "BATCH", 16)  # many appended fragments before compaction
-    monkeypatch.setattr(builder, "WRITE_ROWS", 16)
+    monkeypatch.setattr(builder, "BATCH", 16)  # many batches, written as one stream
     root = tmp_path / "indexes"
     build_index(reuters_slice(60, name="a.jsonl"), "news", HashEmbedder(64), root=root)
     build_index(reuters_slice(120, start=60, name="b.jsonl"), "news", HashEmbedder(64), root=root, add=True)
@@ -516,19 +585,19 @@ def test_a_build_and_an_add_leave_one_compacted_table_version(tmp_path, reuters_
     assert entries(root) == ["news"]  # and the writer lock is gone with its writer
 
 
-def test_embedded_batches_are_appended_to_the_table_in_few_large_fragments_in_row_order(tmp_path, corpus, monkeypatch):
-    # lancedb's memory grows with the square of the appends a build makes (one fragment and one version
-    # each), so the builder gathers embedded batches of BATCH passages into appends of WRITE_ROWS or more.
+def test_embedded_batches_are_written_to_the_table_as_one_stream_in_row_order(tmp_path, corpus, monkeypatch):
+    # one append per batch made a fragment and a table version each, and lancedb's memory grew with their
+    # number squared; the build streams every batch into one write instead
     monkeypatch.setattr(builder, "BATCH", 4)
-    monkeypatch.setattr(builder, "WRITE_ROWS", 10)
-    appends, real = [], store.append_rows
-    monkeypatch.setattr(store, "append_rows", lambda table, start, passages, vectors: (
-        appends.append((start, len(passages), vectors.shape)), real(table, start, passages, vectors)))
+    writes, real = [], store.append_stream
+    monkeypatch.setattr(store, "append_stream", lambda table, dim, batches: (
+        writes.append([]), real(table, dim, (writes[-1].append(b.column("row").to_pylist()) or b for b in batches))))
     result = build_index(corpus, "news", HashEmbedder(64), root=tmp_path)
     total = result.manifest.passages
-    assert [size for _, size, _ in appends[:-1]] == [12] * (len(appends) - 1) and 0 < appends[-1][1] <= 12
-    assert [start for start, _, _ in appends] == [12 * i for i in range(len(appends))]
-    assert sum(size for _, size, _ in appends) == total and all(shape == (size, 64) for _, size, shape in appends)
+    assert len(writes) == 1 and len(writes[0]) == -(-total // 4) > 10
+    assert [row for batch in writes[0] for row in batch] == list(range(total))
+    lance = tmp_path / "news" / "store" / "passages.lance"
+    assert len(list((lance / "data").glob("*.lance"))) == 1
     index = Index.open("news", tmp_path, embedder=HashEmbedder(64))
     expected = [p.id for p in iter_passages(corpus, CorpusOptions())]
     assert [index.passage(row).id for row in range(total)] == expected

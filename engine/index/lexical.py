@@ -10,7 +10,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["BM25_PARAMS", "tokenize", "build", "build_batches", "save", "load", "scores", "top_k"]
+from engine.index.spill import NpyWriter, SortedRuns, release_memory
+
+__all__ = ["BM25_PARAMS", "tokenize", "build", "build_batches", "write_batches", "save", "load", "scores", "top_k"]
 
 BM25_PARAMS = {"method": "lucene", "k1": 1.5, "b": 0.75}
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
@@ -29,19 +31,28 @@ def tokenize(text: str, stopwords: frozenset[str] | None = None) -> list[str]:
 
 
 def build(texts: Iterable[str], method: str = "lucene", k1: float = 1.5, b: float = 0.75):
-    """Index texts (in row order) with bm25s's scoring; see `build_batches`."""
+    """Index texts (in row order) with bm25s's scoring; see `write_batches`."""
     return build_batches([list(texts)], method=method, k1=k1, b=b)
 
 
 def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: float = 1.5, b: float = 0.75):
-    """Index texts that arrive in batches (row order), holding no text and no token list past its batch.
+    """The model `write_batches` writes, built in a temp folder and loaded into memory."""
+    with tempfile.TemporaryDirectory(prefix="seedbed-bm25-") as folder:
+        write_batches(batches, Path(folder) / "bm25", method=method, k1=k1, b=b)
+        return load(Path(folder) / "bm25")
+
+
+def write_batches(batches: Iterable[Sequence[str]], folder: Path, method: str = "lucene", k1: float = 1.5,
+                  b: float = 0.75) -> None:
+    """Index texts that arrive in batches (row order) and write the index to `folder` in bm25s's format,
+    holding no text, no token list and no posting past its batch or chunk.
 
     The same index as bm25s's own (`lucene` or `robertson` scoring: each token's docs and scores are
-    equal; token ids may be numbered differently). The first pass writes, per batch, each document's
-    distinct token ids and term frequencies (6 bytes each) to a temporary folder; the second reads
-    them back a batch at a time, computes their scores and places them straight into the final
-    column-major arrays (8 bytes each), so the peak is those arrays and the vocabulary, not every token
-    list as Python strings (about 1 GB at 200,000 passages).
+    equal; token ids may be numbered differently). The first pass numbers the tokens and spills each
+    batch's (token, document, term frequency) postings to disk sorted by token (engine/index/spill.py);
+    the second reads them back a range of tokens at a time and appends their scores to the final
+    column-major arrays on disk. What stays in memory is the vocabulary and a few numbers per document
+    and per token, not the score matrix (65 MB at 200,000 passages) nor the token lists (about 1 GB).
     """
     import bm25s
 
@@ -50,8 +61,9 @@ def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: 
         raise ValueError(f"streaming BM25 supports lucene and robertson scoring, not {method!r}")
     vocab: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="seedbed-bm25-") as spill:
-        parts, doc_len, df = _count_batches(batches, vocab, Path(spill))
-        if not parts:
+        runs = SortedRuns(Path(spill), {"doc": ("int32", ()), "tf": ("uint16", ())})
+        doc_len, df = _count_batches(batches, vocab, runs)
+        if not len(doc_len):
             raise ValueError("BM25 needs at least one passage")
         n_docs, n_vocab = len(doc_len), len(vocab)
         if method == "lucene":
@@ -60,25 +72,25 @@ def build_batches(batches: Iterable[Sequence[str]], method: str = "lucene", k1: 
             idf = np.maximum(np.log((n_docs - df + 0.5) / (df + 0.5)), 0)
         indptr = np.zeros(n_vocab + 1, np.int64)
         np.cumsum(df, out=indptr[1:])
-        data, indices = _place_scores(parts, indptr, idf.astype(np.float32), doc_len, k1, b)
-    model = bm25s.BM25(method=method, k1=k1, b=b)
-    model.scores = {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
-    vocab[""] = n_vocab  # bm25s's empty-query token, added after the matrix's columns
-    model.vocab_dict = vocab
-    model.unique_token_ids_set = set(vocab.values())
-    model.nonoccurrence_array = None  # lucene and robertson score absent tokens 0
-    return model
+        model = bm25s.BM25(method=method, k1=k1, b=b)  # writes the vocabulary and parameters; the arrays below
+        model.scores = {"data": np.zeros(0, np.float32), "indices": np.zeros(0, np.int32), "indptr": indptr,
+                        "num_docs": n_docs}
+        vocab[""] = n_vocab  # bm25s's empty-query token, added after the matrix's columns
+        model.vocab_dict, model.nonoccurrence_array = vocab, None  # lucene and robertson score absent tokens 0
+        model.save(str(folder), allow_pickle=False, show_progress=False)
+        del vocab, model
+        release_memory()
+        _write_scores(runs, df, idf.astype(np.float32), doc_len, k1, b, Path(folder))
 
 
 def _count_batches(batches: Iterable[Sequence[str]], vocab: dict[str, int],
-                   spill: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
-    """First pass: number the tokens into `vocab` and write, per batch, each document's distinct token ids,
-    term frequencies and distinct-token count to `spill`. Returns (the batch files, every document's
-    length in tokens, each token's document frequency)."""
+                   runs: SortedRuns) -> tuple[np.ndarray, np.ndarray]:
+    """First pass: number the tokens into `vocab` and add each batch's (token, document, term frequency)
+    postings to `runs`. Returns (every document's length in tokens, each token's document frequency)."""
     stop = _stopwords()
-    parts: list[Path] = []
     lengths: list[np.ndarray] = []
     df = np.zeros(0, np.int64)
+    first = 0
     for texts in batches:
         toks: list[int] = []
         tfs: list[int] = []
@@ -95,35 +107,27 @@ def _count_batches(batches: Iterable[Sequence[str]], vocab: dict[str, int],
             distinct.append(len(counts))
             lens.append(len(tokens))
         if lens:
-            tok = np.asarray(toks, np.int32)
+            tok = np.asarray(toks, np.int64)
             df = np.pad(df, (0, len(vocab) - len(df)))
             df += np.bincount(tok, minlength=len(vocab))
-            parts.append(spill / f"{len(parts)}.npz")
-            np.savez(parts[-1], tok=tok, tf=np.asarray(tfs, np.uint16), distinct=np.asarray(distinct, np.int32))
+            docs = np.repeat(np.arange(first, first + len(lens), dtype=np.int32), distinct)
+            runs.add(tok, doc=docs, tf=np.asarray(tfs, np.uint16))
             lengths.append(np.asarray(lens, np.int32))
-    return parts, (np.concatenate(lengths) if lengths else np.zeros(0, np.int32)), df
+            first += len(lens)
+    return (np.concatenate(lengths) if lengths else np.zeros(0, np.int32)), df
 
 
-def _place_scores(parts: list[Path], indptr: np.ndarray, idf: np.ndarray, doc_len: np.ndarray, k1: float,
-                  b: float) -> tuple[np.ndarray, np.ndarray]:
-    """Second pass: each batch's scores placed straight into the column-major (data, indices) arrays."""
-    avg_len = doc_len.mean()
-    data, indices = np.empty(indptr[-1], np.float32), np.empty(indptr[-1], np.int32)
-    fill, first = indptr[:-1].copy(), 0  # next free slot of each token's column; the batch's first doc
-    for part in parts:
-        with np.load(part) as arrays:  # never pickles (allow_pickle stays False)
-            tok, tf, distinct = arrays["tok"], arrays["tf"].astype(np.float32), arrays["distinct"]
-        docs = np.repeat(np.arange(first, first + len(distinct), dtype=np.int32), distinct)
-        score = (idf[tok] * (tf / (k1 * (1 - b + b * doc_len[docs] / avg_len) + tf))).astype(np.float32)
-        order = np.argsort(tok, kind="stable")  # by token, docs ascending within: this batch's column slices
-        by_token = tok[order]
-        starts = np.flatnonzero(np.r_[True, by_token[1:] != by_token[:-1]])
-        sizes = np.diff(np.r_[starts, len(by_token)])  # docs of this batch per token
-        slots = fill[by_token] + np.arange(len(by_token)) - np.repeat(starts, sizes)
-        data[slots], indices[slots] = score[order], docs[order]
-        fill[by_token[starts]] += sizes
-        first += len(distinct)
-    return data, indices
+def _write_scores(runs: SortedRuns, df: np.ndarray, idf: np.ndarray, doc_len: np.ndarray, k1: float, b: float,
+                  folder: Path) -> None:
+    """Second pass: the postings a range of tokens at a time, scored, appended to the column-major
+    (data, indices) arrays on disk; within a token, documents ascend, as in bm25s's own matrix."""
+    avg_len, nnz = doc_len.mean(), int(df.sum())
+    with NpyWriter(folder / "data.csc.index.npy", np.float32, (nnz,)) as data, \
+            NpyWriter(folder / "indices.csc.index.npy", np.int32, (nnz,)) as indices:
+        for _, _, chunk in runs.merged(df):
+            tok, docs, tf = chunk["key"], chunk["doc"], chunk["tf"].astype(np.float32)
+            data.write(idf[tok] * (tf / (k1 * (1 - b + b * doc_len[docs] / avg_len) + tf)))
+            indices.write(docs)
 
 
 def save(model, folder: Path) -> None:

@@ -8,13 +8,10 @@ rank-bm25's. Prints a table and writes JSON to benchmarks/results/.
 
 `--build-100k` first builds (once) the index `search-100k` from ../shared/data: the 50,000 IMDb
 `unsup` reviews and the Reuters-21578 stories with a body, about 100,000 passages with the default
-embedder (an IVF above dense.FLAT_MAX passages); over an hour of embedding on 2 cores. The 2026-12-07
-record instead indexed the first 26,800 IMDb `unsup` reviews in 80-word passages (100,665 passages, 35
-minutes): `seedbed index imdb_27k.jsonl --name search-100k --chunk-words 80`, then `--index search-100k`.
-`--rebuild-dense` first rebuilds the index's dense index from its stored vectors with today's kind and
-settings (`engine.index.builder.rebuild_dense`: an index built with an HNSW graph becomes an IVF). For an
-IVF, recall and latency at 8 to 128 probed lists are measured beside the default; for an HNSW graph (an
-index of an earlier version), at efSearch 256, 512 and 1,024.
+embedder (HNSW above dense.FLAT_MAX passages); a quarter of an hour of embedding on 2 cores.
+`--rebuild-dense` first rebuilds the index's FAISS graph from its stored vectors with today's HNSW
+settings (`engine.index.builder.rebuild_dense`; an index built before a change of them keeps its old
+graph). For an HNSW index, recall and latency at efSearch 256, 512 and 1,024 are measured beside the default.
 
 Usage: python benchmarks/bench_search.py [--index reuters-sample] [--queries 200]
        python benchmarks/bench_search.py --build-100k [--rebuild-dense] [--root indexes]
@@ -73,7 +70,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--build-100k", action="store_true", help=f"build (once) and measure the {BIG} index")
     parser.add_argument("--rebuild-dense", action="store_true",
-                        help="first rebuild the index's dense index from its stored vectors with today's kind and settings")
+                        help="first rebuild the index's FAISS graph from its stored vectors with today's HNSW settings")
     args = parser.parse_args()
     if args.build_100k:
         args.index = BIG
@@ -117,13 +114,6 @@ def main() -> None:
             quality[f"ann_recall_at_10_ef{ef}"] = statistics.fmean(len(a & e) / 10 for a, e in zip(hits, exact))
             results[f"dense_top10_faiss_ef{ef}"] = summary(timed(lambda v: dense.search(index.dense_index, v[None, :], 10), qvecs))
         index.dense_index.hnsw.efSearch = dense.HNSW_EF_SEARCH
-    if isinstance(index.dense_index, dense.IVF):  # recall and latency at other probe counts, for choosing the default
-        for probe in (8, 16, 32, 48, 64, 96, 128):
-            index.dense_index.probe = probe
-            hits = [set(dense.search(index.dense_index, v[None, :], 10)[1].ravel().tolist()) for v in qvecs]
-            quality[f"ann_recall_at_10_probe{probe}"] = statistics.fmean(len(a & e) / 10 for a, e in zip(hits, exact))
-            results[f"dense_top10_ivf_probe{probe}"] = summary(timed(lambda v: dense.search(index.dense_index, v[None, :], 10), qvecs))
-        index.dense_index.probe = dense.IVF_PROBE
     ratios = {
         "bm25s_speedup_vs_rank_bm25": results["bm25_top10_rank_bm25_baseline"]["mean_ms"] / results["bm25_top10_bm25s"]["mean_ms"],
         "faiss_speedup_vs_numpy": results["dense_top10_numpy_baseline"]["mean_ms"] / results["dense_top10_faiss"]["mean_ms"],
@@ -132,9 +122,8 @@ def main() -> None:
     record = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {_cpus()} CPUs, {platform.python_version()}",
         "index": args.index, "passages": len(index), "dense_kind": index.manifest.dense_kind, "queries": len(qs),
-        "dense_parameters": {**dense.graph_parameters(index.dense_index), "rebuilt_seconds": rebuilt_s,
-                             **({"hnsw_ef_search": dense.HNSW_EF_SEARCH} if index.manifest.dense_kind == "hnsw" else {})},
-        "chunk_words": index.manifest.parameters.get("chunk_words"),
+        "dense_parameters": {**dense.graph_parameters(index.dense_index), "hnsw_ef_search": dense.HNSW_EF_SEARCH,
+                             "rebuilt_seconds": rebuilt_s},
         "latency": results, "ratios": ratios, "quality": quality,
     }
     print(f"index {args.index}: {len(index)} passages ({index.manifest.dense_kind}), {len(qs)} AG News test titles as queries")

@@ -199,8 +199,7 @@ def _index_facts(index: Index | None) -> dict[str, Any] | None:
     return {"name": m.name, "passages": m.passages, "corpus_fingerprint": m.corpus_fingerprint,
             "updated_at": m.updated_at, "embedder": m.embedder, "engine_version": m.engine_version,
             "format_version": m.format_version, "dense_kind": m.dense_kind,
-            # retrieval's passages depend on the graph or lists and on how far they are searched
-            "dense_search": {**{k: m.parameters.get(k) for k in ("hnsw_m", "hnsw_ef_construction", "ivf_lists")},
-                             "hnsw_ef_search": getattr(getattr(index.dense_index, "hnsw", None), "efSearch", None),
-                             "ivf_probe": getattr(index.dense_index, "probe", None)},
+            # retrieval's passages depend on the graph and on how far it is searched (dense.HNSW_EF_SEARCH)
+            "dense_search": {**{k: m.parameters.get(k) for k in ("hnsw_m", "hnsw_ef_construction")},
+                             "hnsw_ef_search": getattr(getattr(index.dense_index, "hnsw", None), "efSearch", None)},
             "sources": [{"path": s.get("path"), "documents": s.get("documents")} for s in m.sources]}

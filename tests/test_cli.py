@@ -15,7 +15,6 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.llm import client
-from engine.index.manifest import read_manifest
 
 from conftest import oil_earnings_task, REPO, write_reuters_slice
 
@@ -69,19 +68,20 @@ def test_index_prints_a_summary(built):
     assert listed.exit_code == 0 and listed.stdout.startswith("news ") and "hash-64 (64-d)" in listed.stdout
 
 
-def test_rebuild_dense_redoes_the_dense_index_and_a_missing_index_is_one_error_line(tmp_path, monkeypatch):
+def test_rebuild_dense_redoes_the_graph_and_a_missing_index_is_one_error_line(tmp_path, monkeypatch):
     from engine.index import dense
 
+    monkeypatch.setattr(dense, "FLAT_MAX", 20)
+    monkeypatch.setattr(dense, "HNSW_M", 8)
     root = tmp_path / "indexes"
     corpus = write_reuters_slice(tmp_path / "reuters.jsonl", 30)
     assert invoke("index", corpus, "--name", "news", "--embedder", "hash-64", "--root", root).exit_code == 0
-    assert "dense=flat  " in invoke("indexes", "--root", root).stdout
-    monkeypatch.setattr(dense, "FLAT_MAX", 20)
+    assert "dense=hnsw (M 8, efConstruction" in invoke("indexes", "--root", root).stdout
+    monkeypatch.setattr(dense, "HNSW_M", 12)
     result = invoke("rebuild-dense", "news", "--root", root)
     assert result.exit_code == 0, result.output
-    lists = dense.ivf_lists(read_manifest(root / "news").passages)
-    assert result.stdout.startswith(f"index 'news': dense=ivf ({lists} lists, {dense.IVF_PROBE} probed), ")
-    assert f"dense=ivf ({lists} lists, {dense.IVF_PROBE} probed)" in invoke("indexes", "--root", root).stdout
+    assert result.stdout.startswith("index 'news': dense=hnsw, M 12, efConstruction ")
+    assert "dense=hnsw (M 12, efConstruction" in invoke("indexes", "--root", root).stdout
     assert_clean_error(invoke("rebuild-dense", "nope", "--root", root), "'nope'", "seedbed index")
     assert entries(root) == ["news"]
 

@@ -103,7 +103,8 @@ def test_manifest_records_what_the_index_was_built_from(built, corpus):
     assert len(manifest.corpus_fingerprint) == 64
     assert manifest.parameters == {
         "text_fields": ["text"], "chunk_words": 160, "min_words": 8,
-        "bm25": {"method": "lucene", "k1": 1.5, "b": 0.75}, "flat_max": dense.FLAT_MAX, "ivf_probe": dense.IVF_PROBE,
+        "bm25": {"method": "lucene", "k1": 1.5, "b": 0.75}, "flat_max": dense.FLAT_MAX, "hnsw_m": dense.HNSW_M,
+        "hnsw_ef_construction": dense.HNSW_EF_CONSTRUCTION,
     }
     (source,) = manifest.sources
     assert source["path"] == str(corpus) and source["documents"] == 60 and source["added"] == manifest.passages
@@ -276,43 +277,52 @@ def test_stale_leftovers_are_cleaned_but_live_builds_are_not(built, corpus):
 # --- dense kinds -----------------------------------------------------------------------------------
 
 
-def test_an_ivf_on_disk_above_the_flat_threshold_finds_what_exact_search_finds(tmp_path, corpus, monkeypatch):
+def test_hnsw_above_the_flat_threshold(tmp_path, corpus, monkeypatch):
     monkeypatch.setattr(dense, "FLAT_MAX", 20)
-    monkeypatch.setattr(store, "iter_columns", _small_batches(store.iter_columns, 7))  # many runs to merge
     result = build_index(corpus, "big", HashEmbedder(64), root=tmp_path / "indexes")
-    assert result.manifest.dense_kind == "ivf" and result.manifest.parameters["flat_max"] == 20
-    assert result.manifest.parameters["ivf_lists"] == dense.ivf_lists(77) == 18  # round(2 x sqrt(77))
+    assert result.manifest.dense_kind == "hnsw" and result.manifest.parameters["flat_max"] == 20
     index = Index.open("big", tmp_path / "indexes")
-    ivf = index.dense_index
-    assert isinstance(ivf, dense.IVF) and ivf.ntotal == len(index) == 77 and not (tmp_path / "indexes" / "big" / "dense.faiss").exists()
-    # every row once, grouped by its nearest centroid, its stored vector the embedder's
-    assert sorted(ivf.rows) == list(range(77)) and np.array_equal(ivf.rows[ivf.positions], np.arange(77))
-    vectors = HashEmbedder(64).encode(index.passages["text"].to_list())
-    assert np.allclose(index.vectors(np.arange(77)), vectors, atol=1e-6)
-    nearest = np.argmax(vectors @ ivf.centroids.T, axis=1)
-    assert np.array_equal(np.repeat(np.arange(ivf.lists), np.diff(ivf.offsets)), nearest[np.asarray(ivf.rows)])
-    # probing every list is exact search; probing a few searches exactly those lists
-    queries = HashEmbedder(64).encode(["wheat exports", "oil prices rose", "the central bank"])
-    exact = np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :5]
-    ivf.probe = ivf.lists
-    assert np.array_equal(dense.search(ivf, queries, 5)[1], exact)
-    ivf.probe = 2
-    scores, rows = dense.search(ivf, queries, 5)
-    for query, got, got_scores in zip(queries, rows, scores):
-        lists = np.argsort(-(ivf.centroids @ query), kind="stable")[:2]
-        allowed = np.concatenate([ivf.rows[ivf.offsets[lst]:ivf.offsets[lst + 1]] for lst in lists])
-        best = allowed[np.argsort(-(vectors[allowed] @ query), kind="stable")][:5]
-        assert set(got[got >= 0]) == set(best) and np.all(np.diff(got_scores[got >= 0]) <= 1e-6)
-    ivf.probe = dense.IVF_PROBE
+    assert hasattr(index.dense_index, "hnsw") and index.dense_index.ntotal == len(index)
     for row in (0, 10, len(index) - 1):
         passage = index.passage(row)
         assert index.search(passage.text, k=3, mode="dense")[0].passage.id == passage.id
+    assert np.allclose(index.vectors([5]), HashEmbedder(64).encode([index.passage(5).text]), atol=1e-6)
 
 
-def _small_batches(iter_columns, rows):
-    def small(table, columns, batch_rows=8192):
-        return iter_columns(table, columns, rows)
-    return small
+def test_rebuild_dense_redoes_an_old_graph_from_stored_vectors_and_records_it(tmp_path, reuters_slice, monkeypatch):
+    root = tmp_path / "indexes"
+    monkeypatch.setattr(dense, "FLAT_MAX", 20)
+    monkeypatch.setattr(dense, "HNSW_M", 8)
+    monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 16)
+    build_index(reuters_slice(40, name="a.jsonl"), "news", HashEmbedder(64), root=root)
+    monkeypatch.setattr(dense, "HNSW_M", 16)
+    monkeypatch.setattr(dense, "HNSW_EF_CONSTRUCTION", 40)
+    added = build_index(reuters_slice(20, start=40, name="b.jsonl"), "news", HashEmbedder(64), root=root, add=True)
+    # an --add grows the old graph, and the manifest says which graph that is, not today's settings
+    assert added.manifest.parameters["hnsw_m"] == 8 and added.manifest.parameters["hnsw_ef_construction"] == 16
+    before = Index.open("news", root)
+    vectors, ids = before.vectors(np.arange(len(before))), before.passages["id"].to_list()
+    assert before.dense_index.hnsw.nb_neighbors(0) == 2 * 8  # level 0 holds 2 M links
+
+    def fail(index, path):
+        raise OSError("disk full")
+    with monkeypatch.context() as patch:
+        patch.setattr(dense, "save", fail)
+        with pytest.raises(OSError, match="disk full"):
+            builder.rebuild_dense("news", root)
+    assert read_manifest(root / "news") == added.manifest and sorted(p.name for p in root.iterdir()) == ["news"]
+
+    manifest = builder.rebuild_dense("news", root)
+    after = Index.open("news", root)
+    assert after.dense_index.hnsw.nb_neighbors(0) == 2 * 16 and after.dense_index.hnsw.efConstruction == 40
+    assert manifest.parameters["hnsw_m"] == 16 and manifest.parameters["hnsw_ef_construction"] == 40
+    assert read_manifest(root / "news") == manifest and manifest.passages == len(ids)
+    assert after.passages["id"].to_list() == ids and np.array_equal(after.vectors(np.arange(len(after))), vectors)
+    assert sorted(p.name for p in root.iterdir()) == ["news"]  # no work folder or lock left behind
+    with pytest.raises(IndexNotFound, match="'nope'"):
+        builder.rebuild_dense("nope", root)
+    with pytest.raises(ConfigError, match="local index root"):
+        builder.rebuild_dense("news", "s3://bucket/indexes")
 
 
 def test_sorted_runs_read_back_every_row_sorted_by_key_in_arrival_order_a_range_at_a_time(tmp_path):
@@ -335,77 +345,17 @@ def test_sorted_runs_read_back_every_row_sorted_by_key_in_arrival_order_a_range_
     assert all(np.all((c[2]["key"] >= c[0]) & (c[2]["key"] < c[1])) for c in chunks)
 
 
-def test_rebuild_dense_turns_an_old_hnsw_graph_into_an_ivf_from_stored_vectors(tmp_path, reuters_slice, monkeypatch):
-    root = tmp_path / "indexes"
-    build_index(reuters_slice(40, name="a.jsonl"), "news", HashEmbedder(64), root=root)
-    old = _as_an_old_hnsw_index(root / "news")
-    before = Index.open("news", root)  # an index of an earlier version still opens and searches
-    assert before.manifest.format_version == 1 and hasattr(before.dense_index, "hnsw")
-    vectors, ids = before.vectors(np.arange(len(before))), before.passages["id"].to_list()
-    assert before.search(before.passage(3).text, k=1, mode="dense")[0].passage.id == ids[3]
-    monkeypatch.setattr(dense, "FLAT_MAX", 20)
-
-    def fail(*args, **kwargs):
-        raise OSError("disk full")
-    with monkeypatch.context() as patch:
-        patch.setattr(dense, "build_ivf", fail)
-        with pytest.raises(OSError, match="disk full"):
-            builder.rebuild_dense("news", root)
-    assert read_manifest(root / "news") == old and sorted(p.name for p in root.iterdir()) == ["news"]
-
-    manifest = builder.rebuild_dense("news", root)
-    after = Index.open("news", root)
-    assert manifest.dense_kind == "ivf" and manifest.format_version == FORMAT_VERSION and isinstance(after.dense_index, dense.IVF)
-    assert manifest.parameters["ivf_lists"] == after.dense_index.lists and manifest.parameters["ivf_probe"] == dense.IVF_PROBE
-    assert read_manifest(root / "news") == manifest and manifest.passages == len(ids)
-    assert not (root / "news" / "dense.faiss").exists()
-    assert after.passages["id"].to_list() == ids and np.array_equal(after.vectors(np.arange(len(after))), vectors)
-    assert sorted(p.name for p in root.iterdir()) == ["news"]  # no work folder or lock left behind
-    with pytest.raises(IndexNotFound, match="'nope'"):
-        builder.rebuild_dense("nope", root)
-    with pytest.raises(ConfigError, match="local index root"):
-        builder.rebuild_dense("news", "s3://bucket/indexes")
-
-
-def _as_an_old_hnsw_index(folder):
-    """Turn a flat index into what Seedbed wrote before the IVF: format 1, an HNSW graph in dense.faiss."""
-    import json
-
-    flat = dense.load(folder / "dense.faiss")
-    graph = dense.new_index(flat.d, "hnsw")
-    graph.add(flat.reconstruct_n(0, flat.ntotal))
-    dense.save(graph, folder / "dense.faiss")
-    raw = json.loads((folder / "manifest.json").read_text())
-    raw.update(format_version=1, dense_kind="hnsw")
-    raw["parameters"].update(hnsw_m=dense.HNSW_M, hnsw_ef_construction=dense.HNSW_EF_CONSTRUCTION)
-    raw["parameters"].pop("ivf_probe")
-    (folder / "manifest.json").write_text(json.dumps(raw))
-    return read_manifest(folder)
-
-
-def test_add_switches_a_flat_index_to_an_ivf_without_re_embedding(tmp_path, reuters_slice, monkeypatch):
+def test_add_switches_a_flat_index_to_hnsw_without_re_embedding(tmp_path, reuters_slice, monkeypatch):
     root = tmp_path / "indexes"
     build_index(reuters_slice(15, name="a.jsonl"), "news", HashEmbedder(64), root=root)
     assert read_manifest(root / "news").dense_kind == "flat"
     monkeypatch.setattr(dense, "FLAT_MAX", 30)
     counting = CountingEmbedder(HashEmbedder(64))
     result = build_index(reuters_slice(40, start=15, name="b.jsonl"), "news", counting, root=root, add=True)
-    assert result.manifest.dense_kind == "ivf" and len(counting.texts) == result.added
+    assert result.manifest.dense_kind == "hnsw" and len(counting.texts) == result.added
     index = Index.open("news", root)
-    assert isinstance(index.dense_index, dense.IVF) and index.dense_index.ntotal == len(index)
-    assert not (root / "news" / "dense.faiss").exists()
     first = index.passage(0)
     assert index.search(first.text, k=1, mode="dense")[0].passage.id == first.id
-    # an --add to an IVF embeds only the new passages and rebuilds the lists from every stored vector
-    counting.texts.clear()
-    more = build_index(reuters_slice(75, start=40, name="c.jsonl"), "news", counting, root=root, add=True)
-    assert more.manifest.dense_kind == "ivf" and len(counting.texts) == more.added > 0
-    index = Index.open("news", root)
-    assert index.dense_index.ntotal == len(index) == more.manifest.passages
-    assert index.dense_index.lists == more.manifest.parameters["ivf_lists"] == dense.ivf_lists(len(index))
-    assert sorted(index.dense_index.rows) == list(range(len(index)))
-    last = index.passage(len(index) - 1)
-    assert index.search(last.text, k=1, mode="dense")[0].passage.id == last.id
 
 
 # --- BM25 oracle -----------------------------------------------------------------------------------

@@ -13,13 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-
 from engine import __version__
 from engine.corpus import CorpusOptions, CorpusStats, iter_passages, list_files
 from engine.errors import ConfigError, CorpusError, IndexNotFound
 from engine.index import dense, lexical, store
 from engine.files import write_json_atomic
-from engine.index.manifest import FORMAT_VERSION, Manifest, manifest_dict, read_manifest
+from engine.index.manifest import Manifest, manifest_dict, read_manifest
 from engine.index.reader import index_path, recover as _recover
 from engine.index.spill import release_memory
 from engine.remote import is_remote
@@ -91,9 +90,9 @@ def build_index(
 
 
 def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
-    """Rebuild index NAME's dense index from its stored vectors with today's kind and settings (an index
-    built by an earlier version keeps its HNSW graph, or an IVF its lists, until then); no passage is
-    re-embedded. In a copy swapped into place, as a build is.
+    """Rebuild index NAME's FAISS index from its stored vectors with today's kind and graph settings (an
+    index built before a change of `dense.HNSW_M` or `HNSW_EF_CONSTRUCTION` keeps its old graph until
+    then); no passage is re-embedded. In a copy swapped into place, as a build is.
 
     Raises:
         IndexNotFound: no index NAME under `root`.
@@ -109,8 +108,9 @@ def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
         previous = read_manifest(target)
         with _staged(Path(root), name, target) as work:
             shutil.copytree(target, work)
-            index = _write_dense(None, store.open_table(work), previous.dim, previous.passages, work)
-            manifest = replace(previous, dense_kind=dense.kind_of(index), format_version=FORMAT_VERSION,
+            index = _final_dense(None, store.open_table(work), previous.dim, previous.passages)
+            dense.save(index, work / "dense.faiss")
+            manifest = replace(previous, dense_kind=dense_kind_of(index),
                                parameters={**previous.parameters, **dense.graph_parameters(index)},
                                updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             write_json_atomic(work / "manifest.json", manifest_dict(manifest))
@@ -213,8 +213,7 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
     stats = CorpusStats()
     if previous:
         table = store.open_table(work)
-        # a flat index grows in memory (it is small); a large one is rebuilt from the stored vectors at the end
-        index = dense.load(work / "dense.faiss") if previous.dense_kind == "flat" else None
+        index = dense.load(work / "dense.faiss")
         stats.seen_hashes.update(store.passage_ids(table))
         start_row = table.count_rows()
     else:
@@ -229,7 +228,7 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
         nonlocal added
         for batch in _batches(iter_passages(corpus, options, stats), BATCH):
             vectors = embedder.encode([p.text for p in batch])
-            if index is not None:  # --add to a flat index: it grows (an IVF is built at the end if it outgrows it)
+            if index is not None:  # --add: the previous index grows (rebuilt at the end if it outgrows its kind)
                 index.add(vectors)
             for passage in batch:
                 digest.update(passage.id.encode())
@@ -281,10 +280,11 @@ def _finish(work, corpus, name, embedder, options, stats, table, index, total: i
             f"corpus {corpus} yielded no passages ({stats.documents} documents, {stats.empty_documents} empty, "
             f"{stats.too_short} shorter than {options.min_words} words); check --text-field and the files"
         )
-    store.compact(table)  # one fragment per appended batch otherwise; nobody else sees `work` yet
-    index = _write_dense(index, table, embedder.dim, total, work)
+    store.compact(table)  # an --add wrote a fragment of its own; nobody else sees `work` yet
+    index = _final_dense(index, table, embedder.dim, total)
+    dense.save(index, work / "dense.faiss")
     manifest = _manifest(name, embedder, total, fingerprint, index, options, corpus, stats, added, previous)
-    del index  # on disk now: BM25's build does not sit on top of a flat index's vectors
+    del index  # on disk now: BM25's build does not sit on top of the graph (about 170 MB at 200k passages)
     release_memory()
     _write_bm25(table, work / "bm25")
     write_json_atomic(work / "manifest.json", manifest_dict(manifest))
@@ -302,20 +302,19 @@ def _batches(items: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
         yield batch
 
 
-def _write_dense(index, table, dim: int, total: int, work: Path):
-    """Write the dense index `total` passages need into `work` and return it: an IVF built on disk from the
-    stored vectors (no re-embedding) above dense.FLAT_MAX; below, `index` (a flat index an --add grew)
-    or a flat index of the stored vectors (a Ray build wrote only the table)."""
-    shutil.rmtree(work / "dense.ivf", ignore_errors=True)
-    (work / "dense.faiss").unlink(missing_ok=True)
-    if dense.kind_for(total) == "ivf":
-        return dense.build_ivf(lambda: store.iter_vectors(table), work / "dense.ivf", dim, total)
-    if index is None:
-        index = dense.new_index(dim)
-        for _, vectors in store.iter_vectors(table):
-            index.add(vectors)
-    dense.save(index, work / "dense.faiss")
-    return index
+def dense_kind_of(index) -> str:
+    return "hnsw" if hasattr(index, "hnsw") else "flat"
+
+
+def _final_dense(index, table, dim: int, total: int):
+    """Switch to HNSW once the index outgrows exact search, from stored vectors (no re-embedding); with no
+    index yet (a Ray build wrote only the table), build the right kind from them."""
+    if index is not None and dense.kind_for(total) == dense_kind_of(index):
+        return index
+    rebuilt = dense.new_index(dim, dense.kind_for(total))
+    for _, vectors in store.iter_vectors(table):
+        rebuilt.add(vectors)
+    return rebuilt
 
 
 def _write_bm25(table, folder: Path) -> None:
@@ -337,7 +336,7 @@ def _manifest(name, embedder, total, fingerprint, index, options, corpus, stats,
         dim=embedder.dim,
         passages=total,
         corpus_fingerprint=fingerprint,
-        dense_kind=dense.kind_of(index),
+        dense_kind=dense_kind_of(index),
         parameters={
             "text_fields": list(options.text_fields), "chunk_words": options.chunk_words,
             "min_words": options.min_words, "bm25": lexical.BM25_PARAMS, "flat_max": dense.FLAT_MAX,

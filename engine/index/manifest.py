@@ -11,8 +11,7 @@ from engine.errors import IndexMismatch, IndexStoreError
 
 __all__ = ["Manifest", "FORMAT_VERSION", "read_manifest", "parse_manifest", "manifest_dict"]
 
-FORMAT_VERSION = 2  # 2: an index above dense.FLAT_MAX passages keeps an IVF in dense.ivf/ (1: an HNSW graph)
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,10 @@ def parse_manifest(raw: dict[str, Any], where: str) -> Manifest:
         IndexMismatch: written by an incompatible on-disk format.
     """
     version = raw.get("format_version")
-    if version not in READABLE_VERSIONS:
+    if version != FORMAT_VERSION:
         raise IndexMismatch(
-            f"{where}: index format version {version!r}, this Seedbed reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}; rebuild the index with `seedbed index ... --force`"
+            f"{where}: index format version {version!r}, this Seedbed reads version {FORMAT_VERSION}; "
+            "rebuild the index with `seedbed index ... --force`"
         )
     known = set(Manifest.__dataclass_fields__)
     fields = {k: v for k, v in raw.items() if k in known}

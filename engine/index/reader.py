@@ -83,7 +83,7 @@ class Index:
         manifest.check_embedder(embedder.id, embedder.dim)
         try:
             passages = store.load_passages(store.open_table(folder))
-            dense_index = dense.open_dense(folder)
+            dense_index = dense.load(folder / "dense.faiss")
             bm25 = lexical.load(folder / "bm25")
         except (OSError, RuntimeError, ValueError) as exc:
             raise IndexStoreError(f"index {name!r} at {folder} is damaged ({exc}); rebuild it with --force") from None

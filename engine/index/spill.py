@@ -1,5 +1,5 @@
 """Sort rows by an integer key on disk, so an index whose layout groups rows by key (BM25's postings by
-token, an IVF's vectors by list) is written in that order without holding every row in memory.
+token) is written in that order without holding every row in memory.
 
 Rows arrive in batches (`SortedRuns.add`): each batch is sorted by key (stably) and written as one run,
 a raw file per column. `merged` then reads, for consecutive key ranges of about `chunk_rows` rows, each

@@ -54,7 +54,7 @@ main.add_command(setup)
 def index_cmd(corpus: Path, name: str, text_field: str, chunk_words: int, min_words: int, add: bool, force: bool,
               embedder: str, ray_address: str | None, ray_workers: int, root: Path | str) -> None:
     """Index CORPUS (a .jsonl/.csv/.parquet/.txt file or a folder of them, or bundled:reuters-sample /
-    bundled:news-mix, the sample corpora) as NAME."""
+    bundled:news-mix / bundled:news-mix-small, the sample corpora) as NAME."""
     corpus = bundled_path(corpus, "corpora")
     from tqdm import tqdm
 
@@ -274,7 +274,8 @@ def indexes_cmd(root: Path | str) -> None:
     from engine.index.reader import list_indexes
 
     for m in list_indexes(root):
-        graph = _dense_settings(m)
+        graph = (f" (M {m.parameters.get('hnsw_m')}, efConstruction {m.parameters.get('hnsw_ef_construction', 'n/a')})"
+                 if m.dense_kind == "hnsw" else "")
         click.echo(f"{m.name:<24} {m.passages:>8} passages  {m.embedder} ({m.dim}-d)  dense={m.dense_kind}{graph}  "
                    f"updated {m.updated_at}")
 
@@ -284,26 +285,16 @@ def indexes_cmd(root: Path | str) -> None:
 @INDEX_ROOT
 @friendly
 def rebuild_dense_cmd(name: str, root: Path | str) -> None:
-    """Rebuild index NAME's dense index from its stored vectors with this version's kind and settings (no
-    re-embedding): an index built by an older Seedbed keeps its HNSW graph until then; above 50,000
-    passages it becomes an IVF on disk, which a build's memory does not grow with."""
+    """Rebuild index NAME's FAISS graph from its stored vectors with this version's HNSW settings (no
+    re-embedding); an index built by an older Seedbed keeps its older, lower-recall graph until then."""
     import time
 
     from engine.index.builder import rebuild_dense
 
     started = time.monotonic()
     m = rebuild_dense(name, root)
-    click.echo(f"index {m.name!r}: dense={m.dense_kind}{_dense_settings(m)}, {m.passages} vectors, "
-               f"{time.monotonic() - started:.1f}s")
-
-
-def _dense_settings(m) -> str:
-    """' (N lists, P probed)' for an IVF, ' (M m, efConstruction e)' for an HNSW graph, '' for a flat index."""
-    if m.dense_kind == "ivf":
-        return f" ({m.parameters.get('ivf_lists')} lists, {m.parameters.get('ivf_probe')} probed)"
-    if m.dense_kind == "hnsw":
-        return f" (M {m.parameters.get('hnsw_m')}, efConstruction {m.parameters.get('hnsw_ef_construction', 'n/a')})"
-    return ""
+    click.echo(f"index {m.name!r}: dense={m.dense_kind}, M {m.parameters['hnsw_m']}, efConstruction "
+               f"{m.parameters['hnsw_ef_construction']}, {m.passages} vectors, {time.monotonic() - started:.1f}s")
 
 
 

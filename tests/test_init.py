@@ -59,7 +59,7 @@ def test_bundled_names_resolve_and_a_wrong_one_lists_the_choices(tmp_path):
     result = invoke("plan", "bundled:ag_nws", "--strategy", "fewgen")
     assert result.exit_code == 2 and "no bundled task 'ag_nws'" in result.output and "ag_news" in result.output
     missing = invoke("index", "bundled:reuters", "--name", "x", "--root", tmp_path)
-    assert missing.exit_code == 2 and "choose one of news-mix, reuters-sample" in missing.output
+    assert missing.exit_code == 2 and "choose one of news-mix, news-mix-small, reuters-sample" in missing.output
     fewgen = invoke("synth", "bundled:ag_news", "--strategy", "fewgen", "--out", tmp_path / "f", "--fake", "-n", "1")
     assert fewgen.exit_code == 0, fewgen.output
 

@@ -329,10 +329,10 @@ def test_sorted_runs_read_back_every_row_sorted_by_key_in_arrival_order_a_range_
     from engine.index.spill import SortedRuns
 
     rng = np.random.default_rng(7)
-    runs = SortedRuns(tmp_path, {"value": ("int64", ()), "vector": ("float32", (3,))})
+    runs = SortedRuns(tmp_path, {"value": "int64", "weight": "float32"})
     keys = [rng.integers(0, 50, size) for size in (40, 1, 0, 73, 25)]
     for batch, key in enumerate(keys):
-        runs.add(key, value=np.arange(len(key)) + 1000 * batch, vector=rng.random((len(key), 3)))
+        runs.add(key, value=np.arange(len(key)) + 1000 * batch, weight=rng.random(len(key)))
     every = np.concatenate(keys)
     order = np.argsort(every, kind="stable")
     values = np.concatenate([np.arange(len(k)) + 1000 * b for b, k in enumerate(keys)])[order]

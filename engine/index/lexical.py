@@ -61,7 +61,7 @@ def write_batches(batches: Iterable[Sequence[str]], folder: Path, method: str = 
         raise ValueError(f"streaming BM25 supports lucene and robertson scoring, not {method!r}")
     vocab: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="seedbed-bm25-") as spill:
-        runs = SortedRuns(Path(spill), {"doc": ("int32", ()), "tf": ("uint16", ())})
+        runs = SortedRuns(Path(spill), {"doc": "int32", "tf": "uint16"})
         doc_len, df = _count_batches(batches, vocab, runs)
         if not len(doc_len):
             raise ValueError("BM25 needs at least one passage")

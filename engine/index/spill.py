@@ -36,11 +36,11 @@ class SortedRuns:
 
     Args:
         folder: where the runs are written.
-        columns: each column's dtype and the shape of one row's value (() for a scalar, (d,) for a vector).
+        columns: each column's dtype (one scalar per row); the key column is int64.
     """
 
-    def __init__(self, folder: Path, columns: dict[str, tuple[str, tuple[int, ...]]]):
-        self.folder, self.columns = Path(folder), {name: (np.dtype(t), s) for name, (t, s) in columns.items()}
+    def __init__(self, folder: Path, columns: dict[str, str]):
+        self.folder, self.columns = Path(folder), {"key": np.dtype(np.int64)} | {n: np.dtype(t) for n, t in columns.items()}
         self.runs = 0
 
     def add(self, keys: np.ndarray, **values: np.ndarray) -> None:
@@ -48,9 +48,9 @@ class SortedRuns:
         if not len(keys):
             return
         order = np.argsort(keys, kind="stable")
-        self._write(self.runs, "key", np.asarray(keys, np.int64)[order])
-        for name, (dtype, _) in self.columns.items():
-            self._write(self.runs, name, np.asarray(values[name], dtype)[order])
+        for name, dtype in self.columns.items():
+            column = keys if name == "key" else values[name]
+            np.asarray(column, dtype)[order].tofile(self._path(self.runs, name))
         self.runs += 1
 
     def merged(self, key_counts: np.ndarray, chunk_rows: int = 1 << 18) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
@@ -66,7 +66,7 @@ class SortedRuns:
         bounds = np.concatenate([[0], cuts[(cuts > 0) & (cuts < len(key_counts))], [len(key_counts)]])
         starts = [np.searchsorted(self._read(run, "key"), bounds) for run in range(self.runs)]
         for i in range(len(bounds) - 1):
-            parts = {name: [] for name in ("key", *self.columns)}
+            parts = {name: [] for name in self.columns}
             for run, offsets in enumerate(starts):
                 for name in parts:
                     parts[name].append(self._read(run, name, offsets[i], offsets[i + 1]))
@@ -77,20 +77,11 @@ class SortedRuns:
     def _path(self, run: int, name: str) -> Path:
         return self.folder / f"{run}.{name}"
 
-    def _spec(self, name: str) -> tuple[np.dtype, tuple[int, ...]]:
-        return (np.dtype(np.int64), ()) if name == "key" else self.columns[name]
-
-    def _write(self, run: int, name: str, array: np.ndarray) -> None:
-        np.ascontiguousarray(array).tofile(self._path(run, name))
-
-    def _read(self, run: int, name: str, start: int = 0, end: int | None = None) -> np.ndarray:
-        dtype, shape = self._spec(name)
-        row = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-        if end is None:
-            end = self._path(run, name).stat().st_size // row
-        flat = np.fromfile(self._path(run, name), dtype=dtype, count=(end - start) * row // dtype.itemsize,
-                           offset=start * row)
-        return flat.reshape((end - start, *shape))
+    def _read(self, run: int, name: str, start: int = 0, end: int = -1) -> np.ndarray:
+        """Rows [start, end) of one run's column (end -1: to the end)."""
+        dtype = self.columns[name]
+        return np.fromfile(self._path(run, name), dtype=dtype, count=end - start if end >= 0 else -1,
+                           offset=start * dtype.itemsize)
 
 
 class NpyWriter:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install Seedbed with its dev and ray extras (tests/test_ray.py runs
-# in CI). Safe to re-run.
+# in CI); `--core`: Seedbed alone, without them (what scripts/demo.sh needs: ~45 s less on a fresh
+# machine). Safe to re-run.
 # torch is pinned and installed first: sentence-transformers asks for an unpinned torch, which
 # would otherwise pull a multi-GB CUDA build.
 set -euo pipefail
@@ -11,8 +12,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 . .venv/bin/activate
-echo "==> installing torch==2.13.0 (CPU) and Seedbed"
+TARGET=".[dev,ray]"
+case "${1:-}" in
+  --core) TARGET="." ;;
+  "") ;;
+  *) echo "install.sh: unknown option '$1' (use --core for Seedbed without its dev and ray extras)" >&2; exit 2 ;;
+esac
+echo "==> installing torch==2.13.0 (CPU) and Seedbed ($TARGET)"
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e ".[dev,ray]"
+python -m pip install --quiet -e "$TARGET"
 echo "==> installed: $(seedbed --version)"

@@ -289,6 +289,46 @@ def test_hnsw_above_the_flat_threshold(tmp_path, corpus, monkeypatch):
     assert np.allclose(index.vectors([5]), HashEmbedder(64).encode([index.passage(5).text]), atol=1e-6)
 
 
+def test_an_hnsw_index_is_graphs_of_at_most_shard_rows_written_one_at_a_time_and_searched_as_one(
+        tmp_path, reuters_slice, monkeypatch):
+    root = tmp_path / "indexes"
+    monkeypatch.setattr(dense, "FLAT_MAX", 20)
+    monkeypatch.setattr(dense, "SHARD_ROWS", 16)
+    writes = []
+    original_write = dense._write_graph
+    monkeypatch.setattr(dense, "_write_graph", lambda graph, path, number: (
+        writes.append((number, graph.ntotal)), original_write(graph, path, number))[1])
+    built = build_index(reuters_slice(40, name="a.jsonl"), "news", HashEmbedder(64), root=root).manifest.passages
+    graphs = -(-built // 16)  # the fewest graphs of at most 16, the rows split evenly between them
+    per = -(-built // graphs)
+    sizes = [per] * (graphs - 1) + [built - per * (graphs - 1)]
+    assert graphs >= 3 and writes == list(enumerate(sizes))
+
+    added = build_index(reuters_slice(60, start=40, name="b.jsonl"), "news", HashEmbedder(64), root=root, add=True)
+    n = added.manifest.passages
+    index = Index.open("news", root)
+    # an --add fills the last graph, then starts new ones
+    more = n - built - (16 - sizes[-1])
+    assert n - built > 16 and [g.ntotal for g in index.dense_index.shards] == (
+        sizes[:-1] + [16] + [16] * (more // 16) + ([more % 16] if more % 16 else []))
+    assert sorted(p.name for p in (root / "news").glob("dense*.faiss")) == sorted(
+        ["dense.faiss"] + [f"dense-{i}.faiss" for i in range(1, len(index.dense_index.shards))])
+    vectors = index.vectors(np.arange(n))  # read back across the graphs' boundaries, in row order
+    assert np.allclose(vectors, HashEmbedder(64).encode(index.passages["text"].to_list()), atol=1e-6)
+    for row in (0, per - 1, per, 2 * per + 1, n - 1):  # graphs this small are searched exhaustively: the merge is exact search
+        scores, rows = dense.search(index.dense_index, vectors[row][None, :], 8)
+        exact = np.argsort(-(vectors @ vectors[row]), kind="stable")[:8]
+        assert rows[0][0] == row and set(rows[0].tolist()) == set(exact.tolist())
+        assert np.all(np.diff(scores[0]) <= 1e-6)
+        assert index.search(index.passage(row).text, k=3, mode="dense")[0].passage.id == index.passage(row).id
+
+    monkeypatch.setattr(dense, "SHARD_ROWS", 1000)  # a rebuild into fewer graphs leaves no stale graph file
+    builder.rebuild_dense("news", root)
+    assert sorted(p.name for p in (root / "news").glob("dense*.faiss")) == ["dense.faiss"]
+    again = Index.open("news", root)
+    assert len(again.dense_index.shards) == 1 and np.array_equal(again.vectors(np.arange(n)), vectors)
+
+
 def test_rebuild_dense_redoes_an_old_graph_from_stored_vectors_and_records_it(tmp_path, reuters_slice, monkeypatch):
     root = tmp_path / "indexes"
     monkeypatch.setattr(dense, "FLAT_MAX", 20)
@@ -304,10 +344,10 @@ def test_rebuild_dense_redoes_an_old_graph_from_stored_vectors_and_records_it(tm
     vectors, ids = before.vectors(np.arange(len(before))), before.passages["id"].to_list()
     assert before.dense_index.hnsw.nb_neighbors(0) == 2 * 8  # level 0 holds 2 M links
 
-    def fail(index, path):
+    def fail(*args):
         raise OSError("disk full")
     with monkeypatch.context() as patch:
-        patch.setattr(dense, "save", fail)
+        patch.setattr(dense, "build", fail)
         with pytest.raises(OSError, match="disk full"):
             builder.rebuild_dense("news", root)
     assert read_manifest(root / "news") == added.manifest and sorted(p.name for p in root.iterdir()) == ["news"]
@@ -481,6 +521,16 @@ def test_real_minilm_embedder_end_to_end(tmp_path, reuters_slice):
                           ("perfume company goes public", "corpus.jsonl:14")]:
         assert index.search(query, k=1, mode="dense")[0].passage.source == source, query
         assert index.search(query, k=1, mode="bm25")[0].passage.source != source, query
+
+
+def test_one_text_takes_the_direct_path_and_gets_sentence_transformers_own_vector():
+    embedder = get_embedder()
+    texts = ["Oil prices rose on Tuesday", "A", "The central bank kept interest rates unchanged " * 60]  # the last truncated
+    assert embedder._plain_mean_pooling()
+    for text in texts:
+        reference = embedder._model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
+        np.testing.assert_allclose(embedder.encode([text]), reference, atol=1e-5)
+    np.testing.assert_allclose(embedder.encode(texts)[1:2], embedder.encode(texts[1:2]), atol=1e-5)
 
 
 @pytest.fixture(scope="module")

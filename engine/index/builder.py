@@ -108,10 +108,8 @@ def rebuild_dense(name: str, root: Path | str = Path("indexes")) -> Manifest:
         previous = read_manifest(target)
         with _staged(Path(root), name, target) as work:
             shutil.copytree(target, work)
-            index = _final_dense(None, store.open_table(work), previous.dim, previous.passages)
-            dense.save(index, work / "dense.faiss")
-            manifest = replace(previous, dense_kind=dense_kind_of(index),
-                               parameters={**previous.parameters, **dense.graph_parameters(index)},
+            kind, graph = _write_dense(None, store.open_table(work), previous.dim, previous.passages, work / "dense.faiss")
+            manifest = replace(previous, dense_kind=kind, parameters={**previous.parameters, **graph},
                                updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
             write_json_atomic(work / "manifest.json", manifest_dict(manifest))
             return manifest
@@ -281,10 +279,9 @@ def _finish(work, corpus, name, embedder, options, stats, table, index, total: i
             f"{stats.too_short} shorter than {options.min_words} words); check --text-field and the files"
         )
     store.compact(table)  # an --add wrote a fragment of its own; nobody else sees `work` yet
-    index = _final_dense(index, table, embedder.dim, total)
-    dense.save(index, work / "dense.faiss")
-    manifest = _manifest(name, embedder, total, fingerprint, index, options, corpus, stats, added, previous)
-    del index  # on disk now: BM25's build does not sit on top of the graph (about 170 MB at 200k passages)
+    kind, graph = _write_dense(index, table, embedder.dim, total, work / "dense.faiss")
+    manifest = _manifest(name, embedder, total, fingerprint, kind, graph, options, corpus, stats, added, previous)
+    del index  # on disk now: BM25's build does not sit on top of the vectors
     release_memory()
     _write_bm25(table, work / "bm25")
     write_json_atomic(work / "manifest.json", manifest_dict(manifest))
@@ -302,19 +299,15 @@ def _batches(items: Iterable[Passage], size: int) -> Iterator[list[Passage]]:
         yield batch
 
 
-def dense_kind_of(index) -> str:
-    return "hnsw" if hasattr(index, "hnsw") else "flat"
-
-
-def _final_dense(index, table, dim: int, total: int):
-    """Switch to HNSW once the index outgrows exact search, from stored vectors (no re-embedding); with no
-    index yet (a Ray build wrote only the table), build the right kind from them."""
-    if index is not None and dense.kind_for(total) == dense_kind_of(index):
-        return index
-    rebuilt = dense.new_index(dim, dense.kind_for(total))
-    for _, vectors in store.iter_vectors(table):
-        rebuilt.add(vectors)
-    return rebuilt
+def _write_dense(index, table, dim: int, total: int, path: Path) -> tuple[str, dict[str, int]]:
+    """Write the dense index of the kind the final size needs to `path`: an `--add`'s grown in memory
+    when it is still of that kind, else built from the stored vectors (no re-embedding), an HNSW
+    index one graph at a time. Returns its kind and graph parameters."""
+    kind = dense.kind_for(total)
+    if index is not None and dense.kind_of(index) == kind:
+        dense.save(index, path)
+        return kind, dense.graph_parameters(index)
+    return kind, dense.build((vectors for _, vectors in store.iter_vectors(table)), dim, kind, path, total)
 
 
 def _write_bm25(table, folder: Path) -> None:
@@ -323,7 +316,7 @@ def _write_bm25(table, folder: Path) -> None:
     lexical.write_batches(store.iter_texts(table), folder, **lexical.BM25_PARAMS)
 
 
-def _manifest(name, embedder, total, fingerprint, index, options, corpus, stats, added, previous) -> Manifest:
+def _manifest(name, embedder, total, fingerprint, kind, graph, options, corpus, stats, added, previous) -> Manifest:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     source = {
         "path": str(corpus), "added": added, "documents": stats.documents, "at": now,
@@ -336,11 +329,11 @@ def _manifest(name, embedder, total, fingerprint, index, options, corpus, stats,
         dim=embedder.dim,
         passages=total,
         corpus_fingerprint=fingerprint,
-        dense_kind=dense_kind_of(index),
+        dense_kind=kind,
         parameters={
             "text_fields": list(options.text_fields), "chunk_words": options.chunk_words,
             "min_words": options.min_words, "bm25": lexical.BM25_PARAMS, "flat_max": dense.FLAT_MAX,
-            **dense.graph_parameters(index),
+            **graph,
         },
         sources=(previous.sources if previous else ()) + (source,),
         created_at=previous.created_at if previous else now,

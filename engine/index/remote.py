@@ -3,7 +3,7 @@
 Layout under the root URI:
 
     ROOT/NAME/manifest.json      the pointer: the index's manifest plus "build": its id and its files
-    ROOT/NAME/builds/ID/...      one complete build: manifest.json, store/, dense.faiss, bm25/
+    ROOT/NAME/builds/ID/...      one complete build: manifest.json, store/, dense.faiss (dense-1.faiss... for more HNSW graphs), bm25/
 
 A build is made by the local builder in a staging folder, uploaded in full, and only then is the
 pointer written: one PUT, atomic on S3. So a reader sees the old complete index or the new one, and

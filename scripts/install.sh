@@ -20,6 +20,16 @@ case "${1:-}" in
 esac
 echo "==> installing torch==2.13.0 (CPU) and Seedbed ($TARGET)"
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet "torch==2.13.0"
-python -m pip install --quiet -e "$TARGET"
+# torch from pip (which also finds a copy on this machine's disk), then the rest with uv: the same
+# packages from the same registry, resolved and installed in 8 s where pip takes 62 (measured in a
+# fresh venv, no cache). uv does not read pip's config: a PIP_INDEX_URL is passed on, and if uv fails
+# (a mirror only pip knows, say) pip installs instead.
+python -m pip install --quiet "torch==2.13.0" uv
+if [ -n "${PIP_INDEX_URL:-}" ] && [ -z "${UV_INDEX_URL:-}" ]; then
+  export UV_INDEX_URL="$PIP_INDEX_URL"
+fi
+if ! uv pip install --quiet --python .venv/bin/python -e "$TARGET"; then
+  echo "==> uv could not install Seedbed (above); installing with pip instead"
+  python -m pip install --quiet -e "$TARGET"
+fi
 echo "==> installed: $(seedbed --version)"

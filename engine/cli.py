@@ -285,8 +285,9 @@ def indexes_cmd(root: Path | str) -> None:
 @INDEX_ROOT
 @friendly
 def rebuild_dense_cmd(name: str, root: Path | str) -> None:
-    """Rebuild index NAME's FAISS graph from its stored vectors with this version's HNSW settings (no
-    re-embedding); an index built by an older Seedbed keeps its older, lower-recall graph until then."""
+    """Rebuild index NAME's FAISS graphs from its stored vectors with this version's HNSW settings (no
+    re-embedding): graphs of at most 32,768 passages; an index built by an older Seedbed keeps its older
+    graph (one, of any size, searched at efSearch 768) until then."""
     import time
 
     from engine.index.builder import rebuild_dense

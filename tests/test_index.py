@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import faiss
 import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
@@ -304,8 +305,17 @@ def test_an_hnsw_index_is_graphs_of_at_most_shard_rows_written_one_at_a_time_and
     sizes = [per] * (graphs - 1) + [built - per * (graphs - 1)]
     assert graphs >= 3 and writes == list(enumerate(sizes))
 
+    before = {p.name: p.read_bytes() for p in (root / "news").glob("dense*.faiss")}
+    reads = []
+    original_read = faiss.read_index
+    monkeypatch.setattr(faiss, "read_index", lambda path, *a: (reads.append(os.path.basename(path)), original_read(path, *a))[1])
     added = build_index(reuters_slice(60, start=40, name="b.jsonl"), "news", HashEmbedder(64), root=root, add=True)
+    monkeypatch.setattr(faiss, "read_index", original_read)
     n = added.manifest.passages
+    # the --add read only the last graph, and left the full ones before it as they were
+    assert reads == [f"dense-{graphs - 1}.faiss"]
+    assert all((root / "news" / name).read_bytes() == data for name, data in before.items()
+               if name != f"dense-{graphs - 1}.faiss")
     index = Index.open("news", root)
     # an --add fills the last graph, then starts new ones
     more = n - built - (16 - sizes[-1])

@@ -211,7 +211,7 @@ def _build_in(work, target, corpus, name, embedder, options, add, progress, star
     stats = CorpusStats()
     if previous:
         table = store.open_table(work)
-        index = dense.load(work / "dense.faiss")
+        index = dense.load(work / "dense.faiss", tail=True)  # new rows go to the last graph and after it
         stats.seen_hashes.update(store.passage_ids(table))
         start_row = table.count_rows()
     else:

@@ -50,9 +50,10 @@ class Graphs:
     an index written before graphs were split loads as one graph of any size.
     """
 
-    def __init__(self, dim: int, shards: Iterable = ()) -> None:
+    def __init__(self, dim: int, shards: Iterable = (), first: int = 0) -> None:
         self.d = dim
         self.shards = list(shards)
+        self.first = first  # graphs before these, left on disk (`load(tail=True)`, for an --add): append only
 
     @property
     def ntotal(self) -> int:
@@ -82,6 +83,8 @@ class Graphs:
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) per query over every graph, merged by score; rows are -1 where fewer exist.
         The graphs are searched in parallel threads (FAISS releases the GIL), one per core."""
+        if self.first:
+            raise ValueError("an index loaded with tail=True holds only its last graph: load it whole to search it")
         offsets = self._offsets()
         graphs = [(offset, shard) for offset, shard in zip(offsets, self.shards) if shard.ntotal]
         found = _pool().map(lambda graph: graph[1].search(vectors, min(k, graph[1].ntotal)), graphs) \
@@ -207,18 +210,25 @@ def save(index, path: Path) -> None:
     import faiss
 
     if isinstance(index, Graphs):
-        for number, graph in enumerate(index.shards or [_new_graph(index.d)]):
+        for number, graph in enumerate(index.shards or [_new_graph(index.d)], start=index.first):
             faiss.write_index(graph, str(_shard_path(path, number)))
-        _remove_stale(path, max(1, len(index.shards)))
+        _remove_stale(path, index.first + max(1, len(index.shards)))
         return
     faiss.write_index(index, str(path))
     _remove_stale(path, 1)
 
 
-def load(path: Path):
-    """The index `save` wrote at `path` (all of its graphs), efSearch set to today's."""
+def load(path: Path, tail: bool = False):
+    """The index `save` wrote at `path` (all of its graphs), efSearch set to today's. `tail`: of an HNSW
+    index of several graphs only the last, to append to and `save` (an `--add` then holds one graph)."""
     import faiss
 
+    if tail and _shard_path(path, 1).exists():
+        last = 1
+        while _shard_path(path, last + 1).exists():
+            last += 1
+        graph = faiss.read_index(str(_shard_path(path, last)))
+        return Graphs(graph.d, [graph], first=last)
     first = faiss.read_index(str(path))
     if not hasattr(first, "hnsw"):
         return first

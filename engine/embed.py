@@ -38,6 +38,7 @@ class SentenceTransformerEmbedder:
         self.id = name
         self._model = load_sentence_transformer(folder, device)
         self.dim = int(_dimension(self._model))
+        self._plain = _plain_mean_pooling(self._model)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts; sorted by length inside sentence-transformers to cut padding. One text (a search
@@ -45,23 +46,13 @@ class SentenceTransformerEmbedder:
         (+ unit length) stack, as MiniLM is: the same vector 1.7 ms (12 %) sooner (benchmarks/bench_search.py)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if len(texts) == 1 and self._plain_mean_pooling():
+        if len(texts) == 1 and self._plain:
             return self._encode_one(texts[0])
         vectors = self._model.encode(
             list(texts), batch_size=batch_size, normalize_embeddings=True,
             convert_to_numpy=True, show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
-
-
-    def _plain_mean_pooling(self) -> bool:
-        if not hasattr(self, "_plain"):
-            modules = list(self._model)
-            kinds = [type(module).__name__ for module in modules]
-            self._plain = (kinds in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"])
-                           and _pooling_mode(modules[1]) == "mean"
-                           and hasattr(modules[0], "auto_model") and hasattr(modules[0], "tokenizer"))
-        return self._plain
 
     def _encode_one(self, text: str) -> np.ndarray:
         """What `SentenceTransformer.encode([text], normalize_embeddings=True)` returns for a plain mean-pooling
@@ -77,6 +68,16 @@ class SentenceTransformerEmbedder:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             vector = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return np.ascontiguousarray(vector.cpu().numpy(), dtype=np.float32)
+
+
+def _plain_mean_pooling(model) -> bool:
+    """Whether `model` is a transformer, mean pooling and (optionally) unit length, nothing else, so that
+    `_encode_one` computes what its `encode` does."""
+    modules = list(model)
+    kinds = [type(module).__name__ for module in modules]
+    return (kinds in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"])
+            and _pooling_mode(modules[1]) == "mean"
+            and hasattr(modules[0], "auto_model") and hasattr(modules[0], "tokenizer"))
 
 
 def _pooling_mode(pooling) -> str:

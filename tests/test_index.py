@@ -536,7 +536,7 @@ def test_real_minilm_embedder_end_to_end(tmp_path, reuters_slice):
 def test_one_text_takes_the_direct_path_and_gets_sentence_transformers_own_vector():
     embedder = get_embedder()
     texts = ["Oil prices rose on Tuesday", "A", "The central bank kept interest rates unchanged " * 60]  # the last truncated
-    assert embedder._plain_mean_pooling()
+    assert embedder._plain  # MiniLM: transformer, mean pooling, unit length
     for text in texts:
         reference = embedder._model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
         np.testing.assert_allclose(embedder.encode([text]), reference, atol=1e-5)

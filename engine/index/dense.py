@@ -167,7 +167,7 @@ def build(batches: Iterable[np.ndarray], dim: int, kind: str, path: Path, total:
         save(index, path)
         return graph_parameters(index)
     per_graph = -(-total // -(-total // SHARD_ROWS)) if total else SHARD_ROWS
-    graph, written, parameters = None, 0, graph_parameters(None)
+    graph, written = None, 0
     for vectors in batches:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         while len(vectors):
@@ -176,32 +176,37 @@ def build(batches: Iterable[np.ndarray], dim: int, kind: str, path: Path, total:
             graph.add(vectors[:room])
             vectors = vectors[room:]
             if graph.ntotal == per_graph:
-                parameters = _write_graph(graph, path, written)
+                _write_graph(graph, path, written)
                 graph, written = None, written + 1
     if graph is not None or written == 0:
-        parameters = _write_graph(graph if graph is not None else _new_graph(dim), path, written)
+        _write_graph(graph if graph is not None else _new_graph(dim), path, written)
         written += 1
     _remove_stale(path, written)
-    return parameters
+    return graph_parameters(None)  # every graph was made by _new_graph: today's settings
 
 
 def _shard_path(path: Path, number: int) -> Path:
     return path if number == 0 else path.with_name(f"{path.stem}-{number}{path.suffix}")
 
 
-def _write_graph(graph, path: Path, number: int) -> dict[str, int]:
+def _write_graph(graph, path: Path, number: int) -> None:
     import faiss
 
     faiss.write_index(graph, str(_shard_path(path, number)))
-    return graph_parameters(Graphs(graph.d, [graph]))
+
+
+def _graph_files(path: Path) -> int:
+    """How many graph files `save` left at `path`: `path` itself and the numbered ones after it."""
+    count = 1
+    while _shard_path(path, count).exists():
+        count += 1
+    return count
 
 
 def _remove_stale(path: Path, count: int) -> None:
     """Graph files numbered `count` and up, left by an earlier index with more graphs (a rebuild's copy)."""
-    number = max(count, 1)
-    while _shard_path(path, number).exists():
+    for number in range(max(count, 1), _graph_files(path)):
         _shard_path(path, number).unlink()
-        number += 1
 
 
 def save(index, path: Path) -> None:
@@ -223,20 +228,14 @@ def load(path: Path, tail: bool = False):
     index of several graphs only the last, to append to and `save` (an `--add` then holds one graph)."""
     import faiss
 
-    if tail and _shard_path(path, 1).exists():
-        last = 1
-        while _shard_path(path, last + 1).exists():
-            last += 1
-        graph = faiss.read_index(str(_shard_path(path, last)))
-        return Graphs(graph.d, [graph], first=last)
+    count = _graph_files(path)
+    if tail and count > 1:
+        graph = faiss.read_index(str(_shard_path(path, count - 1)))
+        return Graphs(graph.d, [graph], first=count - 1)
     first = faiss.read_index(str(path))
     if not hasattr(first, "hnsw"):
         return first
-    graphs, number = [first], 1
-    while _shard_path(path, number).exists():
-        graphs.append(faiss.read_index(str(_shard_path(path, number))))
-        number += 1
-    index = Graphs(first.d, graphs)
+    index = Graphs(first.d, [first] + [faiss.read_index(str(_shard_path(path, n))) for n in range(1, count)])
     set_ef_search(index)
     return index
 

@@ -1,7 +1,7 @@
 """Checks on one model answer. Each returns a short, stable reason code, or None when the answer passes.
 
 Reason codes (counted and reported per run): empty, refusal, too_short, too_long, truncated,
-copy_of_passage, mentions_passage, repetitive, duplicate; engine/injection.py adds
+copy_of_passage, echoes_prompt, mentions_passage, repetitive, duplicate; engine/injection.py adds
 follows_passage_instructions.
 """
 
@@ -20,6 +20,7 @@ __all__ = [
     "Deduper",
     "copy_of_passage",
     "copy_rate",
+    "echoes_prompt",
     "empty",
     "first_per_label",
     "mentions_passage",
@@ -137,6 +138,25 @@ def copy_of_passage(
     if len(tokens(text)) < min_tokens:
         return None
     return "copy_of_passage" if copy_rate(text, passage, n) >= threshold else None
+
+
+def echoes_prompt(text: str, prompt: str, passage: str = "", threshold: float = 0.2, n: int = 8) -> str | None:
+    """'echoes_prompt' when at least `threshold` of the answer repeats the prompt's own wording.
+
+    Counted are n-word spans of the prompt that are not in `passage` (the data the prompt carries, which
+    copy_of_passage judges): a small model sometimes hands back the rules it was given, before or
+    instead of the text (Qwen2.5-Coder-1.5B did for 11 of its first 54 IMDb edits). Answers under n
+    words are never flagged.
+    """
+    words = tokens(text)
+    if len(words) < n:
+        return None
+    grams = _grams(tokens(prompt), n) - _grams(tokens(passage), n)
+    return "echoes_prompt" if grams and _covered_share(words, n, grams.__contains__) >= threshold else None
+
+
+def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 _MENTIONS_PASSAGE = re.compile(

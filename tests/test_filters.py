@@ -167,3 +167,26 @@ def test_first_failure_names_a_decoding_loop_with_its_share():
     reason, detail = first_failure(LOOPED, spec, "stop", None)
     assert reason == "repetitive" and "5-word sequences it repeats" in detail, detail
     assert first_failure(LOOPED.split(" I am an")[0] + ".", spec, "stop", None) is None
+
+
+# The edit template's rules as Qwen2.5-Coder-1.5B handed them back instead of a review (IMDb, 2026-12-07)
+EDIT_RULES = ("Keep the writer's own sentences, words, names and details wherever they already fit, and rewrite the "
+              "ones that do not in the writer's voice. Drop, shorten or merge a few sentences so that the result is "
+              "not a copy, and add no closing verdict or recommendation that the writer did not make.")
+REVIEW = ("Kevin Bacon is the star of this 1984 film, a delightful blend of humor and dance. Ren, the new kid in a "
+          "town that doesn't allow dancing, sets out to change that, and the music is some of the best ever.")
+
+
+def test_an_answer_that_repeats_the_prompts_rules_echoes_it_and_its_passage_is_not_counted():
+    prompt = f"Edit the movie review below so that it expresses a favourable opinion. {EDIT_RULES}\n\nOriginal:\n{REVIEW}"
+    assert filters.echoes_prompt(EDIT_RULES, prompt, REVIEW) == "echoes_prompt"
+    assert filters.echoes_prompt(EDIT_RULES + " " + REVIEW, prompt, REVIEW) == "echoes_prompt"  # rules, then the text
+    # the passage's own words are data the prompt carries: reusing them is copy_of_passage's business
+    assert filters.echoes_prompt(REVIEW, prompt, REVIEW) is None
+    assert filters.echoes_prompt(REVIEW, prompt) == "echoes_prompt"  # ...unless nobody says which part is data
+    fresh = "A warm, funny film about a town that bans dancing; Bacon has never been better and the songs still work."
+    assert filters.echoes_prompt(fresh, prompt, REVIEW) is None
+    # one borrowed phrase in a long text stays under the 20 % threshold
+    assert filters.echoes_prompt(fresh + " I would keep the writer's own sentences, words, names and details. " + REVIEW,
+                                 prompt, REVIEW) is None
+    assert filters.echoes_prompt("Keep the writer's own sentences", prompt, REVIEW) is None  # under 8 words

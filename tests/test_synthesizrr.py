@@ -304,3 +304,18 @@ def test_scripted_json_round_trip_through_the_schema():
 
 PLAIN_REQUEST = plan()[1][0]
 STRUCTURED_REQUEST = plan(SynthesizRR(structured_output=True))[1][0]
+
+
+def test_parse_rejects_an_answer_that_repeats_the_prompts_rules_but_not_one_that_reuses_its_passage():
+    task = dataclasses.replace(TASK, output=OutputSpec(kind="news headline", min_words=4, max_words=60),
+                               sampling=SamplingParams(temperature=0.7, max_tokens=120))
+    strategy, requests = plan(task=task)
+    rules = "Stay within 60 words; leave out details rather than run long. Write one news headline of 4 to 60 words"
+    assert all(part in requests[0].messages[-1][1] for part in rules.split(". "))  # the refine template's own wording
+    echoed = strategy.parse(requests[0], answer(rules), task)
+    assert isinstance(echoed, Rejection) and echoed.reason == "echoes_prompt", echoed
+    assert "instructions" in echoed.detail
+    # half the passage's words, in a new frame: an edit, which the echo check leaves to copy_of_passage
+    kept = strategy.parse(requests[0], answer("Old Trafford cheers as Manchester United beat Chelsea 2-1 at Old "
+                                              "Trafford on Saturday, sealed by Rashford"), task)
+    assert isinstance(kept, Example), kept

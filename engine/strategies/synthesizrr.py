@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from engine import filters
 from engine.errors import ConfigError
 from engine.prompts import Template
 from engine.strategies.answers import ANSWER_SCHEMA, cut_passage  # ANSWER_SCHEMA is also exported from here
@@ -203,9 +204,16 @@ class SynthesizRR(Strategy):
         }
 
     def parse(self, request: Request, completion: Completion, task: TaskSpec) -> Example | Rejection:
-        """Clean the answer and run the filters; an Example, or a Rejection with reason and detail."""
+        """Clean the answer and run the filters, then reject an answer that repeats the prompt's instructions."""
         passage = request.hit.passage.text if request.hit else None
-        return parse_text_answer(request, completion, task.output, passage)
+        prompt = "\n".join(content for _, content in request.messages)
+        return parse_text_answer(request, completion, task.output, passage, check=lambda text: _echo(text, prompt, passage or ""))
+
+
+def _echo(text: str, prompt: str, passage: str) -> tuple[str, str] | None:
+    if filters.echoes_prompt(text, prompt, passage):
+        return "echoes_prompt", "the answer repeats the prompt's instructions instead of writing the text"
+    return None
 
 
 def _label(task: TaskSpec, name: str) -> LabelSpec:

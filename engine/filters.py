@@ -114,9 +114,7 @@ def copy_rate(example_text: str, passage_text: str, n: int = 8) -> float:
     if not example:
         return 0.0
     size = min(n, len(example))
-    passage = tokens(passage_text)
-    grams = {tuple(passage[i : i + size]) for i in range(len(passage) - size + 1)}
-    return _covered_share(example, size, grams.__contains__)
+    return _covered_share(example, size, _grams(tokens(passage_text), size).__contains__)
 
 
 def _covered_share(words: list[str], n: int, marks) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import re
@@ -24,6 +25,7 @@ import pytest
 
 from engine.errors import ConfigError, RuntimeSetupError
 from engine.runtime import build, local, prebuilt
+from engine.runtime import server as server_module
 from engine.runtime.catalog import CATALOG, DEFAULT_MODEL, TEST_MODEL, ModelEntry, get_model
 from engine.runtime.local import (
     assemble_parts,
@@ -376,6 +378,56 @@ def test_server_that_exits_reports_log_tail(tmp_path, home):
     with pytest.raises(RuntimeSetupError, match=r"(?s)exited with code 3.*boom while loading"):
         server.start()
     assert server.pid is None
+
+
+def _faulting_server(tmp_path, *, always: bool) -> Path:
+    """A stand-in llama-server killed by SIGSEGV at start (as a native build whose AMX kernels fault on
+    some virtual machines), unless `always` is off and LLAMA_ARG_REPACK=false; then it answers /health."""
+    script = tmp_path / "faulting-llama-server"
+    script.write_text(f"""#!{sys.executable}
+import http.server, os, signal, sys
+with open(sys.argv[0] + ".starts", "a") as f:
+    f.write(os.environ.get("LLAMA_ARG_REPACK", "-") + "\\n")
+if {always!r} or os.environ.get("LLAMA_ARG_REPACK") != "false":
+    print("llama threadpool init, n_threads = 2", flush=True)
+    os.kill(os.getpid(), signal.SIGSEGV)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{{}}")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[sys.argv.index("--port") + 1])), Health).serve_forever()
+""")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_server_killed_by_a_cpu_fault_at_start_runs_again_with_repacking_off(tmp_path, home, monkeypatch, caplog):
+    monkeypatch.setattr(server_module, "_NO_REPACK", set())
+    monkeypatch.delenv("LLAMA_ARG_REPACK", raising=False)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x")
+    binary = _faulting_server(tmp_path, always=False)
+    with caplog.at_level(logging.WARNING, logger="engine.runtime.server"):
+        with LocalServer(model, "fake", binary=binary, log_path=tmp_path / "s.log") as server:
+            assert server.alive()
+    assert "killed by signal 11" in caplog.text and "LLAMA_ARG_REPACK=false" in caplog.text
+    # Later starts of the same binary in this process (a restart, another run) skip the crash.
+    with LocalServer(model, "fake", binary=binary, log_path=tmp_path / "s2.log") as server:
+        assert server.alive()
+    assert (tmp_path / "faulting-llama-server.starts").read_text().split() == ["-", "false", "false"]
+
+
+def test_a_server_that_faults_with_repacking_off_too_fails_saying_so(tmp_path, home, monkeypatch):
+    monkeypatch.setattr(server_module, "_NO_REPACK", set())
+    monkeypatch.delenv("LLAMA_ARG_REPACK", raising=False)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x")
+    server = LocalServer(model, "fake", binary=_faulting_server(tmp_path, always=True), log_path=tmp_path / "s.log")
+    with pytest.raises(RuntimeSetupError, match=r"(?s)exited with code -11 .* with weight repacking off.*threadpool init"):
+        server.start()
+    assert server.pid is None
+    assert (tmp_path / "faulting-llama-server.starts").read_text().split() == ["-", "false"]
 
 
 def test_server_that_never_gets_healthy_times_out_and_is_killed(tmp_path, home):

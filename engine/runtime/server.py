@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
+import logging
 import os
 import secrets
 import signal
@@ -29,6 +30,7 @@ from engine.runtime.local import ensure_model
 
 __all__ = ["LocalServer", "ServerConfig", "free_port"]
 
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,12 @@ def _die_with_parent_hook():
 
 
 _PR_SET_PDEATHSIG = 1
+# Killed by a CPU fault while starting: on some virtual machines (Firecracker, seen here) the CPU
+# reports AMX but its first tile instruction faults inside llama.cpp's repacked (AMX) kernels, which
+# a native build (GGML_NATIVE) compiles in; llama.cpp's own switch, LLAMA_ARG_REPACK=false, keeps
+# them out. Binaries that crashed so run with it for the rest of the process.
+_CPU_FAULTS = (-signal.SIGSEGV, -signal.SIGILL)
+_NO_REPACK: set[tuple[str, ...]] = set()
 _LIVE: set["LocalServer"] = set()  # servers to stop at exit or on SIGTERM
 _HOOKS_INSTALLED = False
 _SPAWNER: ThreadPoolExecutor | None = None
@@ -186,6 +194,8 @@ class LocalServer:
         self._log_path = log_path
         self._port = config.port
         self._proc: subprocess.Popen[bytes] | None = None
+        self._exit_code: int | None = None  # of the last start that failed
+        self._repack_off = False
         # Loopback is reachable by every local user and, through CORS, by any web page in a
         # browser; a per-server random key keeps them out. It is stable across restarts.
         self.api_key = secrets.token_urlsafe(24)
@@ -278,12 +288,26 @@ class LocalServer:
                 self._wait_ready()
                 return self
             except RuntimeSetupError:
+                if attempt < 2 and self._without_repacking(binary):
+                    continue
                 # Another process may grab the free port before llama-server binds it; retry then.
                 if not (auto_port and attempt < 2 and "couldn't bind" in self._log_tail()):
                     raise
         raise AssertionError("unreachable")
 
+    def _without_repacking(self, binary: list[str]) -> bool:
+        """After a CPU fault at start, mark `binary` to run with weight repacking off; False if it already did."""
+        if self._exit_code not in _CPU_FAULTS or tuple(binary) in _NO_REPACK or "LLAMA_ARG_REPACK" in os.environ:
+            return False
+        _NO_REPACK.add(tuple(binary))
+        log.warning("llama-server was killed by signal %d while starting (log: %s): its CPU's repacked kernels "
+                    "(AMX on some virtual machines) fault here; starting it again with weight repacking off "
+                    "(LLAMA_ARG_REPACK=false)",
+                    -self._exit_code, self.log_path)
+        return True
+
     def _spawn(self, binary: list[str]) -> None:
+        self._exit_code, self._repack_off = None, tuple(binary) in _NO_REPACK
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         _prune_logs(self.log_path.parent)
         # Append, so a restart keeps the log of the crash that caused it; the child keeps its
@@ -293,7 +317,8 @@ class LocalServer:
                 subprocess.Popen, self._command(binary), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=_die_with_parent_hook(),
                 # The key goes by environment, not argv, which any local user can read in `ps`.
-                env={**os.environ, "LLAMA_API_KEY": self.api_key},
+                env={**os.environ, "LLAMA_API_KEY": self.api_key,
+                     **({"LLAMA_ARG_REPACK": "false"} if self._repack_off else {})},
             )
             try:
                 self._proc = _spawn_in_long_lived_thread(popen)
@@ -309,10 +334,11 @@ class LocalServer:
         while time.monotonic() < deadline:
             code = self._proc.poll() if self._proc else -1
             if code is not None:
+                self._exit_code = code
                 self.stop()
                 raise RuntimeSetupError(
-                    f"llama-server exited with code {code} while starting {self.model_path.name}. "
-                    f"Log {self.log_path} ends with:\n{self._log_tail()}")
+                    f"llama-server exited with code {code} while starting {self.model_path.name}"
+                    f"{' with weight repacking off' if self._repack_off else ''}. Log {self.log_path} ends with:\n{self._log_tail()}")
             if self._health() == 200:
                 return
             time.sleep(0.1)
